@@ -1,0 +1,205 @@
+"""Checkpoints: weights as safetensors plus a JSON config; loading never unpickles.
+
+A checkpoint is a folder::
+
+    NAME/
+      config.json        format, version, model config, tasks, classes, provenance
+      model.safetensors  every parameter and buffer (BatchNorm statistics included)
+
+:func:`load_checkpoint` accepts the folder, its ``config.json`` or its
+``model.safetensors``. Pickle files (``.pt``, ``.pth``, ``.ckpt``, ``.pkl``, ``.bin``)
+are refused: unpickling can run arbitrary code.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..__about__ import __version__
+from ..tasks import get_task
+from .ctn import ModelConfig, build_model
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointInfo",
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint_info",
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "FORMAT",
+    "FORMAT_VERSION",
+]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT = "composite-tasking-checkpoint"
+FORMAT_VERSION = 1
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".tar")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, malformed, or in a refused format."""
+
+
+@dataclass
+class CheckpointInfo:
+    path: Path  # the checkpoint folder
+    config: ModelConfig
+    meta: dict[str, Any]  # the whole config.json
+    sha256: str  # of model.safetensors: identifies the weights
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def _task_table(tasks) -> dict[str, Any]:
+    table = {}
+    for name in tasks:
+        t = get_task(name)
+        entry: dict[str, Any] = {"id": t.id, "kind": t.kind}
+        if t.kind == "classes":
+            entry["classes"] = list(t.classes)
+            entry["anchors_255"] = [list(a) for a in t.anchors_255]
+        table[name] = entry
+    return table
+
+
+def _atomic_write_bytes(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(model, path: str | Path, provenance: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (CTN, MHN or STN) as a checkpoint folder; returns the folder.
+
+    Both files are written to temporary names and renamed into place, weights first, so
+    an interrupted save never leaves a config pointing at half-written weights.
+    """
+    path = Path(path)
+    if path.suffix in PICKLE_SUFFIXES:
+        raise CheckpointError(f"{path}: checkpoints are folders of safetensors + JSON, not pickles")
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    weights = path / WEIGHTS_NAME
+    _atomic_write_bytes(weights, lambda tmp: save_file(state, tmp, metadata={"format": FORMAT}))
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "torch_version": torch.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": model.config.to_dict(),
+        "tasks": _task_table(model.config.tasks),
+        "weights_sha256": _sha256(weights),
+        "provenance": provenance or {},
+    }
+    text = json.dumps(meta, indent=2) + "\n"
+    _atomic_write_bytes(path / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return path
+
+
+def _folder(path: str | Path) -> Path:
+    path = Path(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise CheckpointError(
+            f"{path}: refusing to load a pickle file ({path.suffix}); unpickling can execute "
+            "arbitrary code. Convert it once, in a trusted environment, to a checkpoint "
+            "folder (config.json + model.safetensors) with save_checkpoint()."
+        )
+    if path.is_file() and path.name in (CONFIG_NAME, WEIGHTS_NAME):
+        path = path.parent
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not path.is_dir():
+        raise CheckpointError(
+            f"{path} is not a checkpoint: expected a folder with {CONFIG_NAME} and {WEIGHTS_NAME}"
+        )
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (path / name).is_file():
+            raise CheckpointError(f"checkpoint {path} has no {name}")
+    return path
+
+
+def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
+    """Read and validate a checkpoint's config without loading the weights."""
+    folder = _folder(path)
+    cfg_path = folder / CONFIG_NAME
+    try:
+        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{cfg_path}: not a readable JSON file ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{cfg_path}: not a {FORMAT} config (format = {meta.get('format')!r})"
+                              if isinstance(meta, dict) else f"{cfg_path}: not a JSON object")  # fmt: skip
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{cfg_path}: format version {meta['format_version']} is newer than this package "
+            f"reads ({FORMAT_VERSION}); update napari-composite-tasking"
+        )
+    try:
+        config = ModelConfig.from_dict(meta["model"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{cfg_path}: invalid model config: {e}") from None
+    # The class tables are data of the package; a checkpoint trained with other anchors
+    # would decode to wrong classes, so a mismatch is an error, not a warning.
+    stored = meta.get("tasks", {})
+    expected = _task_table(config.tasks)
+    for name, entry in expected.items():
+        if name in stored and stored[name] != entry:
+            raise CheckpointError(
+                f"{cfg_path}: task {name!r} was trained with a different class table or "
+                "anchors than this package uses"
+            )
+    return CheckpointInfo(folder, config, meta, meta.get("weights_sha256", ""),
+                          meta.get("provenance", {}))  # fmt: skip
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", verify: bool = True):
+    """Load a checkpoint -> (model in eval mode, CheckpointInfo).
+
+    ``verify`` checks the weights' sha256 against the config, so a truncated or swapped
+    weights file is caught before it produces wrong labels.
+    """
+    info = read_checkpoint_info(path)
+    weights = info.path / WEIGHTS_NAME
+    digest = _sha256(weights)
+    if verify and info.sha256 and digest != info.sha256:
+        raise CheckpointError(
+            f"{weights}: sha256 {digest[:12]}... does not match the config's "
+            f"{info.sha256[:12]}...; the weights file was changed or is incomplete"
+        )
+    info.sha256 = digest
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({e})") from None
+    model = build_model(info.config, pretrained=False)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{weights} does not fit its config: {e}") from None
+    return model.to(device).eval(), info

@@ -1,0 +1,332 @@
+"""The CompositeTasking network (CTN) and the MHN / STN baselines, built from the same parts.
+
+All three share one interface so that training, evaluation and inference treat them
+alike:
+
+- ``encode(image) -> Encoded``: the encoder part, cacheable per image;
+- ``decode(encoded, palette) -> output``: the 3-channel composite output;
+- ``forward(image, palette) = decode(encode(image), palette)``.
+
+``image`` is (N, 3, H, W) float in [0, 1] (ImageNet normalisation happens inside), any
+H x W: it is padded to multiples of 32 (replicating the border) and the output is cropped
+back. ``palette`` is (N, H, W) integer, task id + 1 per pixel, 0 = no task.
+
+Baselines (paper section 5.2): the MHN has the CTN's encoder and one plain decoder per
+task (regular BatchNorm instead of task conditioning); the STN is one whole plain network
+per task. Given a palette, each runs the decoders of the requested tasks and composes the
+output per pixel, so they are trained and evaluated exactly like the CTN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..tasks import TASK_NAMES
+from .blocks import (
+    PYRAMID_LEVELS,
+    Decoder,
+    DecoderSpec,
+    TaskRepresentationBlock,
+    embedding_pyramid,
+    palette_embedding,
+)
+from .encoder import ENCODERS, ResNetEncoder
+
+__all__ = [
+    "ModelConfig",
+    "Encoded",
+    "CompositeTaskingNet",
+    "MultiHeadNet",
+    "SingleTaskNets",
+    "MODEL_KINDS",
+    "PRESETS",
+    "build_model",
+    "preset_config",
+    "count_parameters",
+    "STRIDE",
+]
+
+#: the encoder's total stride; inputs are padded to a multiple of it
+STRIDE = 32
+MODEL_KINDS = ("ctn", "mhn", "stn")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model (stored as JSON in a checkpoint)."""
+
+    kind: str = "ctn"
+    encoder: str = "resnet34"
+    tasks: tuple[str, ...] = TASK_NAMES
+    embedding_width: int = 128  # Table 12
+    mlp_layers: int = 6  # Table 11
+    code_block: int = 20  # task code length 20 * K
+    pyramid_mode: str = "bilinear"  # Table 10
+    decoder: DecoderSpec = field(default_factory=DecoderSpec)
+
+    def __post_init__(self):
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"unknown model kind {self.kind!r}; choose one of {MODEL_KINDS}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {self.encoder!r}; choose one of {', '.join(ENCODERS)}")
+        unknown = [t for t in self.tasks if t not in TASK_NAMES]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(TASK_NAMES)}")
+        if list(self.tasks) != [t for t in TASK_NAMES if t in self.tasks]:
+            raise ValueError(f"tasks must keep the order of the task table {TASK_NAMES}")
+        if self.pyramid_mode not in ("bilinear", "nearest"):
+            raise ValueError(f"pyramid_mode is 'bilinear' or 'nearest', not {self.pyramid_mode!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tasks"] = list(self.tasks)
+        d["decoder"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["decoder"].items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config key(s): {sorted(unknown)}")
+        d = dict(d)
+        if "tasks" in d:
+            d["tasks"] = tuple(d["tasks"])
+        if "decoder" in d:
+            dk = {f.name for f in fields(DecoderSpec)}
+            bad = set(d["decoder"]) - dk
+            if bad:
+                raise ValueError(f"unknown decoder config key(s): {sorted(bad)}")
+            d["decoder"] = DecoderSpec(
+                **{k: tuple(v) if isinstance(v, list) else v for k, v in d["decoder"].items()}
+            )
+        return cls(**d)
+
+
+@dataclass
+class Encoded:
+    """Encoder features of a batch of images, with the size to crop the output back to."""
+
+    features: Any  # list[Tensor] (CTN, MHN) or list of such lists (STN)
+    size: tuple[int, int]  # original (H, W)
+
+    @property
+    def batch_size(self) -> int:
+        f = self.features[0]
+        return (f[0] if isinstance(f, list) else f).shape[0]
+
+
+def _pad_to_stride(x: torch.Tensor, stride: int = STRIDE) -> torch.Tensor:
+    """Pad the last two dims up to a multiple of ``stride`` by replicating the border."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % stride, (-w) % stride
+    if ph == 0 and pw == 0:
+        return x
+    if x.dim() == 3:  # palettes (N, H, W): integer, so pad by index replication
+        iy = torch.arange(h + ph, device=x.device).clamp_max(h - 1)
+        ix = torch.arange(w + pw, device=x.device).clamp_max(w - 1)
+        return x[:, iy][:, :, ix]
+    return F.pad(x, (0, pw, 0, ph), mode="replicate")
+
+
+def _check_image(image: torch.Tensor) -> None:
+    if image.dim() != 4 or image.shape[1] != 3:
+        raise ValueError(f"expected an image batch (N, 3, H, W), got shape {tuple(image.shape)}")
+    if not image.is_floating_point():
+        raise ValueError(f"expected a float image in [0, 1], got dtype {image.dtype}")
+
+
+class _PaletteModel(nn.Module):
+    """Shared plumbing: padding, palette checks, feature broadcasting."""
+
+    config: ModelConfig
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.config.tasks)
+
+    def _check_palette(self, encoded: Encoded, palette: torch.Tensor) -> torch.Tensor:
+        if palette.dim() == 2:
+            palette = palette.unsqueeze(0)
+        if palette.dim() != 3 or tuple(palette.shape[-2:]) != encoded.size:
+            raise ValueError(
+                f"palette shape {tuple(palette.shape)} does not match the image size "
+                f"{encoded.size} (expected (N, H, W))"
+            )
+        if palette.is_floating_point():
+            raise ValueError(f"a palette holds integers, got dtype {palette.dtype}")
+        n = encoded.batch_size
+        if palette.shape[0] != n and n != 1:
+            raise ValueError(f"{palette.shape[0]} palettes for {n} encoded images")
+        lo, hi = int(palette.min()), int(palette.max())
+        if lo < 0 or hi > self.num_tasks:
+            raise ValueError(
+                f"palette values must be 0 (no task) or 1..{self.num_tasks} (task id + 1); "
+                f"found values in [{lo}, {hi}]"
+            )
+        return palette
+
+    @staticmethod
+    def _expand(feats: list[torch.Tensor], n: int) -> list[torch.Tensor]:
+        """One encoding decoded under n palettes: broadcast without copying."""
+        if feats[0].shape[0] == n:
+            return feats
+        return [f.expand(n, *f.shape[1:]) for f in feats]
+
+    def _crop(self, out: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return out[..., : size[0], : size[1]]
+
+    def forward(self, image: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(image), palette)
+
+
+class CompositeTaskingNet(_PaletteModel):
+    """The CTN (Fig. 2, supplementary Fig. 12): one encoder, one palette-conditioned decoder."""
+
+    def __init__(self, config: ModelConfig = ModelConfig(), pretrained=False, allow_download=True):
+        super().__init__()
+        if config.kind != "ctn":
+            raise ValueError(f"CompositeTaskingNet needs kind 'ctn', got {config.kind!r}")
+        self.config = config
+        self.encoder = ResNetEncoder(config.encoder, pretrained, allow_download)
+        self.task_representation = TaskRepresentationBlock(
+            len(config.tasks), config.embedding_width, config.mlp_layers, config.code_block
+        )
+        self.decoder = Decoder(
+            self.encoder.channels, conditioned=True, emb_ch=config.embedding_width,
+            spec=config.decoder,
+        )  # fmt: skip
+
+    def encode(self, image: torch.Tensor) -> Encoded:
+        _check_image(image)
+        size = (image.shape[-2], image.shape[-1])
+        return Encoded(self.encoder(_pad_to_stride(image)), size)
+
+    def embed_palette(self, palette: torch.Tensor) -> list[torch.Tensor]:
+        """Palette (N, H', W') padded -> pyramid of E at strides 1..32."""
+        e = palette_embedding(palette, self.task_representation())  # (N, 128, H', W')
+        return embedding_pyramid(e, PYRAMID_LEVELS, self.config.pyramid_mode)
+
+    def decode(self, encoded: Encoded, palette: torch.Tensor) -> torch.Tensor:
+        palette = self._check_palette(encoded, palette)
+        feats = self._expand(encoded.features, palette.shape[0])
+        pyramid = self.embed_palette(_pad_to_stride(palette))
+        pyramid = [p.to(feats[0].dtype) for p in pyramid]
+        return self._crop(self.decoder(feats, pyramid), encoded.size)
+
+
+def _compose(palette: torch.Tensor, outputs: dict[int, torch.Tensor], like: torch.Tensor):
+    """Per pixel, the output of the decoder of that pixel's task; 0 where no task."""
+    out = torch.zeros_like(like)
+    for value, o in outputs.items():
+        out = torch.where((palette == value).unsqueeze(1), o, out)
+    return out
+
+
+class MultiHeadNet(_PaletteModel):
+    """MHN baseline: shared encoder, one plain decoder per task (regular BatchNorm)."""
+
+    def __init__(self, config: ModelConfig = ModelConfig(kind="mhn"), pretrained=False,
+                 allow_download=True):  # fmt: skip
+        super().__init__()
+        if config.kind != "mhn":
+            raise ValueError(f"MultiHeadNet needs kind 'mhn', got {config.kind!r}")
+        self.config = config
+        self.encoder = ResNetEncoder(config.encoder, pretrained, allow_download)
+        self.decoders = nn.ModuleList(
+            Decoder(self.encoder.channels, conditioned=False, spec=config.decoder)
+            for _ in config.tasks
+        )
+
+    def encode(self, image: torch.Tensor) -> Encoded:
+        _check_image(image)
+        return Encoded(self.encoder(_pad_to_stride(image)), (image.shape[-2], image.shape[-1]))
+
+    def decode_task(self, encoded: Encoded, k: int) -> torch.Tensor:
+        """The output of task k's head everywhere, (N, 3, H, W)."""
+        return self._crop(self.decoders[k](encoded.features), encoded.size)
+
+    def decode(self, encoded: Encoded, palette: torch.Tensor) -> torch.Tensor:
+        palette = self._check_palette(encoded, palette)
+        n = palette.shape[0]
+        enc = Encoded(self._expand(encoded.features, n), encoded.size)
+        present = [v for v in range(1, self.num_tasks + 1) if bool((palette == v).any())]
+        outs = {v: self.decode_task(enc, v - 1) for v in present}
+        like = next(iter(outs.values())) if outs else palette.new_zeros(
+            (n, 3, *encoded.size), dtype=enc.features[0].dtype)  # fmt: skip
+        return _compose(palette, outs, like)
+
+
+class SingleTaskNets(_PaletteModel):
+    """STN baseline: one whole network (encoder + plain decoder) per task."""
+
+    def __init__(self, config: ModelConfig = ModelConfig(kind="stn"), pretrained=False,
+                 allow_download=True):  # fmt: skip
+        super().__init__()
+        if config.kind != "stn":
+            raise ValueError(f"SingleTaskNets needs kind 'stn', got {config.kind!r}")
+        self.config = config
+        self.encoders = nn.ModuleList(
+            ResNetEncoder(config.encoder, pretrained, allow_download) for _ in config.tasks
+        )
+        ch = self.encoders[0].channels
+        self.decoders = nn.ModuleList(
+            Decoder(ch, conditioned=False, spec=config.decoder) for _ in config.tasks
+        )
+
+    def encode(self, image: torch.Tensor) -> Encoded:
+        _check_image(image)
+        x = _pad_to_stride(image)
+        return Encoded([enc(x) for enc in self.encoders], (image.shape[-2], image.shape[-1]))
+
+    def decode(self, encoded: Encoded, palette: torch.Tensor) -> torch.Tensor:
+        palette = self._check_palette(encoded, palette)
+        n = palette.shape[0]
+        outs = {}
+        for v in range(1, self.num_tasks + 1):
+            if bool((palette == v).any()):
+                feats = self._expand(encoded.features[v - 1], n)
+                outs[v] = self._crop(self.decoders[v - 1](feats), encoded.size)
+        like = next(iter(outs.values())) if outs else palette.new_zeros(
+            (n, 3, *encoded.size), dtype=encoded.features[0][0].dtype)  # fmt: skip
+        return _compose(palette, outs, like)
+
+
+_CLASSES = {"ctn": CompositeTaskingNet, "mhn": MultiHeadNet, "stn": SingleTaskNets}
+
+#: Named model configurations; "ctn-resnet34" is the paper's CTN.
+PRESETS: dict[str, ModelConfig] = {
+    **{f"ctn-{e}": ModelConfig(kind="ctn", encoder=e) for e in ENCODERS},
+    **{f"mhn-{e}": ModelConfig(kind="mhn", encoder=e) for e in ("resnet18", "resnet34")},
+    **{f"stn-{e}": ModelConfig(kind="stn", encoder=e) for e in ("resnet18", "resnet34")},
+}
+
+
+def preset_config(name: str) -> ModelConfig:
+    if name not in PRESETS:
+        raise KeyError(f"unknown model preset {name!r}; presets: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def build_model(config: ModelConfig | str | dict = "ctn-resnet34", pretrained=False,
+                allow_download: bool = True) -> _PaletteModel:  # fmt: skip
+    """Build a CTN, MHN or STN from a config, a preset name, or a config dict.
+
+    ``pretrained`` initialises the encoder(s) with ImageNet weights (True), from a
+    torchvision ResNet state dict file (a path), or randomly (False).
+    """
+    if isinstance(config, str):
+        config = preset_config(config)
+    elif isinstance(config, dict):
+        config = ModelConfig.from_dict(config)
+    return _CLASSES[config.kind](config, pretrained=pretrained, allow_download=allow_download)
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+

@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def ctn18():
+    """A small CTN (ResNet-18 encoder) in eval mode with non-trivial BatchNorm statistics.
+
+    Fresh BatchNorm buffers are mean 0 / var 1, which hides bugs in how the conditioning
+    is applied; a few training-mode passes on random data give them real values. At
+    initialisation all tasks give almost the same output (gamma ~ 1, beta ~ 0); larger
+    conditioning weights make the tasks differ, as after training.
+    """
+    from composite_tasking.model import TaskCompositionBlock, build_model
+
+    torch.manual_seed(0)
+    model = build_model("ctn-resnet18")
+    with torch.no_grad():
+        for blk in model.modules():
+            if isinstance(blk, TaskCompositionBlock):
+                blk.gamma.weight.normal_(0.0, 0.05)
+                blk.beta.weight.normal_(0.0, 0.05)
+        for lin in model.task_representation.mlp:
+            if isinstance(lin, torch.nn.Linear):
+                lin.weight.normal_(0.0, 0.15)
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            x = torch.rand(2, 3, 64, 64)
+            p = torch.randint(0, 6, (2, 64, 64))
+            model(x, p)
+    return model.eval()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
