@@ -1,0 +1,131 @@
+"""Decoding the 3-channel output into each task's label, with the paper's anchors."""
+
+import numpy as np
+import pytest
+import torch
+
+from composite_tasking.tasks import (
+    IGNORE,
+    PARTS_CLASSES,
+    SEMSEG_CLASSES,
+    TASK_NAMES,
+    TASKS,
+    class_probabilities,
+    decode_output,
+    decode_task,
+    get_task,
+)
+
+
+def logit(p):
+    p = torch.as_tensor(p, dtype=torch.float32).clamp(1e-4, 1 - 1e-4)
+    return torch.log(p / (1 - p))
+
+
+def output_at(values_255):
+    """A (1, 3, 1, len) output whose sigmoid equals the given RGB anchors / 255."""
+    v = torch.tensor(values_255, dtype=torch.float32) / 255.0  # (L, 3)
+    return logit(v).T.reshape(1, 3, 1, -1)
+
+
+def test_task_table_matches_the_public_code_ids():
+    assert TASK_NAMES == ("semseg", "parts", "edges", "saliency", "normals")
+    assert [t.palette_value for t in TASKS] == [1, 2, 3, 4, 5]
+    assert [t.loss_weight for t in TASKS] == [3, 4, 50, 8, 4]
+    assert len({t.color for t in TASKS}) == 5
+    assert get_task("seg") is TASKS[0] and get_task(4).name == "normals"
+    with pytest.raises(KeyError, match="unknown task 'depth'"):
+        get_task("depth")
+
+
+def test_semseg_decodes_to_the_table5_anchor_of_each_class_by_name():
+    # Table 5 rows (class name, anchor), typed from the paper in the paper's order
+    table5 = [("background", (0, 0, 0)), ("cat", (0, 0, 64)), ("aeroplane", (0, 0, 128)),
+              ("chair", (0, 0, 192)), ("pottedplant", (0, 64, 0)), ("sheep", (0, 64, 128)),
+              ("bicycle", (0, 128, 0)), ("cow", (0, 128, 64)), ("bird", (0, 128, 128)),
+              ("diningtable", (0, 128, 192)), ("sofa", (0, 192, 0)), ("train", (0, 192, 128)),
+              ("boat", (128, 0, 0)), ("dog", (128, 0, 64)), ("bottle", (128, 0, 128)),
+              ("horse", (128, 0, 192)), ("tvmonitor", (128, 64, 0)), ("bus", (128, 128, 0)),
+              ("motorbike", (128, 128, 64)), ("car", (128, 128, 128)),
+              ("person", (128, 128, 192))]  # fmt: skip
+    out = output_at([a for _, a in table5])
+    pred = decode_task(out, "semseg")
+    expected = [SEMSEG_CLASSES.index(name) for name, _ in table5]
+    assert pred.label[0, 0].tolist() == expected
+    # the label ids are the PASCAL VOC ids of the PASCAL-MT files
+    assert SEMSEG_CLASSES.index("person") == 15 and SEMSEG_CLASSES.index("aeroplane") == 1
+    assert pred.confidence.min() > 0.9  # right on an anchor
+
+
+def test_parts_decode_to_table6_anchors():
+    table6 = {"head": (0, 0, 255), "torso": (0, 255, 0), "upper_arm": (255, 0, 0),
+              "lower_arm": (0, 255, 255), "upper_leg": (255, 0, 255),
+              "lower_leg": (255, 255, 0), "background": (0, 0, 0)}  # fmt: skip
+    out = output_at(list(table6.values()))
+    assert decode_task(out, "parts").label[0, 0].tolist() == [PARTS_CLASSES.index(k) for k in table6]
+
+
+def test_nearest_anchor_wins_between_anchors_and_confidence_drops_at_the_midpoint():
+    # between car (128,128,128) and person (128,128,192): nearer to person
+    out = output_at([(128, 128, 170), (128, 128, 160.0)])
+    pred = decode_task(out, "semseg")
+    assert pred.label[0, 0, 0] == SEMSEG_CLASSES.index("person")
+    assert pred.confidence[0, 0, 1] < 0.01  # equidistant: no confidence
+
+
+def test_class_probabilities_follow_eq5():
+    anchors = get_task("parts").anchors()
+    out = output_at([(10, 240, 5)])
+    probs = class_probabilities(out, anchors)[0, :, 0, 0]
+    o = torch.sigmoid(out[0, :, 0, 0])
+    l = 1.0 / ((o - anchors).norm(dim=1) + 1e-8)
+    torch.testing.assert_close(probs, torch.softmax(l, 0))
+    assert probs.argmax() == PARTS_CLASSES.index("torso")
+
+
+def test_edges_and_saliency_are_the_mean_of_sigmoids_with_distance_from_half_as_confidence():
+    out = torch.tensor([0.0, 2.0, -2.0]).view(1, 3, 1, 1)
+    pred = decode_task(out, "edges")
+    p = torch.sigmoid(out).mean()
+    assert pred.label.item() == pytest.approx(p.item())
+    assert pred.confidence.item() == pytest.approx(abs(2 * p.item() - 1))
+    sure = decode_task(torch.full((1, 3, 1, 1), 8.0), "saliency")
+    assert sure.label.item() > 0.99 and sure.confidence.item() > 0.99
+
+
+def test_normals_are_unit_vectors():
+    out = torch.randn(2, 3, 5, 7) * 3
+    pred = decode_task(out, "normals")
+    torch.testing.assert_close(pred.label.norm(dim=1), torch.ones(2, 5, 7))
+    assert ((pred.confidence > 0) & (pred.confidence < 1)).all()
+
+
+def test_decoding_by_palette_marks_unrequested_pixels_invalid_in_every_label():
+    out = torch.randn(1, 3, 4, 6)
+    palette = torch.tensor([[[0, 1, 2, 3, 4, 5]] * 4])
+    preds = decode_output(out, palette)
+    assert set(preds) == set(TASK_NAMES)
+    for task in TASKS:
+        pred = preds[task.name]
+        col = task.palette_value
+        assert pred.valid[0, :, col].all() and pred.valid.sum() == 4
+        assert (pred.confidence[~pred.valid] == 0).all()
+        if task.kind == "classes":
+            assert (pred.label[~pred.valid] == IGNORE).all()
+            assert (pred.label[pred.valid] < task.num_classes).all()
+        elif task.kind == "probability":
+            assert torch.isnan(pred.label[~pred.valid]).all()
+            assert not torch.isnan(pred.label[pred.valid]).any()
+        else:
+            assert (pred.label.permute(0, 2, 3, 1)[~pred.valid] == 0).all()
+    # a palette with only no-task pixels decodes to nothing
+    assert decode_output(out, torch.zeros(1, 4, 6, dtype=torch.long)) == {}
+
+
+def test_anchors_are_in_the_sigmoid_range_and_distinct():
+    for task in TASKS:
+        if task.kind == "classes":
+            a = task.anchors()
+            assert a.min() >= 0 and a.max() <= 1
+            assert len(np.unique(a.numpy(), axis=0)) == task.num_classes
+            torch.testing.assert_close(a * 255, torch.tensor(task.anchors_255, dtype=torch.float32))
