@@ -84,8 +84,8 @@ def _load_imagenet_state(spec: EncoderSpec, allow_download: bool) -> dict:
         f"  {weights.url}\n"
         f"on a machine with internet access and put the file at\n"
         f"  {path}\n"
-        f"(the folder follows $TORCH_HOME), or pass encoder_weights=PATH, or build the "
-        f"model with pretrained=False."
+        f"(the folder follows $TORCH_HOME), or pass pretrained=PATH to a torchvision "
+        f"ResNet state dict, or build the model with pretrained=False."
     )
     if not allow_download:
         raise EncoderWeightsUnavailable(hint)
