@@ -71,6 +71,70 @@ def cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _Bar:
+    """A tqdm bar as a ``progress(done, total)`` callback for the core's long operations."""
+
+    def __init__(self, desc: str, unit: str):
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self.bar = None
+        self.desc, self.unit = desc, unit
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = self._tqdm(total=total, desc=self.desc, unit=self.unit, dynamic_ncols=True)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        parts = [int(p) for p in text.lower().replace("x", ",").split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be S or HxW, got {text!r}") from None
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"size must be S or HxW with positive numbers, got {text!r}")
+    return parts[0], parts[1]
+
+
+def _nonneg(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .store import StoreError
+    from .synthetic.export import write_synthetic
+
+    bar = _Bar("synth", "scene")
+    try:
+        summary = write_synthetic(args.out, args.n, args.size, args.seed, args.start, progress=bar)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"interrupted; what was written is complete. Re-run the same command to continue.",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    except (StoreError, OSError) as e:
+        bar.close()
+        print(f"ctn synth: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    bar.close()
+    print(f"{summary.written} scene(s) written, {summary.skipped} already there: "
+          f"images in {summary.out / 'images'}, ground truth in {summary.store}")  # fmt: skip
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ctn",
@@ -80,6 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("info", help="versions, devices, tasks, rules and model presets")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "synth",
+        help="generate synthetic scenes: PNG images and their exact ground truth as a label store",
+        description="Write N scenes of the synthetic world to OUT/images/*.png and their "
+        "ground truth for all five tasks to OUT/ground-truth.zarr. Re-running continues an "
+        "interrupted run.",
+    )
+    p.add_argument("out", help="output folder")
+    p.add_argument("--n", type=_nonneg, required=True, help="number of scenes")
+    p.add_argument("--size", type=_size, default=(256, 256), help="S or HxW (default 256)")
+    p.add_argument("--seed", type=_nonneg, default=0, help="world seed (default 0)")
+    p.add_argument("--start", type=_nonneg, default=0, help="index of the first scene (default 0)")
+    p.set_defaults(func=cmd_synth)
     return parser
 
 
