@@ -1,0 +1,27 @@
+"""The bundled models: checkpoint folders shipped inside the package.
+
+``ctn/`` holds the default CTN (config.json + model.safetensors), trained on the
+synthetic world; ``default_model_path()`` finds it.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+__all__ = ["DEFAULT_MODEL", "default_model_path"]
+
+DEFAULT_MODEL = "ctn"
+
+
+def default_model_path(name: str = DEFAULT_MODEL) -> Path:
+    """The folder of a bundled checkpoint; a clear error when it is not shipped."""
+    from composite_tasking.model.checkpoint import CheckpointError
+
+    path = Path(str(resources.files(__name__) / name))
+    if not (path / "config.json").is_file():
+        raise CheckpointError(
+            f"no bundled model {name!r} in {path.parent}: this installation ships none yet. "
+            "Pass --model with a checkpoint folder or a training run folder."
+        )
+    return path
