@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+from pathlib import Path
 from importlib import metadata
 
 from .__about__ import __version__
@@ -135,6 +136,142 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _train_progress():
+    """tqdm bars for training: one per epoch, losses per task in the postfix."""
+    from tqdm import tqdm
+
+    state = {"bar": None}
+
+    def progress(event: dict) -> None:
+        if "epoch_done" in event:
+            rec = event["epoch_done"]
+            if state["bar"] is not None:
+                state["bar"].close()
+                state["bar"] = None
+            val = rec.get("val", {}).get("primary")
+            line = f"epoch {rec['epoch']}: {rec['images_per_s']:.1f} images/s"
+            if val:
+                line += "; val " + ", ".join(f"{k} {v:.2f}" for k, v in val.items())
+            tqdm.write(line)
+            return
+        bar = state["bar"]
+        if bar is None:
+            bar = state["bar"] = tqdm(total=event["steps"], desc=f"epoch {event['epoch']}/{event['epochs']}",
+                                      unit="step", dynamic_ncols=True)  # fmt: skip
+        bar.update(event["step"] - bar.n)
+        bar.set_postfix({k: f"{v:.3g}" for k, v in event["loss"].items()}, refresh=False)
+
+    return progress
+
+
+def _run_training(recipe, out, resume, device) -> int:
+    from composite_tasking.training.trainer import Trainer, TrainingDiverged
+
+    try:
+        trainer = Trainer(recipe, out, resume=resume, device=device, progress=_train_progress())
+        trainer.fit()
+    except TrainingDiverged as e:
+        print(f"ctn: training stopped: {e}", file=sys.stderr)
+        return EXIT_PARTIAL
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; the last complete epoch is saved in {out}: continue with --resume",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    print(f"done: {trainer.epoch} epoch(s); newest model: {Path(out) / f'epoch-{trainer.epoch:04d}' / 'model'}")
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from composite_tasking.training.recipe import RecipeError, load_recipe
+
+    overrides = {}
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    try:
+        recipe = load_recipe(args.config, overrides)
+    except RecipeError as e:
+        print(f"ctn train: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _run_training(recipe, args.out, args.resume, args.device)
+    except (FileExistsError, FileNotFoundError, ValueError) as e:
+        print(f"ctn train: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from composite_tasking.training.recipe import RecipeError, builtin_recipe, load_recipe, parse_data_spec
+
+    try:
+        model = _model_path(args.model)
+        data = parse_data_spec(args.data)
+        overrides = {"init": str(model), "train": {**data.__dict__}, "rule": args.rule}
+        if args.epochs is not None:
+            overrides["epochs"] = args.epochs
+        recipe = load_recipe(args.config, overrides) if args.config else builtin_recipe("finetune", overrides)
+        return _run_training(recipe, args.out, args.resume, args.device)
+    except (RecipeError, FileExistsError, FileNotFoundError, ValueError) as e:
+        print(f"ctn finetune: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _model_path(spec: str) -> Path:
+    """``default`` (the bundled model), a checkpoint folder, or a training run folder."""
+    from composite_tasking.model.checkpoint import CheckpointError
+
+    if spec == "default":
+        from composite_tasking.weights import default_model_path
+
+        return default_model_path()
+    p = Path(spec)
+    latest = p / "latest.json"
+    if latest.is_file():  # a run folder: its newest model
+        import json
+
+        return p / json.loads(latest.read_text())["model"]
+    if not p.exists():
+        raise CheckpointError(f"model {spec!r} not found: give 'default', a checkpoint folder or a run folder")
+    return p
+
+
+def _print_table(result: dict) -> None:
+    from composite_tasking.training.metrics import PRIMARY
+
+    print(f"rule {result['rule']}, {result['images']} image(s), loss {result['loss']:.4f}")
+    print(f"{'task':<10} {'metric':<10} {'value':>9}   other metrics")
+    for task, metrics in result["metrics"].items():
+        key = PRIMARY[task]
+        others = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()
+                           if k != key and isinstance(v, (int, float)))  # fmt: skip
+        print(f"{task:<10} {key:<10} {metrics[key]:9.2f}   {others}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from composite_tasking.model import load_checkpoint
+    from composite_tasking.model.checkpoint import CheckpointError
+    from composite_tasking.training.evaluate import evaluate
+    from composite_tasking.training.recipe import RecipeError
+
+    try:
+        model, info = load_checkpoint(_model_path(args.model))
+        bar = None if args.json else _Bar("evaluate", "batch")
+        result = evaluate(model, args.data, rule=args.rule, device=args.device,
+                          batch_size=args.batch_size, progress=bar)  # fmt: skip
+        if bar is not None:
+            bar.close()
+    except (CheckpointError, RecipeError, FileNotFoundError, ValueError) as e:
+        print(f"ctn evaluate: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    result["model"] = {"path": str(info.path), "sha256": info.sha256}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_table(result)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ctn",
@@ -158,6 +295,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_nonneg, default=0, help="world seed (default 0)")
     p.add_argument("--start", type=_nonneg, default=0, help="index of the first scene (default 0)")
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("train", help="train a model from a recipe (YAML)")
+    p.add_argument("--config", required=True, help="recipe file, or a built-in recipe name (ctn-synthetic)")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, history, curves)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--epochs", type=_nonneg, default=None, help="override the recipe's epochs")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:I")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("finetune", help="fine-tune a model on a store, a data set or a new rule")
+    p.add_argument("--model", required=True, help="'default', a checkpoint folder or a run folder")
+    p.add_argument("--data", required=True, help="STORE.zarr | synthetic:seed=K,n=N[,size=S] | pascal-mt:ROOT")
+    p.add_argument("--rule", required=True, help="R2, R3, S:<task>, mosaic, random or a YAML rule file")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--config", default=None, help="a recipe to start from (default: built-in 'finetune')")
+    p.add_argument("--epochs", type=_nonneg, default=None, help="override the recipe's epochs")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="metrics of a model on a data set under a rule")
+    p.add_argument("--model", required=True, help="'default', a checkpoint folder or a run folder")
+    p.add_argument("--data", required=True, help="synthetic:seed=K,n=N[,size=S] | pascal-mt:ROOT | STORE.zarr")
+    p.add_argument("--rule", default="S", help="S (every task everywhere, default) or a palette rule")
+    p.add_argument("--batch-size", type=_nonneg, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -1,0 +1,110 @@
+"""The sparse multi-task loss of eq. (4): each task only where the palette asks for it.
+
+Supplementary E and the authors' code:
+
+========  =====================================================================  ======
+task      loss over the pixels the palette gives the task (and that have a label)  lambda
+========  =====================================================================  ======
+semseg    focal loss (gamma = 2) over softmax(l), l_i = 1 / (||sigmoid(o) - a_i|| + eps)   3
+parts     same, with the human-part anchors                                          4
+edges     binary cross-entropy on each of the 3 channels, weights 0.95 (edge) / 0.05    50
+saliency  binary cross-entropy on each channel, weights = inverse class frequency     8
+          in the batch, normalised to sum to 1
+normals   1 - cosine similarity between o and the label; all-zero labels skipped     4
+========  =====================================================================  ======
+
+Each task's loss is the mean over its pixels; the total is the weighted sum. A task with
+no pixel in the batch contributes exactly zero (never NaN) and keeps the graph connected
+so that ``backward()`` works whatever the palette.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+
+from composite_tasking.tasks import IGNORE, TASKS, get_task
+
+__all__ = ["DEFAULT_WEIGHTS", "focal_anchor_loss", "composite_loss", "LossResult"]
+
+DEFAULT_WEIGHTS: dict[str, float] = {t.name: t.loss_weight for t in TASKS}
+
+#: smallest anchor distance used in l_i = 1 / d: keeps gradients finite on an anchor
+_MIN_DIST = 1e-6
+
+
+def focal_anchor_loss(o: torch.Tensor, target: torch.Tensor, anchors: torch.Tensor,
+                      gamma: float = 2.0) -> torch.Tensor:  # fmt: skip
+    """Mean focal loss of eq. (5)'s class probabilities.
+
+    ``o`` (P, 3) raw outputs of the selected pixels, ``target`` (P,) class ids,
+    ``anchors`` (C, 3) in [0, 1].
+    """
+    s = torch.sigmoid(o)
+    d2 = (s.unsqueeze(1) - anchors.unsqueeze(0)).square().sum(-1)  # (P, C)
+    d = (d2 + 1e-12).sqrt().clamp_min(_MIN_DIST)
+    logp = torch.log_softmax(1.0 / d, dim=1)
+    logp_t = logp.gather(1, target.unsqueeze(1)).squeeze(1)
+    p_t = logp_t.exp()
+    return (-(1.0 - p_t).pow(gamma) * logp_t).mean()
+
+
+def _weighted_bce(o: torch.Tensor, y: torch.Tensor, w_pos, w_neg) -> torch.Tensor:
+    # o (P, 3) logits, y (P,) in {0, 1}: the same label on each of the three channels
+    y3 = y.unsqueeze(1).expand_as(o)
+    w = torch.where(y3 > 0.5, torch.as_tensor(w_pos, dtype=o.dtype, device=o.device),
+                    torch.as_tensor(w_neg, dtype=o.dtype, device=o.device))  # fmt: skip
+    return F.binary_cross_entropy_with_logits(o, y3, weight=w, reduction="mean")
+
+
+class LossResult(dict):
+    """``{task: loss}`` for the tasks present plus ``"total"``; ``pixels`` counts per task."""
+
+    pixels: dict[str, int]
+
+
+def composite_loss(
+    output: torch.Tensor,
+    palette: torch.Tensor,
+    targets: Mapping[str, torch.Tensor],
+    weights: Mapping[str, float] | None = None,
+    focal_gamma: float = 2.0,
+) -> LossResult:
+    """Eq. (4) for a batch. ``output`` (N, 3, H, W) raw; ``palette`` (N, H, W) task id + 1;
+    ``targets`` in the dataset format (class maps int64 with 255 ignore, edges/saliency
+    0/1/255, normals (N, 3, H, W) with zeros invalid). Tasks missing from ``targets``
+    are skipped."""
+    weights = DEFAULT_WEIGHTS if weights is None else weights
+    o = output.float().permute(0, 2, 3, 1)  # (N, H, W, 3)
+    zero = output.sum() * 0.0
+    result = LossResult()
+    result.pixels = {}
+    total = zero
+    for name, target in targets.items():
+        task = get_task(name)
+        mask = palette == task.palette_value
+        if task.kind == "vector":
+            y = target.float().permute(0, 2, 3, 1)  # (N, H, W, 3)
+            mask = mask & (y.abs().sum(-1) > 0)
+        else:
+            mask = mask & (target != IGNORE)
+        n = int(mask.sum())
+        result.pixels[task.name] = n
+        if n == 0:
+            loss = zero
+        elif task.kind == "classes":
+            loss = focal_anchor_loss(o[mask], target[mask].long(), task.anchors(o.device), focal_gamma)
+        elif task.kind == "vector":
+            loss = (1.0 - F.cosine_similarity(o[mask], y[mask], dim=-1, eps=1e-8)).mean()
+        elif task.name == "edges":
+            loss = _weighted_bce(o[mask], target[mask].float(), 0.95, 0.05)
+        else:  # saliency: inverse class frequency in the batch, normalised to sum to 1
+            y = target[mask].float()
+            pos = y.mean()
+            loss = _weighted_bce(o[mask], y, 1.0 - pos, pos)
+        result[task.name] = loss
+        total = total + float(weights.get(task.name, 0.0)) * loss
+    result["total"] = total
+    return result

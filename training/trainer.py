@@ -1,0 +1,436 @@
+"""Train a CTN (or an MHN / STN baseline) from a recipe.
+
+- device auto (CUDA, else CPU); bf16 autocast on GPUs and on CPUs with native bf16
+  (``avx512_bf16`` / ``amx_bf16``), channels_last memory on both;
+- progress with the loss of each task; validation metrics each epoch;
+- a checkpoint after every epoch, written to a temporary folder and renamed into place,
+  then pointed at by ``RUN_DIR/latest.json`` (replaced atomically), with the model
+  (safetensors + JSON, :mod:`composite_tasking.model.checkpoint`) and the training state
+  (optimiser tensors as safetensors, everything else as JSON: nothing is pickled);
+- ``resume=True`` continues exactly: data, palettes and augmentation are functions of
+  (seed, index, epoch) and the shuffling of (seed, epoch), so epochs after a resume see
+  the same batches as an uninterrupted run;
+- a NaN or infinite loss stops the run with :class:`TrainingDiverged` before anything is
+  written, so the last good checkpoint stays intact;
+- ``RUN_DIR/curves.png``: loss and validation curves;
+- several processes through ``torchrun`` (DistributedDataParallel; gloo on CPU, NCCL on
+  GPU): each process reads its own shard of every epoch, rank 0 validates and writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from composite_tasking.model import build_model, load_checkpoint, save_checkpoint
+from composite_tasking.model.checkpoint import CheckpointError
+
+from .losses import composite_loss
+from .recipe import DataSpec, Recipe, parse_data_spec
+
+__all__ = ["Trainer", "TrainingDiverged", "pick_device", "pick_autocast_dtype", "cpu_has_bf16",
+           "build_dataset", "LATEST"]  # fmt: skip
+
+LATEST = "latest.json"
+LABEL_KEYS = ("semseg", "parts", "edges", "saliency", "normals")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def cpu_has_bf16() -> bool:
+    """True on CPUs with native bf16 arithmetic (where bf16 autocast pays)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_device(spec: str = "auto") -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(spec)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {spec!r} asked for, but torch sees no CUDA device")
+    return dev
+
+
+def pick_autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_bf16() else None
+
+
+def build_augment(cfg: dict | None, size: int):
+    from composite_tasking.augment import default_augment
+
+    if not cfg:
+        return None
+    cfg = dict(cfg)
+    return default_augment(
+        cfg.pop("crop", size),
+        flip=cfg.pop("hflip", True),
+        scale=tuple(cfg.pop("scale")) if cfg.get("scale") else None,
+        photometric=cfg.pop("photometric", True),
+    )
+
+
+def build_dataset(spec: DataSpec | str | dict, rule: str, augment: dict | None = None, seed: int = 0):
+    from composite_tasking.datasets import PascalMTDataset, StoreDataset, SyntheticDataset
+
+    spec = parse_data_spec(spec)
+    aug = build_augment(augment, spec.size)
+    if spec.kind == "synthetic":
+        return SyntheticDataset(spec.seed, spec.n, spec.size, rule=rule, augment=aug)
+    if spec.kind == "pascal-mt":
+        return PascalMTDataset(spec.root, spec.split, rule=rule, augment=aug, seed=seed)
+    if spec.kind == "store":
+        return StoreDataset(spec.root, rule=rule, augment=aug, seed=seed)
+    raise ValueError(f"unknown data kind {spec.kind!r}")
+
+
+def _param_groups(model: torch.nn.Module, lr_encoder: float, lr_decoder: float):
+    enc, rest = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (enc if name.startswith("encoder") else rest).append(p)
+    return [{"params": enc, "lr": lr_encoder, "name": "encoder"},
+            {"params": rest, "lr": lr_decoder, "name": "decoder"}]  # fmt: skip
+
+
+@dataclass
+class _Schedule:
+    """The learning-rate factor: step decay at epochs or decay on a validation plateau.
+    Plain numbers only, so its state is JSON."""
+
+    kind: str
+    factor: float = 0.3
+    patience: int = 12
+    milestones: list[int] = field(default_factory=list)
+    scale: float = 1.0
+    best: float = math.inf
+    bad_epochs: int = 0
+
+    def at_epoch(self, epoch: int) -> float:
+        if self.kind == "step":
+            return self.factor ** sum(epoch >= m for m in self.milestones)
+        return self.scale
+
+    def observe(self, value: float) -> None:
+        if self.kind != "plateau" or not math.isfinite(value):
+            return
+        if value < self.best - 1e-8:
+            self.best, self.bad_epochs = value, 0
+        else:
+            self.bad_epochs += 1
+            if self.bad_epochs > self.patience:
+                self.scale *= self.factor
+                self.bad_epochs = 0
+
+    def state(self) -> dict:
+        return {"scale": self.scale, "best": self.best if math.isfinite(self.best) else None,
+                "bad_epochs": self.bad_epochs}  # fmt: skip
+
+    def load(self, s: dict) -> None:
+        self.scale = s["scale"]
+        self.best = math.inf if s["best"] is None else s["best"]
+        self.bad_epochs = s["bad_epochs"]
+
+
+def _optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(pid), {})[k] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        pid, _, k = key.partition(".")
+        state.setdefault(int(pid), {})[k] = v
+    for pid, st in meta["scalars"].items():
+        state.setdefault(int(pid), {}).update(st)
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def _atomic_json(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+Progress = Callable[[dict], None]
+
+
+class Trainer:
+    """Runs a :class:`Recipe` into ``out``; ``fit()`` returns the history."""
+
+    def __init__(self, recipe: Recipe, out: str | Path, resume: bool = False,
+                 device: str = "auto", progress: Progress | None = None,
+                 should_stop: Callable[[], bool] | None = None):  # fmt: skip
+        self.recipe = recipe
+        self.out = Path(out)
+        self.progress = progress
+        self.should_stop = should_stop
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1 and not torch.distributed.is_initialized():
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            if device == "auto" and torch.cuda.is_available():
+                device = f"cuda:{local}"
+            backend = "nccl" if device.startswith("cuda") else "gloo"
+            torch.distributed.init_process_group(backend)
+        self.device = pick_device(device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.autocast = pick_autocast_dtype(recipe.precision, self.device)
+        if self.out.exists() and any(self.out.iterdir()) and not resume:
+            if (self.out / LATEST).exists():
+                raise FileExistsError(f"{self.out} holds a run already; pass --resume to continue it "
+                                      "or choose another folder")  # fmt: skip
+        if resume and not (self.out / LATEST).exists():
+            raise FileNotFoundError(f"nothing to resume in {self.out}: no {LATEST}")
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+
+        torch.manual_seed(recipe.seed)
+        self.provenance_init = None
+        if recipe.init:
+            self.model, info = load_checkpoint(recipe.init)
+            self.provenance_init = {"init": str(recipe.init), "init_sha256": info.sha256}
+        else:
+            m = recipe.model
+            self.model = build_model(m.get("preset", "ctn-resnet34"), pretrained=m.get("pretrained", False))
+        self.model.to(self.device).to(memory_format=torch.channels_last)
+        opt = recipe.optimizer
+        self.optimizer = torch.optim.Adam(
+            _param_groups(self.model, float(opt.get("lr_encoder", 1e-5)), float(opt.get("lr_decoder", 1e-3))),
+            betas=tuple(opt.get("betas", (0.9, 0.999))), weight_decay=float(opt.get("weight_decay", 1e-5)),
+        )  # fmt: skip
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        sch = recipe.schedule
+        self.schedule = _Schedule(sch.get("kind", "plateau"), float(sch.get("factor", 0.3)),
+                                  int(sch.get("patience", 12)), list(sch.get("milestones", [])))  # fmt: skip
+        self.train_set = build_dataset(recipe.train, recipe.rule, recipe.augment, recipe.seed)
+        self.val_set = None
+        if recipe.val is not None and self.rank == 0:
+            rule = "mosaic" if recipe.val_rule == "S" else recipe.val_rule
+            self.val_set = build_dataset(recipe.val, rule, None, recipe.seed + 1)
+        self.epoch = 0
+        self.history: list[dict] = []
+        self.ddp = None
+        if resume:
+            self._load_state()
+        if self.world > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    # ------------------------------------------------------------------ data
+    def _loader(self, dataset, epoch: int, shuffle: bool):
+        dataset.set_epoch(epoch)
+        g = torch.Generator().manual_seed(self.recipe.seed * 1_000_003 + epoch)
+        sampler = None
+        if self.world > 1 and shuffle:
+            sampler = torch.utils.data.DistributedSampler(dataset, self.world, self.rank,
+                                                          shuffle=True, seed=self.recipe.seed)  # fmt: skip
+            sampler.set_epoch(epoch)
+        workers = int(self.recipe.workers)
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=int(self.recipe.batch_size), shuffle=shuffle and sampler is None,
+            sampler=sampler, num_workers=workers, generator=g, drop_last=shuffle,
+            persistent_workers=False, pin_memory=self.device.type == "cuda",
+            collate_fn=_collate,
+        )  # fmt: skip
+
+    def _to_device(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        nb = self.device.type == "cuda"
+        image = batch["image"].to(self.device, non_blocking=nb).contiguous(memory_format=torch.channels_last)
+        palette = batch["palette"].to(self.device, non_blocking=nb)
+        targets = {k: batch[k].to(self.device, non_blocking=nb) for k in LABEL_KEYS if k in batch}
+        return image, palette, targets
+
+    def _autocast(self):
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> list[dict]:
+        r = self.recipe
+        net = self.ddp or self.model
+        while self.epoch < r.epochs:
+            if self.should_stop is not None and self.should_stop():
+                break
+            epoch = self.epoch
+            factor = self.schedule.at_epoch(epoch)
+            for g, base in zip(self.optimizer.param_groups, self.base_lrs):
+                g["lr"] = base * factor
+            net.train()
+            loader = self._loader(self.train_set, epoch, shuffle=True)
+            n_steps = len(loader) if r.max_steps_per_epoch is None else min(len(loader), int(r.max_steps_per_epoch))
+            sums: dict[str, float] = {}
+            counts: dict[str, int] = {}
+            t0 = time.perf_counter()
+            images = 0
+            for step, batch in enumerate(loader):
+                if step >= n_steps:
+                    break
+                image, palette, targets = self._to_device(batch)
+                with self._autocast():
+                    output = net(image, palette)
+                losses = composite_loss(output, palette, targets, r.loss_weights, r.focal_gamma)
+                total = losses["total"]
+                if not torch.isfinite(total):
+                    bad = {k: float(v) for k, v in losses.items()}
+                    raise TrainingDiverged(
+                        f"epoch {epoch + 1}, step {step + 1}: the loss is {float(total)} "
+                        f"(per task: {bad}); stopped before writing anything, the last good "
+                        f"checkpoint in {self.out} is intact. Lower the learning rate or "
+                        "check the data."
+                    )
+                self.optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                self.optimizer.step()
+                images += image.shape[0]
+                for k, v in losses.items():
+                    if k == "total" or losses.pixels.get(k, 1) > 0:
+                        sums[k] = sums.get(k, 0.0) + float(v)
+                        counts[k] = counts.get(k, 0) + 1
+                if self.progress is not None and self.rank == 0:
+                    self.progress({"epoch": epoch + 1, "epochs": r.epochs, "step": step + 1,
+                                   "steps": n_steps, "loss": {k: sums[k] / counts[k] for k in sums}})  # fmt: skip
+            seconds = time.perf_counter() - t0
+            record = {"epoch": epoch + 1, "train_loss": {k: sums[k] / counts[k] for k in sums},
+                      "lr": [g["lr"] for g in self.optimizer.param_groups],
+                      "images_per_s": images * self.world / max(seconds, 1e-9), "seconds": seconds}  # fmt: skip
+            if self.rank == 0:
+                if self.val_set is not None:
+                    record["val"] = self.validate()
+                    self.schedule.observe(record["val"]["loss"])
+                else:
+                    self.schedule.observe(record["train_loss"].get("total", math.inf))
+                self.history.append(record)
+                self.epoch = epoch + 1
+                self._save_state()
+                self._plot()
+                if self.progress is not None:
+                    self.progress({"epoch_done": record})
+            else:
+                self.history.append(record)
+                self.epoch = epoch + 1
+            if self.world > 1:
+                torch.distributed.barrier()
+        return self.history
+
+    @torch.inference_mode()
+    def validate(self) -> dict:
+        from .evaluate import evaluate_loader
+
+        self.model.eval()
+        loader = self._loader(self.val_set, 0, shuffle=False)
+        return evaluate_loader(self.model, loader, self.device, rule=self.recipe.val_rule,
+                               autocast=self.autocast, loss_weights=self.recipe.loss_weights)  # fmt: skip
+
+    # ------------------------------------------------------------------ state
+    def _save_state(self) -> None:
+        name = f"epoch-{self.epoch:04d}"
+        final = self.out / name
+        tmp = self.out / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        last = self.history[-1]
+        save_checkpoint(self.model, tmp / "model", provenance={
+            "recipe": self.recipe.to_dict(), "recipe_source": self.recipe.source,
+            "epoch": self.epoch, "val": last.get("val"), **(self.provenance_init or {})})  # fmt: skip
+        tensors, meta = _optimizer_state(self.optimizer)
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        _atomic_json(tmp / "state.json", {
+            "epoch": self.epoch, "optimizer": meta, "schedule": self.schedule.state(),
+            "history": self.history, "recipe": self.recipe.to_dict()})  # fmt: skip
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        previous = None
+        if (self.out / LATEST).exists():
+            previous = json.loads((self.out / LATEST).read_text()).get("state")
+        _atomic_json(self.out / LATEST, {"state": name, "model": f"{name}/model", "epoch": self.epoch})
+        _atomic_json(self.out / "history.json", self.history)
+        if previous and previous != name:  # keep the newest state only (and any 'best')
+            shutil.rmtree(self.out / previous, ignore_errors=True)
+
+    def _load_state(self) -> None:
+        latest = json.loads((self.out / LATEST).read_text())
+        folder = self.out / latest["state"]
+        model, _ = load_checkpoint(folder / "model")
+        self.model.load_state_dict(model.state_dict())
+        state = json.loads((folder / "state.json").read_text())
+        try:
+            tensors = load_file(str(folder / "optimizer.safetensors"))
+        except Exception as e:
+            raise CheckpointError(f"{folder / 'optimizer.safetensors'}: unreadable ({e})") from None
+        _load_optimizer_state(self.optimizer, {k: v.to(self.device) for k, v in tensors.items()},
+                              state["optimizer"])  # fmt: skip
+        self.schedule.load(state["schedule"])
+        self.history = state["history"]
+        self.epoch = int(state["epoch"])
+
+    def _plot(self) -> None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:  # plotting is a convenience
+            return
+        epochs = [h["epoch"] for h in self.history]
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        keys = sorted({k for h in self.history for k in h["train_loss"]})
+        for k in keys:
+            axes[0].plot(epochs, [h["train_loss"].get(k, np.nan) for h in self.history], label=k)
+        axes[0].set_yscale("log")
+        axes[0].set_xlabel("epoch")
+        axes[0].set_title("training loss")
+        axes[0].legend(fontsize=8)
+        vals = [h.get("val", {}).get("primary", {}) for h in self.history]
+        for k in sorted({k for v in vals for k in v}):
+            axes[1].plot(epochs, [v.get(k, np.nan) for v in vals], label=k)
+        axes[1].set_xlabel("epoch")
+        axes[1].set_title("validation (normals: mean error in degrees)")
+        if axes[1].lines:
+            axes[1].legend(fontsize=8)
+        fig.tight_layout()
+        tmp = self.out / ".curves.png.tmp.png"
+        fig.savefig(tmp, dpi=90)
+        plt.close(fig)
+        os.replace(tmp, self.out / "curves.png")
+
+
+def _collate(items: list[dict]) -> dict:
+    out = {}
+    for k in items[0]:
+        vals = [it[k] for it in items]
+        out[k] = torch.stack(vals) if torch.is_tensor(vals[0]) else vals
+    return out
