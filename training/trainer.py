@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from composite_tasking.device import cpu_has_bf16, pick_device
 from composite_tasking.model import build_model, load_checkpoint, save_checkpoint
 from composite_tasking.model.checkpoint import CheckpointError
 
@@ -48,24 +49,6 @@ LABEL_KEYS = ("semseg", "parts", "edges", "saliency", "normals")
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-def cpu_has_bf16() -> bool:
-    """True on CPUs with native bf16 arithmetic (where bf16 autocast pays)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def pick_device(spec: str = "auto") -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(spec)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {spec!r} asked for, but torch sees no CUDA device")
-    return dev
 
 
 def pick_autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -318,7 +301,7 @@ class Trainer:
                 images += image.shape[0]
                 for k, v in losses.items():
                     if k == "total" or losses.pixels.get(k, 1) > 0:
-                        sums[k] = sums.get(k, 0.0) + float(v)
+                        sums[k] = sums.get(k, 0.0) + float(v.detach())
                         counts[k] = counts.get(k, 0) + 1
                 if self.progress is not None and self.rank == 0:
                     self.progress({"epoch": epoch + 1, "epochs": r.epochs, "step": step + 1,

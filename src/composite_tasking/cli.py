@@ -216,22 +216,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _model_path(spec: str) -> Path:
-    """``default`` (the bundled model), a checkpoint folder, or a training run folder."""
-    from composite_tasking.model.checkpoint import CheckpointError
+    from .inference import resolve_model
 
-    if spec == "default":
-        from composite_tasking.weights import default_model_path
-
-        return default_model_path()
-    p = Path(spec)
-    latest = p / "latest.json"
-    if latest.is_file():  # a run folder: its newest model
-        import json
-
-        return p / json.loads(latest.read_text())["model"]
-    if not p.exists():
-        raise CheckpointError(f"model {spec!r} not found: give 'default', a checkpoint folder or a run folder")
-    return p
+    return resolve_model(spec)
 
 
 def _print_table(result: dict) -> None:
@@ -272,6 +259,44 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_label(args: argparse.Namespace) -> int:
+    from .label import LabelError, label_images, parse_shard
+    from .model.checkpoint import CheckpointError
+    from .palette import RuleError
+
+    if args.resume and args.overwrite:
+        print("ctn label: --resume and --overwrite exclude each other", file=sys.stderr)
+        return EXIT_USAGE
+    out = Path(args.out)
+    preview = Path(args.preview) if args.preview else out.with_name(out.name.removesuffix(".zarr") + "-preview.png")
+    bar = _Bar("label", "image")
+    try:
+        shard = parse_shard(args.shard)
+        summary = label_images(
+            args.inputs, out, rule=args.rule, palette_from=args.palette_from, model=args.model,
+            device=args.device, batch_size=args.batch_size, tile=args.tile,
+            overwrite=args.overwrite, shard=shard, store_image=not args.reference,
+            preview=None if args.no_preview else preview, progress=bar,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        bar.close()
+        print("\ninterrupted: every image written so far is complete; run the same command "
+              "again to continue", file=sys.stderr)  # fmt: skip
+        return 130
+    except (LabelError, RuleError, CheckpointError, ValueError) as e:
+        bar.close()
+        print(f"ctn label: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    bar.close()
+    print(f"labelled {len(summary.done)} image(s) into {summary.store}; "
+          f"{len(summary.skipped_complete)} already complete; {len(summary.failed)} skipped")  # fmt: skip
+    for path, reason in summary.failed:
+        print(f"  skipped {path}: {reason}")
+    if summary.preview:
+        print(f"preview: {summary.preview}")
+    return EXIT_OK if summary.ok else EXIT_PARTIAL
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ctn",
@@ -295,6 +320,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_nonneg, default=0, help="world seed (default 0)")
     p.add_argument("--start", type=_nonneg, default=0, help="index of the first scene (default 0)")
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser(
+        "label",
+        help="auto-label images or folders into a label store (OME-Zarr)",
+        description="Predict pseudo-labels for every image under a Task Palette made by a rule, "
+        "and write them into a zarr label store. Re-running continues an interrupted run.",
+    )
+    p.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
+    p.add_argument("--out", required=True, help="the label store (e.g. labels.zarr)")
+    p.add_argument("--rule", default="R2", help="R2 (default), R3, S:<task>, mosaic, random or a YAML rule file")
+    p.add_argument("--palette-from", default="semantics",
+                   help="semantics (the rule on the predicted classes, default), net, or a folder "
+                        "of palette PNGs named like the images (values = task id + 1)")  # fmt: skip
+    p.add_argument("--model", default="default", help="'default' (bundled), a checkpoint folder or a run folder")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:I")
+    p.add_argument("--batch-size", type=_nonneg, default=4)
+    p.add_argument("--tile", type=_nonneg, default=1024, help="tile images larger than this (pixels per side)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="skip images already complete (the default)")
+    g.add_argument("--overwrite", action="store_true", help="relabel everything, also with another model or rule")
+    p.add_argument("--shard", default=None, help="I/N: label every N-th image starting at I (torchrun sets it)")
+    p.add_argument("--reference", action="store_true", help="store a path and sha256 instead of the pixels")
+    p.add_argument("--preview", default=None, help="contact sheet PNG (default: next to the store)")
+    p.add_argument("--no-preview", action="store_true", help="write no contact sheet")
+    p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("train", help="train a model from a recipe (YAML)")
     p.add_argument("--config", required=True, help="recipe file, or a built-in recipe name (ctn-synthetic)")

@@ -1,0 +1,296 @@
+"""The Predictor: a checkpoint turned into per-task pseudo-labels for images and palettes.
+
+- loads a checkpoint (``"default"`` = the bundled model) without unpickling anything;
+- device ``auto`` (CUDA if present), ``torch.inference_mode``, channels_last, and
+  bf16 (or fp16) autocast on GPUs;
+- batches images of equal size (:meth:`Predictor.predict_batch`);
+- tiles images larger than ``tile`` pixels on a side into overlapping tiles and blends
+  the seams with linear ramps over the overlap;
+- caches encoder features per image key, so a new palette for the same image re-runs
+  only the decoder (:meth:`Predictor.encode`);
+- decodes the 3-channel output into each task's label and confidence only where the
+  palette asks for that task (elsewhere: 255 / NaN / zero vectors).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Hashable
+
+import numpy as np
+import torch
+
+from .device import pick_device
+from .model import Encoded, load_checkpoint
+from .model.checkpoint import CheckpointInfo
+from .palette import Rule, load_rule, validate_palette
+from .tasks import IGNORE, TASKS, decode_task, get_task
+
+__all__ = ["Predictor", "Prediction", "TaskOutput", "resolve_model", "PALETTE_SOURCES"]
+
+PALETTE_SOURCES = ("semantics", "net")
+#: probability at and above which an edge / salient pixel is labelled 1
+THRESHOLD = 0.5
+
+
+def resolve_model(spec: str | Path) -> Path:
+    """``default`` (the bundled model), a checkpoint folder, or a training run folder."""
+    import json
+
+    from .model.checkpoint import CheckpointError
+
+    if str(spec) == "default":
+        from .weights import default_model_path
+
+        return default_model_path()
+    p = Path(spec)
+    latest = p / "latest.json"
+    if latest.is_file():  # a training run: its newest model
+        return p / json.loads(latest.read_text())["model"]
+    if not p.exists():
+        raise CheckpointError(f"model {str(spec)!r} not found: give 'default', a checkpoint folder "
+                              "or a training run folder")  # fmt: skip
+    return p
+
+
+@dataclass
+class TaskOutput:
+    """One task's pseudo-label for one image, defined where the palette asked for it.
+
+    ``label``: class map uint8 (semseg, parts) or 0/1 map (edges, saliency, thresholded at
+    0.5), 255 elsewhere; for normals (H, W, 3) float32 unit vectors, zeros elsewhere.
+    ``prob``: probability map (edges, saliency) float32, NaN elsewhere; else None.
+    ``confidence``: float32 in [0, 1], NaN elsewhere.
+    """
+
+    label: np.ndarray
+    prob: np.ndarray | None
+    confidence: np.ndarray
+
+
+@dataclass
+class Prediction:
+    palette: np.ndarray  # (H, W) uint8
+    output: np.ndarray  # (3, H, W) float32 composite output
+    tasks: dict[str, TaskOutput]
+
+    def to_sample(self, image: np.ndarray | None = None) -> dict:
+        """The canonical sample (labels, palette) plus float maps, for the label store."""
+        sample: dict = {"palette": self.palette}
+        if image is not None:
+            sample["image"] = image
+        conf = {}
+        for name, t in self.tasks.items():
+            sample[name] = t.label
+            if t.prob is not None:
+                sample[f"{name}_prob"] = t.prob
+            conf[name] = t.confidence
+        sample["confidence"] = conf
+        return sample
+
+
+def _ramp(n: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
+    w = np.ones(n, np.float32)
+    if overlap > 0:
+        r = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+        if not at_start:
+            w[:overlap] = np.minimum(w[:overlap], r)
+        if not at_end:
+            w[-overlap:] = np.minimum(w[-overlap:], r[::-1])
+    return w
+
+
+def _tiles(n: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets covering [0, n) with windows of ``tile`` overlapping by >= ``overlap``."""
+    if n <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, n - tile, step)) + [n - tile]
+    return sorted(set(starts))
+
+
+class Predictor:
+    """Pseudo-labels from a CTN checkpoint; see the module docstring."""
+
+    def __init__(self, model: str | Path | torch.nn.Module = "default", device: str = "auto",
+                 precision: str = "auto", tile: int = 1024, overlap: int = 128,
+                 cache_size: int = 4):  # fmt: skip
+        self.device = pick_device(device)
+        self.info: CheckpointInfo | None = None
+        if isinstance(model, torch.nn.Module):
+            self.model = model
+        else:
+            self.model, self.info = load_checkpoint(resolve_model(model))
+        self.model.eval().to(self.device).to(memory_format=torch.channels_last)
+        if precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"precision is auto, fp32, bf16 or fp16, not {precision!r}")
+        self.autocast = None
+        if precision == "bf16" or (precision == "auto" and self.device.type == "cuda"):
+            if self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+                self.autocast = torch.float16
+            else:
+                self.autocast = torch.bfloat16
+        elif precision == "fp16":
+            self.autocast = torch.float16
+        if tile < 64 or overlap < 0 or overlap >= tile // 2:
+            raise ValueError(f"need tile >= 64 and 0 <= overlap < tile / 2, got tile={tile}, overlap={overlap}")
+        self.tile, self.overlap = int(tile), int(overlap)
+        self._cache: OrderedDict[Hashable, list] = OrderedDict()
+        self.cache_size = int(cache_size)
+        self.tasks = tuple(self.model.config.tasks)
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def model_id(self) -> str:
+        return str(self.info.path) if self.info else type(self.model).__name__
+
+    @property
+    def model_sha256(self) -> str:
+        return self.info.sha256 if self.info else ""
+
+    # ------------------------------------------------------------------ helpers
+    def _ctx(self):
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast)
+
+    def _image_tensor(self, images: list[np.ndarray]) -> torch.Tensor:
+        arr = np.stack([np.asarray(im) for im in images])
+        if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 (H, W, 3) of one size, got {arr.dtype} {arr.shape[1:]}")
+        t = torch.from_numpy(arr).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        return t.contiguous(memory_format=torch.channels_last)
+
+    def _boxes(self, h: int, w: int) -> list[tuple[int, int, int, int]]:
+        ys = _tiles(h, self.tile, self.overlap)
+        xs = _tiles(w, self.tile, self.overlap)
+        return [(y, min(y + self.tile, h), x, min(x + self.tile, w)) for y in ys for x in xs]
+
+    # ------------------------------------------------------------------ encoder
+    @torch.inference_mode()
+    def encode(self, image: np.ndarray, key: Hashable | None = None) -> list[tuple[tuple, Encoded]]:
+        """Encoder features of one image as (tile box, features) pairs, cached by ``key``."""
+        if key is not None and key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        h, w = np.asarray(image).shape[:2]
+        feats = []
+        with self._ctx():
+            for box in self._boxes(h, w):
+                y0, y1, x0, x1 = box
+                feats.append((box, self.model.encode(self._image_tensor([np.asarray(image)[y0:y1, x0:x1]]))))
+        if key is not None:
+            self._cache[key] = feats
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return feats
+
+    def forget(self, key: Hashable | None = None) -> None:
+        """Drop cached features (of one image, or all)."""
+        if key is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(key, None)
+
+    # ------------------------------------------------------------------ decoder
+    @torch.inference_mode()
+    def decode(self, feats: list[tuple[tuple, Encoded]], palette: np.ndarray) -> np.ndarray:
+        """The composite output (3, H, W) float32 for one image's features and palette."""
+        palette = validate_palette(palette)
+        h, w = palette.shape
+        if len(feats) == 1:
+            with self._ctx():
+                out = self.model.decode(feats[0][1], torch.from_numpy(palette).to(self.device)[None].long())
+            return out[0].float().cpu().numpy()
+        acc = np.zeros((3, h, w), np.float32)
+        wsum = np.zeros((h, w), np.float32)
+        for (y0, y1, x0, x1), enc in feats:
+            pal = torch.from_numpy(np.ascontiguousarray(palette[y0:y1, x0:x1])).to(self.device)[None].long()
+            with self._ctx():
+                o = self.model.decode(enc, pal)[0].float().cpu().numpy()
+            wy = _ramp(y1 - y0, self.overlap, y0 == 0, y1 == h)
+            wx = _ramp(x1 - x0, self.overlap, x0 == 0, x1 == w)
+            wt = wy[:, None] * wx[None, :]
+            acc[:, y0:y1, x0:x1] += o * wt
+            wsum[y0:y1, x0:x1] += wt
+        return acc / wsum
+
+    def decode_labels(self, output: np.ndarray, palette: np.ndarray) -> dict[str, TaskOutput]:
+        """Per-task labels and confidences where the palette asks (numpy in, numpy out)."""
+        out = torch.from_numpy(np.ascontiguousarray(output))[None]
+        pal = torch.from_numpy(np.asarray(palette)).long()[None]
+        result = {}
+        for task in TASKS:
+            if task.name not in self.tasks:
+                continue
+            valid = pal == task.palette_value
+            if not bool(valid.any()):
+                continue
+            pred = decode_task(out, task, valid)
+            conf = torch.where(valid, pred.confidence, torch.full_like(pred.confidence, float("nan")))
+            conf = conf[0].numpy().astype(np.float32)
+            v = valid[0].numpy()
+            if task.kind == "classes":
+                result[task.name] = TaskOutput(pred.label[0].numpy().astype(np.uint8), None, conf)
+            elif task.kind == "probability":
+                prob = pred.label[0].numpy().astype(np.float32)
+                lab = np.full(prob.shape, IGNORE, np.uint8)
+                lab[v] = (prob[v] >= THRESHOLD).astype(np.uint8)
+                result[task.name] = TaskOutput(lab, prob, conf)
+            else:
+                n = pred.label[0].numpy().transpose(1, 2, 0).astype(np.float32)
+                result[task.name] = TaskOutput(np.ascontiguousarray(n), None, conf)
+        return result
+
+    # ------------------------------------------------------------------ palettes
+    def semantics(self, image: np.ndarray, key: Hashable | None = None) -> np.ndarray:
+        """The predicted semantic map (S:semseg everywhere), for semantic rules."""
+        feats = self.encode(image, key)
+        h, w = np.asarray(image).shape[:2]
+        pal = np.full((h, w), get_task("semseg").palette_value, np.uint8)
+        out = self.decode(feats, pal)
+        return self.decode_labels(out, pal)["semseg"].label
+
+    def palette_for(self, image: np.ndarray, rule: str | Rule, key: Hashable | None = None,
+                    rng: np.random.Generator | int | None = None) -> np.ndarray:  # fmt: skip
+        """A palette for ``image`` from ``rule`` (semantic rules use predicted semantics)."""
+        rule = load_rule(rule)
+        h, w = np.asarray(image).shape[:2]
+        if rule.needs_semantics:
+            return rule.palette(semantics=self.semantics(image, key))
+        return rule.palette((h, w), rng=rng)
+
+    # ------------------------------------------------------------------ all in one
+    def predict(self, image: np.ndarray, palette: np.ndarray | None = None, rule: str | Rule | None = None,
+                key: Hashable | None = None, rng=None) -> Prediction:  # fmt: skip
+        """Predict one image under ``palette`` (or one made by ``rule``)."""
+        if palette is None:
+            if rule is None:
+                raise ValueError("give a palette or a rule")
+            palette = self.palette_for(image, rule, key, rng)
+        palette = validate_palette(palette)
+        if palette.shape != np.asarray(image).shape[:2]:
+            raise ValueError(f"palette shape {palette.shape} differs from the image's {np.asarray(image).shape[:2]}")
+        out = self.decode(self.encode(image, key), palette)
+        return Prediction(palette, out, self.decode_labels(out, palette))
+
+    @torch.inference_mode()
+    def predict_batch(self, images: list[np.ndarray], palettes: list[np.ndarray]) -> list[Prediction]:
+        """Images of one size (no larger than ``tile``) in one forward pass."""
+        if not images:
+            return []
+        shapes = {np.asarray(im).shape for im in images}
+        if len(shapes) != 1:
+            raise ValueError(f"predict_batch needs images of one size, got {sorted(shapes)}")
+        h, w = np.asarray(images[0]).shape[:2]
+        if max(h, w) > self.tile:
+            return [self.predict(im, p) for im, p in zip(images, palettes)]
+        pals = [validate_palette(p) for p in palettes]
+        x = self._image_tensor(images)
+        pt = torch.from_numpy(np.stack(pals)).to(self.device).long()
+        with self._ctx():
+            out = self.model(x, pt).float().cpu().numpy()
+        return [Prediction(p, o, self.decode_labels(o, p)) for p, o in zip(pals, out)]

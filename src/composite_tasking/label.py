@@ -1,0 +1,250 @@
+"""Auto-label images or folders into a label store: the core of ``ctn label``.
+
+For every image: read it (:mod:`.images`), make its Task Palette (from a rule applied to
+the predicted semantics, from the palette network, or from a palette PNG of the same
+name in a folder), predict, and write the pseudo-labels with provenance ``pseudo`` into
+the store (:mod:`.store`), whose per-image completion marker makes the run resumable:
+images already complete are skipped, half-written ones are redone.
+
+Several processes can label one folder into one store: ``shard=(i, n)`` takes every
+n-th image starting at i (``torchrun`` sets ``RANK`` / ``WORLD_SIZE``, which are used
+when no shard is given). Each image is written by exactly one process into its own
+group, so writers never share a chunk.
+
+A store remembers the model (sha256) and the rule it was written with; labelling into
+it with another model or rule is refused unless ``overwrite`` is given, so pseudo-labels
+of different origins are never mixed silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .images import ImageReadError, read_image, scan_inputs
+from .inference import Prediction, Predictor
+from .palette import load_rule, validate_palette
+from .store import LabelStore, StoreError
+from .tasks import get_task
+
+__all__ = ["LabelError", "LabelSummary", "label_images", "image_ids", "contact_sheet", "parse_shard"]
+
+
+class LabelError(ValueError):
+    """A usage problem: nothing was written."""
+
+
+@dataclass
+class LabelSummary:
+    store: Path
+    done: list[str] = field(default_factory=list)
+    skipped_complete: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    preview: Path | None = None
+    stopped: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
+        raise LabelError(f"--shard takes I/N with 0 <= I < N, got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def image_ids(files: list[Path], inputs: Iterable[str | os.PathLike]) -> list[str]:
+    """Store ids from paths: the path below its input folder, '/' -> '__'. Unique."""
+    roots = [Path(i).resolve() for i in inputs if Path(i).is_dir()]
+    ids, seen = [], set()
+    for f in files:
+        rf = f.resolve()
+        rel = next((rf.relative_to(r) for r in roots if rf.is_relative_to(r)), Path(f.name))
+        base = re.sub(r"[^A-Za-z0-9._-]", "_", "__".join(rel.parts)).lstrip(".") or "image"
+        i = base
+        if i in seen:
+            i = f"{base}-{hashlib.sha256(str(rf).encode()).hexdigest()[:8]}"
+        seen.add(i)
+        ids.append(i)
+    return ids
+
+
+def _composite_picture(pred: Prediction) -> np.ndarray:
+    from .visualize import colorize
+
+    h, w = pred.palette.shape
+    pic = np.zeros((h, w, 3), np.uint8)
+    for name, t in pred.tasks.items():
+        region = pred.palette == get_task(name).palette_value
+        pic[region] = colorize(name, t.label)[region]
+    return pic
+
+
+def contact_sheet(rows: list[tuple[np.ndarray, Prediction]], path: Path, thumb: int = 160) -> Path:
+    """A PNG: per image, the image, its palette and the composite pseudo-labels."""
+    import imageio.v3 as iio
+    from PIL import Image
+
+    from .visualize import colorize_palette, grid
+
+    def fit(a: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(a).resize((thumb, thumb), Image.NEAREST))
+
+    pics = [[fit(img), fit(colorize_palette(p.palette)), fit(_composite_picture(p))] for img, p in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    iio.imwrite(tmp, grid(pics))
+    os.replace(tmp, path)
+    return path
+
+
+def _palette_file(folder: Path, image_path: Path, shape) -> np.ndarray:
+    from PIL import Image
+
+    cand = [folder / f"{image_path.stem}.png", folder / f"{image_path.name}.png"]
+    src = next((c for c in cand if c.is_file()), None)
+    if src is None:
+        raise ImageReadError(image_path, f"no palette file {cand[0].name} in {folder}")
+    with Image.open(src) as im:
+        arr = np.asarray(im)
+    if arr.ndim != 2:
+        raise ImageReadError(src, "a palette PNG is single-channel (values = task id + 1)")
+    if arr.shape != tuple(shape):
+        raise ImageReadError(src, f"palette is {arr.shape}, the image is {tuple(shape)}")
+    return validate_palette(arr, str(src))
+
+
+def label_images(
+    inputs: Iterable[str | os.PathLike],
+    store_path: str | os.PathLike,
+    *,
+    rule: str = "R2",
+    palette_from: str = "semantics",
+    model: str | Predictor = "default",
+    device: str = "auto",
+    batch_size: int = 4,
+    tile: int = 1024,
+    overwrite: bool = False,
+    shard: tuple[int, int] | None = None,
+    store_image: bool = True,
+    preview: str | os.PathLike | None = None,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> LabelSummary:
+    """Label every image of ``inputs`` into ``store_path`` (see the module docstring)."""
+    inputs = list(inputs)
+    store_path = Path(store_path)
+    rule_obj = load_rule(rule)  # a bad rule is a usage error before anything is written
+    palette_dir = None
+    if palette_from not in ("semantics", "net"):
+        palette_dir = Path(palette_from)
+        if not palette_dir.is_dir():
+            raise LabelError(f"--palette-from is 'semantics', 'net' or a folder of palette PNGs; "
+                             f"{palette_from!r} is none of these")  # fmt: skip
+    if palette_from == "net":
+        raise LabelError("--palette-from net needs the palette network, which this installation "
+                         "does not ship yet; use 'semantics' or a folder of palettes")  # fmt: skip
+    if shard is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        shard = (int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"]))
+
+    predictor = model if isinstance(model, Predictor) else Predictor(model, device=device, tile=tile)
+    origin = "semantics" if palette_dir is None else f"folder:{palette_dir}"
+    wanted = {"model_sha256": predictor.model_sha256, "model": predictor.model_id,
+              "rule": rule_obj.name, "palette_from": origin}  # fmt: skip
+
+    scan = scan_inputs(inputs)
+    summary = LabelSummary(store_path, failed=list(scan.skipped))
+    files = scan.files
+    ids = image_ids(files, inputs)
+    if shard is not None:
+        i, n = shard
+        files, ids = files[i::n], ids[i::n]
+
+    try:
+        store = LabelStore(store_path, mode="a", attrs={"labelling": wanted})
+    except StoreError as e:
+        raise LabelError(str(e)) from None
+    have = store.attrs.get("labelling")
+    if have is not None and len(store) and any(have.get(k) != v for k, v in wanted.items()):
+        if not overwrite:
+            diff = {k: (have.get(k), v) for k, v in wanted.items() if have.get(k) != v}
+            raise LabelError(
+                f"{store_path} was written with other settings {diff} (stored, asked); "
+                "pass --overwrite to relabel it, or write to another store"
+            )
+    if have != wanted:
+        store.update_attrs({"labelling": wanted})
+    complete = set(store.ids())
+    todo = [(f, i) for f, i in zip(files, ids) if overwrite or i not in complete]
+    summary.skipped_complete = [i for f, i in zip(files, ids) if not overwrite and i in complete]
+    total = len(todo)
+    rng = np.random.default_rng(seed)
+    sheet: list[tuple[np.ndarray, Prediction]] = []
+    done = 0
+    pos = 0
+    while pos < total:
+        if should_stop is not None and should_stop():
+            summary.stopped = True
+            break
+        # a batch: consecutive readable images of one size (or one image)
+        batch: list[tuple[Path, str, np.ndarray, np.ndarray]] = []
+        while pos < total and len(batch) < max(1, batch_size):
+            path, image_id = todo[pos]
+            try:
+                image = read_image(path)
+                if palette_dir is not None:
+                    palette = _palette_file(palette_dir, path, image.shape[:2])
+                elif rule_obj.needs_semantics:
+                    palette = predictor.palette_for(image, rule_obj, key=image_id)
+                else:
+                    palette = rule_obj.palette(image.shape[:2], rng=rng)
+            except ImageReadError as e:
+                summary.failed.append((e.path, e.reason))
+                pos += 1
+                done += 1
+                if progress:
+                    progress(done, total)
+                continue
+            if batch and image.shape != batch[0][2].shape:
+                break
+            batch.append((path, image_id, image, palette))
+            pos += 1
+        if not batch:
+            continue
+        if palette_dir is None and rule_obj.needs_semantics:
+            # the palette came from this image's own features: decode them again
+            preds = [predictor.predict(b[2], b[3], key=b[1]) for b in batch]
+        else:
+            preds = predictor.predict_batch([b[2] for b in batch], [b[3] for b in batch])
+        for (path, image_id, image, _), pred in zip(batch, preds):
+            predictor.forget(image_id)
+            store.write_sample(
+                image_id,
+                pred.to_sample(image),
+                provenance=dict.fromkeys(pred.tasks, "pseudo"),
+                attrs={"rule": rule_obj.name, "palette_origin": origin,
+                       "model": predictor.model_id, "model_sha256": predictor.model_sha256},  # fmt: skip
+                store_image=store_image,
+                image_source=str(Path(path).resolve()),
+                overwrite=True,
+            )
+            summary.done.append(image_id)
+            if len(sheet) < 12:
+                sheet.append((image, pred))
+            done += 1
+            if progress:
+                progress(done, total)
+    if preview is not None and sheet:
+        summary.preview = contact_sheet(sheet, Path(preview))
+    return summary
