@@ -14,6 +14,7 @@ bash scripts/setup.sh
 export PATH="$CTN_VENV/bin:$PATH"
 echo "[demo] running the main job"
 
-# >>> MAIN JOB: the one line to change (later: auto-label the bundled sample images)
-ctn info "$@"
+# >>> MAIN JOB: auto-label the bundled sample images with the bundled model
+ctn demo --out demo-out --overwrite "$@"
 # <<< MAIN JOB
+echo "[demo] label store: demo-out/labels.zarr   preview: demo-out/preview.png"

@@ -7,6 +7,7 @@ message, nothing written).
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import sys
 from pathlib import Path
@@ -233,6 +234,17 @@ def _print_table(result: dict) -> None:
         print(f"{task:<10} {key:<10} {metrics[key]:9.2f}   {others}")
 
 
+def _json_safe(value):
+    """NaN and infinities (a metric with nothing to score) as null: strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
@@ -253,7 +265,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     result["model"] = {"path": str(info.path), "sha256": info.sha256}
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(_json_safe(result), indent=2, allow_nan=False))
     else:
         _print_table(result)
     return EXIT_OK
@@ -295,6 +307,19 @@ def cmd_label(args: argparse.Namespace) -> int:
     if summary.preview:
         print(f"preview: {summary.preview}")
     return EXIT_OK if summary.ok else EXIT_PARTIAL
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job on the shipped samples: label them with the bundled model."""
+    from .samples import sample_paths
+
+    out = Path(args.out)
+    label_args = build_parser().parse_args([
+        "label", *map(str, sample_paths()), "--out", str(out / "labels.zarr"), "--model", args.model,
+        "--rule", args.rule, "--device", args.device, "--preview", str(out / "preview.png"),
+        *(["--overwrite"] if args.overwrite else []),
+    ])  # fmt: skip
+    return cmd_label(label_args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -345,6 +370,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview", default=None, help="contact sheet PNG (default: next to the store)")
     p.add_argument("--no-preview", action="store_true", help="write no contact sheet")
     p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("demo", help="label the bundled sample images with the bundled model (store + preview)")
+    p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
+    p.add_argument("--rule", default="R2")
+    p.add_argument("--model", default="default")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--overwrite", action="store_true", help="relabel an existing demo store")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train a model from a recipe (YAML)")
     p.add_argument("--config", required=True, help="recipe file, or a built-in recipe name (ctn-synthetic)")
