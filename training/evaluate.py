@@ -61,6 +61,8 @@ def evaluate_loader(model, loader, device, rule: str = "S", autocast=None, loss_
             else:
                 o = out
                 valid = valid & (palette == get_task(task).palette_value)
+                if not valid.any():  # the rule asks for this task nowhere here: not scored
+                    continue
             pred = decode_task(o.float(), task, valid)
             meters.update(task, pred.label.cpu(), label.cpu(), valid.cpu())
         if progress is not None:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from composite_tasking.tasks import IGNORE, TASKS, get_task
 
-__all__ = ["DEFAULT_WEIGHTS", "focal_anchor_loss", "composite_loss", "LossResult"]
+__all__ = ["DEFAULT_WEIGHTS", "focal_anchor_loss", "composite_loss", "palette_loss", "LossResult"]
 
 DEFAULT_WEIGHTS: dict[str, float] = {t.name: t.loss_weight for t in TASKS}
 
@@ -108,3 +108,17 @@ def composite_loss(
         total = total + float(weights.get(task.name, 0.0)) * loss
     result["total"] = total
     return result
+
+
+def palette_loss(logits: torch.Tensor, palette: torch.Tensor, semseg: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of the palette network against a rule's palette (N, H, W).
+
+    Padding added by augmentation has palette 0 *and* no semantic label; those pixels
+    are ignored, so "no task" is learned only where a rule really asks for no task.
+    """
+    target = palette.long()
+    if semseg is not None:
+        target = torch.where((target == 0) & (semseg == IGNORE), torch.full_like(target, -100), target)
+    if not bool((target != -100).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.float(), target, ignore_index=-100)

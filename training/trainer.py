@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from composite_tasking.device import cpu_has_bf16, pick_device
 from composite_tasking.model import build_model, load_checkpoint, save_checkpoint
-from composite_tasking.model.checkpoint import CheckpointError
+from composite_tasking.model.checkpoint import CheckpointError, _sha256
 
 from .losses import composite_loss
 from .recipe import DataSpec, Recipe, parse_data_spec
@@ -288,9 +288,9 @@ class Trainer:
                 losses = composite_loss(output, palette, targets, r.loss_weights, r.focal_gamma)
                 total = losses["total"]
                 if not torch.isfinite(total):
-                    bad = {k: float(v) for k, v in losses.items()}
+                    bad = {k: float(v.detach()) for k, v in losses.items()}
                     raise TrainingDiverged(
-                        f"epoch {epoch + 1}, step {step + 1}: the loss is {float(total)} "
+                        f"epoch {epoch + 1}, step {step + 1}: the loss is {float(total.detach())} "
                         f"(per task: {bad}); stopped before writing anything, the last good "
                         f"checkpoint in {self.out} is intact. Lower the learning rate or "
                         "check the data."
@@ -307,6 +307,16 @@ class Trainer:
                     self.progress({"epoch": epoch + 1, "epochs": r.epochs, "step": step + 1,
                                    "steps": n_steps, "loss": {k: sums[k] / counts[k] for k in sums}})  # fmt: skip
             seconds = time.perf_counter() - t0
+            # a finite loss can still give non-finite gradients and weights: never save
+            # those as the newest checkpoint (every rank checks: DDP keeps them equal)
+            bad_params = [n for n, t in self.model.state_dict().items()
+                          if t.is_floating_point() and not torch.isfinite(t).all()]  # fmt: skip
+            if bad_params:
+                raise TrainingDiverged(
+                    f"epoch {epoch + 1}: the weights became NaN or infinite ({', '.join(bad_params[:3])}"
+                    f"{', ...' if len(bad_params) > 3 else ''}); stopped before writing anything, the "
+                    f"last good checkpoint in {self.out} is intact. Lower the learning rate or check the data."
+                )
             record = {"epoch": epoch + 1, "train_loss": {k: sums[k] / counts[k] for k in sums},
                       "lr": [g["lr"] for g in self.optimizer.param_groups],
                       "images_per_s": images * self.world / max(seconds, 1e-9), "seconds": seconds}  # fmt: skip
@@ -326,6 +336,13 @@ class Trainer:
                 self.history.append(record)
                 self.epoch = epoch + 1
             if self.world > 1:
+                # rank 0 alone observed the loss that drives the schedule: every rank must
+                # use its learning rate, or the replicas' weights drift apart
+                s = torch.tensor([self.schedule.scale, self.schedule.best, self.schedule.bad_epochs],
+                                 dtype=torch.float64, device=self.device)  # fmt: skip
+                torch.distributed.broadcast(s, src=0)
+                self.schedule.scale, self.schedule.best, self.schedule.bad_epochs = \
+                    float(s[0]), float(s[1]), int(s[2])
                 torch.distributed.barrier()
         return self.history
 
@@ -353,6 +370,7 @@ class Trainer:
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         _atomic_json(tmp / "state.json", {
             "epoch": self.epoch, "optimizer": meta, "schedule": self.schedule.state(),
+            "optimizer_sha256": _sha256(tmp / "optimizer.safetensors"),
             "history": self.history, "recipe": self.recipe.to_dict()})  # fmt: skip
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -365,15 +383,29 @@ class Trainer:
             shutil.rmtree(self.out / previous, ignore_errors=True)
 
     def _load_state(self) -> None:
-        latest = json.loads((self.out / LATEST).read_text())
-        folder = self.out / latest["state"]
+        def read_json(path: Path):
+            try:
+                return json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise CheckpointError(f"{path}: not a readable JSON file ({e})") from None
+
+        latest = read_json(self.out / LATEST)
+        try:
+            folder = self.out / latest["state"]
+        except (KeyError, TypeError):
+            raise CheckpointError(f"{self.out / LATEST}: names no state folder") from None
         model, _ = load_checkpoint(folder / "model")
         self.model.load_state_dict(model.state_dict())
-        state = json.loads((folder / "state.json").read_text())
+        state = read_json(folder / "state.json")
+        opt_file = folder / "optimizer.safetensors"
         try:
-            tensors = load_file(str(folder / "optimizer.safetensors"))
+            digest = _sha256(opt_file)
+            tensors = load_file(str(opt_file))
         except Exception as e:
-            raise CheckpointError(f"{folder / 'optimizer.safetensors'}: unreadable ({e})") from None
+            raise CheckpointError(f"{opt_file}: unreadable ({e})") from None
+        if state.get("optimizer_sha256", digest) != digest:
+            raise CheckpointError(f"{opt_file}: sha256 {digest[:12]}... does not match state.json's "
+                                  f"{state['optimizer_sha256'][:12]}...; the file was changed or is incomplete")  # fmt: skip
         _load_optimizer_state(self.optimizer, {k: v.to(self.device) for k, v in tensors.items()},
                               state["optimizer"])  # fmt: skip
         self.schedule.load(state["schedule"])

@@ -41,6 +41,27 @@ def devices() -> list[str]:
     return lines
 
 
+def _bundled_lines() -> list[str]:
+    from .model import read_checkpoint_info
+    from .model.checkpoint import CheckpointError
+    from .weights import default_model_path
+
+    lines = ["bundled models:"]
+    for name in ("ctn", "palette"):
+        try:
+            info = read_checkpoint_info(default_model_path(name))
+        except CheckpointError:
+            lines.append(f"  {name}: not shipped in this installation")
+            continue
+        cfg = info.config
+        val = (info.provenance.get("val") or {}).get("primary") or {}
+        metrics = ", ".join(f"{k} {v:.1f}" for k, v in val.items())
+        lines.append(f"  {name}: {cfg.kind} {cfg.encoder}, sha256 {info.sha256[:12]}, {info.path}")
+        if metrics:
+            lines.append(f"    validation: {metrics}")
+    return lines
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     import torch
 
@@ -66,9 +87,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     with torch.device("meta"):  # count parameters without allocating them
         for name, cfg in PRESETS.items():
             n = count_parameters(build_model(cfg))
-            out.append(f"  {name:<15} {cfg.kind.upper()}  encoder {cfg.encoder:<9} {n / 1e6:7.2f} M parameters")
+            out.append(f"  {name:<17} {cfg.kind.upper():<7}  encoder {cfg.encoder:<9} {n / 1e6:7.2f} M parameters")
     out.append("")
-    out.append("bundled model: none yet (the training issue adds it)")
+    out += _bundled_lines()
     print("\n".join(out))
     return EXIT_OK
 

@@ -53,7 +53,7 @@ __all__ = [
 
 #: the encoder's total stride; inputs are padded to a multiple of it
 STRIDE = 32
-MODEL_KINDS = ("ctn", "mhn", "stn")
+MODEL_KINDS = ("ctn", "mhn", "stn", "palette")
 
 
 @dataclass(frozen=True)
@@ -304,6 +304,7 @@ PRESETS: dict[str, ModelConfig] = {
     **{f"ctn-{e}": ModelConfig(kind="ctn", encoder=e) for e in ENCODERS},
     **{f"mhn-{e}": ModelConfig(kind="mhn", encoder=e) for e in ("resnet18", "resnet34")},
     **{f"stn-{e}": ModelConfig(kind="stn", encoder=e) for e in ("resnet18", "resnet34")},
+    **{f"palette-{e}": ModelConfig(kind="palette", encoder=e) for e in ("resnet18", "resnet34")},
 }
 
 
@@ -315,7 +316,7 @@ def preset_config(name: str) -> ModelConfig:
 
 def build_model(config: ModelConfig | str | dict = "ctn-resnet34", pretrained=False,
                 allow_download: bool = True) -> _PaletteModel:  # fmt: skip
-    """Build a CTN, MHN or STN from a config, a preset name, or a config dict.
+    """Build a CTN, MHN, STN or palette network from a config, a preset name, or a dict.
 
     ``pretrained`` initialises the encoder(s) with ImageNet weights (True), from a
     torchvision ResNet state dict file (a path), or randomly (False).
@@ -324,6 +325,10 @@ def build_model(config: ModelConfig | str | dict = "ctn-resnet34", pretrained=Fa
         config = preset_config(config)
     elif isinstance(config, dict):
         config = ModelConfig.from_dict(config)
+    if config.kind == "palette":
+        from .palette_net import PaletteNet  # built from this module's parts
+
+        return PaletteNet(config, pretrained=pretrained, allow_download=allow_download)
     return _CLASSES[config.kind](config, pretrained=pretrained, allow_download=allow_download)
 
 

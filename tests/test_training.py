@@ -1,0 +1,451 @@
+"""Training end to end: the real Trainer, real checkpoints on disk, real ``ctn`` processes.
+
+Everything is tiny (ResNet-18 CTN, 32 px synthetic scenes, a few images, no workers, one
+thread). A new process costs ~5 s of imports, so the commands whose exit code or process
+boundary matters run as processes (``ctn train``, ``ctn finetune``, torchrun) and the
+quick usage errors run ``ctn``'s ``main`` in this process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from composite_tasking.model import load_checkpoint
+from composite_tasking.model.checkpoint import CheckpointError
+from composite_tasking.training import trainer as trainer_mod
+from composite_tasking.training.recipe import Recipe
+from composite_tasking.training.trainer import LATEST, Trainer, TrainingDiverged
+
+ALL_TASKS = {"semseg", "parts", "edges", "saliency", "normals"}
+R3_TASKS = {"parts", "edges", "saliency", "normals"}  # R3 has no segmentation
+
+
+def recipe_dict(**overrides) -> dict:
+    data = {
+        "name": "tiny",
+        "model": {"preset": "ctn-resnet18", "pretrained": False},
+        "train": {"kind": "synthetic", "seed": 1, "n": 8, "size": 32},
+        "val": {"kind": "synthetic", "seed": 2, "n": 4, "size": 32},
+        "rule": "mosaic",
+        "augment": {"hflip": True, "scale": [0.8, 1.25], "photometric": True},
+        "optimizer": {"lr_decoder": 1.0e-3, "lr_encoder": 1.0e-3, "weight_decay": 1.0e-5},
+        "schedule": {"kind": "plateau", "factor": 0.3, "patience": 0},
+        "epochs": 2,
+        "batch_size": 4,
+        "workers": 0,
+        "precision": "fp32",
+        "seed": 0,
+    }
+    data.update(overrides)
+    return data
+
+
+def make_recipe(**overrides) -> Recipe:
+    return Recipe.from_dict(recipe_dict(**overrides))
+
+
+def write_recipe(path: Path, **overrides) -> Path:
+    path.write_text(yaml.safe_dump(recipe_dict(**overrides)), encoding="utf-8")
+    return path
+
+
+def env1() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def ctn(*args, cwd=None, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "composite_tasking.cli", *map(str, args)],
+                          capture_output=True, text=True, env=env1(), cwd=cwd, timeout=timeout)  # fmt: skip
+
+
+def ctn_here(capsys, *args) -> tuple[int, str, str]:
+    """``ctn`` in this process (the same ``main`` as the command, without the ~5 s of
+    importing torch in a new process): (exit code, stdout, stderr)."""
+    from composite_tasking.cli import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def newest(run: Path) -> Path:
+    return run / json.loads((run / LATEST).read_text())["state"]
+
+
+def replace_bytes(path: Path, data: bytes) -> None:
+    """Damage a file of a run copy: a new file, never a write into the (hard-linked) old one."""
+    path.unlink()
+    path.write_bytes(data)
+
+
+def flip_byte(path: Path, offset: int = -100) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    replace_bytes(path, bytes(data))
+
+
+def truncate(path: Path, size: int) -> None:
+    replace_bytes(path, path.read_bytes()[:size])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def run_a(tmp_path_factory):
+    """An uninterrupted two-epoch run (with augmentation and validation)."""
+    out = tmp_path_factory.mktemp("train") / "run-a"
+    t = Trainer(make_recipe(), out, device="cpu")
+    t.fit()
+    return t
+
+
+def _link_or_copy(src, dst):
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+@pytest.fixture
+def run_copy(run_a, tmp_path):
+    """A copy of run A's folder, free to damage (through :func:`replace_bytes`).
+
+    The files are hard links (a run is ~220 MB): the trainer never writes into a file, it
+    writes new ones and renames them into place, so run A stays as it was."""
+    dst = tmp_path / "run"
+    shutil.copytree(run_a.out, dst, copy_function=_link_or_copy)
+    return dst
+
+
+# ------------------------------------------------------------------------ learning
+def test_loss_falls_on_a_fixed_set(tmp_path):
+    """Four epochs over the same batch of 4 scenes (no augmentation): the loss drops clearly."""
+    recipe = make_recipe(rule="S:normals", val=None, augment=None, epochs=4, schedule={"kind": "none"},
+                         train={"kind": "synthetic", "seed": 1, "n": 4, "size": 32})  # fmt: skip
+    history = Trainer(recipe, tmp_path / "run", device="cpu").fit()
+    losses = [h["train_loss"]["total"] for h in history]
+    assert len(losses) == 4 and all(math.isfinite(v) for v in losses)
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_curves_and_history(run_a):
+    out = run_a.out
+    png = out / "curves.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    for h in history:
+        assert math.isfinite(h["train_loss"]["total"])
+        assert set(h["val"]["metrics"]) == ALL_TASKS  # validation under rule S
+    # the newest state only; its state.json holds the same history
+    assert sorted(p.name for p in out.iterdir()) == ["curves.png", "epoch-0002", "history.json", LATEST]
+    assert json.loads((out / "epoch-0002" / "state.json").read_text())["history"] == history
+
+
+# -------------------------------------------------------------------------- resume
+def _optimizer_tensors(opt) -> dict[str, torch.Tensor]:
+    return {f"{pid}.{k}": v for pid, st in opt.state_dict()["state"].items()
+            for k, v in st.items() if torch.is_tensor(v)}  # fmt: skip
+
+
+def test_resume_is_bit_identical(run_a, tmp_path):
+    out = tmp_path / "run-b"
+    Trainer(make_recipe(epochs=1), out, device="cpu").fit()
+    assert json.loads((out / LATEST).read_text())["epoch"] == 1
+    b = Trainer(make_recipe(), out, device="cpu", resume=True)
+    assert b.epoch == 1
+    b.fit()
+    assert b.epoch == 2
+
+    sa, sb = run_a.model.state_dict(), b.model.state_dict()
+    assert sa.keys() == sb.keys()
+    differ = [k for k in sa if not torch.equal(sa[k], sb[k])]
+    assert not differ, f"weights differ after resume: {differ[:5]}"
+
+    ta, tb = _optimizer_tensors(run_a.optimizer), _optimizer_tensors(b.optimizer)
+    assert ta.keys() == tb.keys() and len(ta) > 0
+    differ = [k for k in ta if not torch.equal(ta[k], tb[k])]
+    assert not differ, f"optimizer state differs after resume: {differ[:5]}"
+    # hyper-parameters: the same after a JSON round trip (betas come back as a list)
+    groups = lambda t: json.loads(json.dumps(t.optimizer.state_dict()["param_groups"]))  # noqa: E731
+    assert groups(run_a) == groups(b)
+    assert run_a.schedule.state() == b.schedule.state()
+    assert [h["train_loss"] for h in run_a.history] == [h["train_loss"] for h in b.history]
+    # and the files on disk agree
+    fa, fb = newest(run_a.out), newest(out)
+    assert sha256(fa / "model" / "model.safetensors") == sha256(fb / "model" / "model.safetensors")
+    assert sha256(fa / "optimizer.safetensors") == sha256(fb / "optimizer.safetensors")
+
+
+# ---------------------------------------------------------------- damaged checkpoints
+def test_corrupt_model_refused_api(run_copy):
+    weights = newest(run_copy) / "model" / "model.safetensors"
+    flip_byte(weights)
+    with pytest.raises(CheckpointError, match="model.safetensors") as e:
+        Trainer(make_recipe(epochs=3), run_copy, device="cpu", resume=True)
+    assert str(weights) in str(e.value)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_corrupt_optimizer_refused_api(run_copy, damage):
+    opt = newest(run_copy) / "optimizer.safetensors"
+    if damage == "truncate":
+        truncate(opt, opt.stat().st_size // 2)
+    else:  # a flipped byte in the tensor data: only the recorded digest notices
+        flip_byte(opt)
+    with pytest.raises(CheckpointError) as e:
+        Trainer(make_recipe(epochs=3), run_copy, device="cpu", resume=True)
+    assert str(opt) in str(e.value)
+
+
+def test_corrupt_state_json_refused_api(run_copy):
+    state = newest(run_copy) / "state.json"
+    truncate(state, 50)
+    with pytest.raises(CheckpointError, match="state.json") as e:
+        Trainer(make_recipe(epochs=3), run_copy, device="cpu", resume=True)
+    assert str(state) in str(e.value)
+
+
+def test_corrupt_checkpoint_refused_cli(run_copy, tmp_path, capsys):
+    recipe = write_recipe(tmp_path / "recipe.yaml", epochs=3)
+    weights = newest(run_copy) / "model" / "model.safetensors"
+    flip_byte(weights)
+    before = digests(run_copy)
+    r = ctn("train", "--config", recipe, "--out", run_copy, "--resume")
+    assert r.returncode == 2, r.stderr
+    assert str(weights) in r.stderr and "Traceback" not in r.stderr
+    code, out, err = ctn_here(capsys, "evaluate", "--model", run_copy, "--data", "synthetic:seed=5,n=2,size=32",
+                              "--json")  # fmt: skip
+    assert code == 2 and str(weights) in err and out == "", err
+    assert digests(run_copy) == before  # nothing written
+
+
+def test_truncated_optimizer_refused_cli(run_copy, tmp_path, capsys):
+    recipe = write_recipe(tmp_path / "recipe.yaml", epochs=3)
+    opt = newest(run_copy) / "optimizer.safetensors"
+    truncate(opt, 1000)
+    code, _, err = ctn_here(capsys, "train", "--config", recipe, "--out", run_copy, "--resume")
+    assert code == 2 and str(opt) in err, err
+    assert sorted(p.name for p in run_copy.iterdir()) == ["curves.png", "epoch-0002", "history.json", LATEST]
+
+
+# ------------------------------------------------------------------------ divergence
+def test_nan_loss_stops_and_keeps_checkpoint_api(run_copy, monkeypatch):
+    before = digests(run_copy)
+    latest = (run_copy / LATEST).read_text()
+    real = trainer_mod.composite_loss
+    calls = {"n": 0}
+
+    def nan_at_second_step(*args, **kwargs):
+        result = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            result["total"] = result["total"] * math.nan
+        return result
+
+    monkeypatch.setattr(trainer_mod, "composite_loss", nan_at_second_step)
+    t = Trainer(make_recipe(epochs=4), run_copy, device="cpu", resume=True)
+    with pytest.raises(TrainingDiverged, match=r"epoch 3, step 2: the loss is nan"):
+        t.fit()
+    assert digests(run_copy) == before
+    assert (run_copy / LATEST).read_text() == latest
+    assert not any(p.name.startswith(".") for p in run_copy.iterdir())
+
+
+def test_nan_weights_are_never_saved(run_copy, monkeypatch):
+    """A finite loss with non-finite weights after the step must not become a checkpoint
+    (one step per epoch: the next loss, which would be NaN, is never computed)."""
+    before = digests(run_copy)
+    t = Trainer(make_recipe(epochs=3, max_steps_per_epoch=1), run_copy, device="cpu", resume=True)
+    step = t.optimizer.step
+
+    def poisoned_step(*args, **kwargs):
+        out = step(*args, **kwargs)
+        with torch.no_grad():
+            next(t.model.parameters()).fill_(math.inf)
+        return out
+
+    monkeypatch.setattr(t.optimizer, "step", poisoned_step)
+    with pytest.raises(TrainingDiverged, match="weights became NaN or infinite"):
+        t.fit()
+    assert digests(run_copy) == before
+
+
+def test_nan_loss_cli_exit_1(run_copy, tmp_path):
+    """A rate of 1e30 blows the weights up in one step: exit 1, epoch 2 stays as it was."""
+    recipe = write_recipe(tmp_path / "recipe.yaml", epochs=3, val=None,
+                          optimizer={"lr_decoder": 1.0e30, "lr_encoder": 1.0e30})  # fmt: skip
+    before = digests(run_copy)
+    latest = json.loads((run_copy / LATEST).read_text())
+    r = ctn("train", "--config", recipe, "--out", run_copy, "--resume")
+    assert r.returncode == 1, r.stderr
+    assert "training stopped" in r.stderr and "epoch 3" in r.stderr and "Traceback" not in r.stderr
+    assert digests(run_copy) == before
+    assert json.loads((run_copy / LATEST).read_text()) == latest and latest["state"] == "epoch-0002"
+    model, info = load_checkpoint(run_copy / latest["model"])  # verifies the digest
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+    # and the run still resumes with a sane recipe
+    assert Trainer(make_recipe(epochs=3), run_copy, device="cpu", resume=True).epoch == 2
+
+
+# --------------------------------------------------------------------------- the CLI
+def test_train_refuses_misuse(run_copy, tmp_path, capsys):
+    recipe = write_recipe(tmp_path / "recipe.yaml")
+    before = digests(run_copy)
+    code, _, err = ctn_here(capsys, "train", "--config", recipe, "--out", run_copy)
+    assert code == 2 and "--resume" in err and str(run_copy) in err, err
+    assert digests(run_copy) == before
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = ctn_here(capsys, "train", "--config", recipe, "--out", empty, "--resume")
+    assert code == 2 and "nothing to resume" in err and str(empty) in err, err
+    assert list(empty.iterdir()) == []
+
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(yaml.safe_dump({**recipe_dict(), "learning_rate": 0.1}))
+    code, _, err = ctn_here(capsys, "train", "--config", typo, "--out", tmp_path / "new")
+    assert code == 2 and "learning_rate" in err and str(typo) in err, err
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [tiny\nepochs: 2\n")
+    code, _, err = ctn_here(capsys, "train", "--config", bad, "--out", tmp_path / "new")
+    assert code == 2 and "not valid YAML" in err and str(bad) in err, err
+    assert not (tmp_path / "new").exists()
+
+
+def test_finetune_then_evaluate(run_a, tmp_path, capsys):
+    out = tmp_path / "ft"
+    r = ctn("finetune", "--model", run_a.out, "--data", "synthetic:seed=3,n=8,size=32", "--rule", "R3",
+            "--out", out, "--epochs", "1", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    ckpt = out / "epoch-0001" / "model"
+    _, info = load_checkpoint(ckpt)
+    init = newest(run_a.out) / "model"
+    assert info.provenance["init_sha256"] == sha256(init / "model.safetensors")
+    assert Path(info.provenance["init"]) == init
+    assert info.provenance["recipe"]["rule"] == "R3" and info.provenance["recipe"]["val"] is None
+    assert info.provenance["recipe"]["train"]["n"] == 8
+
+    def evaluate(rule: str) -> dict:
+        args = ["evaluate", "--model", out, "--data", "synthetic:seed=5,n=4,size=32", "--rule", rule, "--json"]
+        code, stdout, err = ctn_here(capsys, *args)
+        assert code == 0, err
+
+        def no_nan(token):
+            raise AssertionError(f"not strict JSON: {token}")
+
+        return json.loads(stdout, parse_constant=no_nan)
+
+    s = evaluate("S")
+    assert s["rule"] == "S" and s["images"] == 4
+    assert set(s["metrics"]) == set(s["primary"]) == ALL_TASKS
+    assert s["model"]["sha256"] == sha256(ckpt / "model.safetensors")
+    r3 = evaluate("R3")
+    assert r3["rule"] == "R3" and set(r3["metrics"]) == set(r3["primary"]) == R3_TASKS
+    assert all(isinstance(v, float) for v in r3["primary"].values())
+
+
+# --------------------------------------------------------------------------- DDP
+def _torchrun(tmp_path, *args, timeout=180) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", str(free_port()), *map(str, args)]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, env=env1(), cwd=tmp_path, timeout=timeout)
+
+
+def test_ddp_two_gloo_processes(tmp_path):
+    # 8 scenes, 2 per step: each rank's shard has 2 steps, max_steps_per_epoch keeps 1
+    recipe = write_recipe(tmp_path / "recipe.yaml", epochs=1, max_steps_per_epoch=1, val=None,
+                          augment=None, batch_size=2)  # fmt: skip
+    out = tmp_path / "ddp"
+    r = _torchrun(tmp_path, "-m", "composite_tasking.cli", "train", "--config", recipe, "--out", out,
+                  "--device", "cpu")  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["curves.png", "epoch-0001", "history.json", LATEST]
+    assert sorted(p.name for p in (out / "epoch-0001").iterdir()) == ["model", "optimizer.safetensors",
+                                                                      "state.json"]  # fmt: skip
+    assert r.stdout.count("epoch 1:") == 1  # rank 0 alone reports the epoch
+    assert len(json.loads((out / "history.json").read_text())) == 1
+    load_checkpoint(out / "epoch-0001" / "model")
+
+
+DDP_SYNC = """
+import json, math, os, sys
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from composite_tasking.training.recipe import Recipe
+from composite_tasking.training.trainer import Trainer
+
+
+def replica(rank, out, recipe, port):
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    torch.set_num_threads(1)
+    t = Trainer(Recipe.from_dict(json.loads(recipe)), out, device="cpu")
+    if t.rank == 0:  # rank 0 (which alone validates) sees a plateau: it lowers the rate
+        t.schedule.best = -math.inf
+    t.fit()
+    vec = torch.cat([p.detach().flatten() for p in t.model.parameters()]
+                    + [torch.tensor([g["lr"] for g in t.optimizer.param_groups])])
+    every = [torch.empty_like(vec) for _ in range(t.world)]
+    dist.all_gather(every, vec)
+    same = all(torch.equal(every[0], v) for v in every)
+    print(f"rank {t.rank}: lr {[g['lr'] for g in t.optimizer.param_groups]}, replicas equal: {same}",
+          flush=True)
+    dist.destroy_process_group()
+    if not same:
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    # two gloo processes forked after the imports (torchrun would import torch three times)
+    mp.start_processes(replica, args=tuple(sys.argv[1:4]), nprocs=2, start_method="fork")
+"""
+
+
+def test_ddp_replicas_share_the_schedule(tmp_path):
+    """Rank 0 drives the plateau schedule; the other ranks must follow its rate, or the
+    replicas' weights drift apart."""
+    script = tmp_path / "sync.py"
+    script.write_text(DDP_SYNC)
+    recipe = recipe_dict(epochs=2, max_steps_per_epoch=1, val=None, augment=None, batch_size=2,
+                         schedule={"kind": "plateau", "factor": 0.5, "patience": 0})  # fmt: skip
+    r = subprocess.run([sys.executable, str(script), str(tmp_path / "ddp"), json.dumps(recipe), str(free_port())],
+                       capture_output=True, text=True, env=env1(), cwd=tmp_path, timeout=180)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("replicas equal: True") == 2
+    assert r.stdout.count("lr [0.0005, 0.0005]") == 2
