@@ -37,7 +37,7 @@ from composite_tasking.device import cpu_has_bf16, pick_device
 from composite_tasking.model import build_model, load_checkpoint, save_checkpoint
 from composite_tasking.model.checkpoint import CheckpointError, _sha256
 
-from .losses import composite_loss
+from .losses import LossResult, composite_loss, palette_loss
 from .recipe import DataSpec, Recipe, parse_data_spec
 
 __all__ = ["Trainer", "TrainingDiverged", "pick_device", "pick_autocast_dtype", "cpu_has_bf16",
@@ -221,7 +221,7 @@ class Trainer:
         self.train_set = build_dataset(recipe.train, recipe.rule, recipe.augment, recipe.seed)
         self.val_set = None
         if recipe.val is not None and self.rank == 0:
-            rule = "mosaic" if recipe.val_rule == "S" else recipe.val_rule
+            rule = recipe.rule if self.is_palette_net else ("mosaic" if recipe.val_rule == "S" else recipe.val_rule)
             self.val_set = build_dataset(recipe.val, rule, None, recipe.seed + 1)
         self.epoch = 0
         self.history: list[dict] = []
@@ -283,9 +283,7 @@ class Trainer:
                 if step >= n_steps:
                     break
                 image, palette, targets = self._to_device(batch)
-                with self._autocast():
-                    output = net(image, palette)
-                losses = composite_loss(output, palette, targets, r.loss_weights, r.focal_gamma)
+                losses = self._losses(net, image, palette, targets)
                 total = losses["total"]
                 if not torch.isfinite(total):
                     bad = {k: float(v.detach()) for k, v in losses.items()}
@@ -346,12 +344,31 @@ class Trainer:
                 torch.distributed.barrier()
         return self.history
 
+    @property
+    def is_palette_net(self) -> bool:
+        return self.model.config.kind == "palette"
+
+    def _losses(self, net, image, palette, targets) -> dict:
+        """The CTN's composite loss, or the palette network's cross-entropy against the
+        rule's palette (the dataset's palette is the target, not an input, then)."""
+        r = self.recipe
+        with self._autocast():
+            output = net(image) if self.is_palette_net else net(image, palette)
+        if self.is_palette_net:
+            loss = palette_loss(output, palette, targets.get("semseg"))
+            result = LossResult(palette=loss, total=loss)
+            result.pixels = {"palette": int(palette.numel())}
+            return result
+        return composite_loss(output, palette, targets, r.loss_weights, r.focal_gamma)
+
     @torch.inference_mode()
     def validate(self) -> dict:
-        from .evaluate import evaluate_loader
+        from .evaluate import evaluate_loader, evaluate_palette_loader
 
         self.model.eval()
         loader = self._loader(self.val_set, 0, shuffle=False)
+        if self.is_palette_net:
+            return evaluate_palette_loader(self.model, loader, self.device, autocast=self.autocast)
         return evaluate_loader(self.model, loader, self.device, rule=self.recipe.val_rule,
                                autocast=self.autocast, loss_weights=self.recipe.loss_weights)  # fmt: skip
 
