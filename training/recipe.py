@@ -113,6 +113,7 @@ class Recipe:
     precision: str = "auto"  # auto | bf16 | fp32
     seed: int = 0
     max_steps_per_epoch: int | None = None
+    bn_recalibration_batches: int = 20
     source: str | None = None
 
     @classmethod

@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -102,10 +104,44 @@ def contact_sheet(rows: list[tuple[np.ndarray, Prediction]], path: Path, thumb: 
 
     pics = [[fit(img), fit(colorize_palette(p.palette)), fit(_composite_picture(p))] for img, p in rows]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
+    # a name of its own: shards finishing together write the same preview path
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp.png")
     iio.imwrite(tmp, grid(pics))
     os.replace(tmp, path)
     return path
+
+
+def image_rng(seed: int, image_id: str) -> np.random.Generator:
+    """The random generator of one image's palette (random rules): from the seed and the
+    image id alone, so a resumed, sharded or re-batched run draws the same palettes."""
+    key = int.from_bytes(hashlib.sha256(image_id.encode("utf-8")).digest()[:8], "little")
+    return np.random.default_rng([int(seed), key])
+
+
+def _open_store(path: Path, attrs: dict) -> LabelStore:
+    """Open the store, creating it first if it is absent (or an empty folder).
+
+    Shards started together (torchrun) would race to create it: one process's
+    half-made root (or its mode-"w" create wiping the other's) made the other fail.
+    The root is made in a private folder beside it and renamed into place, which is
+    atomic; a process that loses the race finds the winner's store and opens it.
+    """
+    try:
+        fresh = not path.exists() or (path.is_dir() and not any(path.iterdir()))
+        if fresh:
+            tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+            try:
+                LabelStore(tmp, mode="w", attrs=attrs)
+                try:
+                    os.rename(tmp, path)  # fails when another process created it first
+                except OSError:
+                    if not path.is_dir():
+                        raise
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return LabelStore(path, mode="a", attrs=attrs)
+    except StoreError as e:
+        raise LabelError(str(e)) from None
 
 
 def _palette_file(folder: Path, image_path: Path, shape) -> np.ndarray:
@@ -171,10 +207,7 @@ def label_images(
         i, n = shard
         files, ids = files[i::n], ids[i::n]
 
-    try:
-        store = LabelStore(store_path, mode="a", attrs={"labelling": wanted})
-    except StoreError as e:
-        raise LabelError(str(e)) from None
+    store = _open_store(store_path, {"labelling": wanted})
     have = store.attrs.get("labelling")
     if have is not None and len(store) and any(have.get(k) != v for k, v in wanted.items()):
         if not overwrite:
@@ -189,7 +222,6 @@ def label_images(
     todo = [(f, i) for f, i in zip(files, ids) if overwrite or i not in complete]
     summary.skipped_complete = [i for f, i in zip(files, ids) if not overwrite and i in complete]
     total = len(todo)
-    rng = np.random.default_rng(seed)
     sheet: list[tuple[np.ndarray, Prediction]] = []
     done = 0
     pos = 0
@@ -208,7 +240,7 @@ def label_images(
                 elif rule_obj.needs_semantics:
                     palette = predictor.palette_for(image, rule_obj, key=image_id)
                 else:
-                    palette = rule_obj.palette(image.shape[:2], rng=rng)
+                    palette = rule_obj.palette(image.shape[:2], rng=image_rng(seed, image_id))
             except ImageReadError as e:
                 summary.failed.append((e.path, e.reason))
                 pos += 1

@@ -1,0 +1,402 @@
+"""`ctn label` as a user runs it: real subprocesses, a real store on disk.
+
+A tiny random CTN (ResNet-18) on the CPU, 8 synthetic images of 64 x 80 pixels. The
+uninterrupted runs (rules R2 and mosaic, batch size 1) are made once per session and are
+the reference that killed-and-resumed, sharded and overwritten runs must equal exactly.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+import zarr
+from PIL import Image
+
+from composite_tasking.images import read_image
+from composite_tasking.store import LabelStore
+from composite_tasking.synthetic import generate
+from composite_tasking.tasks import IGNORE, NO_TASK, get_task
+
+CTN_LABEL = [sys.executable, "-m", "composite_tasking.cli", "label"]
+# one thread per process (the machine is shared); never inherit a torchrun environment
+ENV = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+ENV.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+SIZE = (64, 80)
+N = 8
+IDS = sorted([f"scene-{i}.png" for i in range(6)] + ["sub__scene-6.png", "sub__scene-7.png"])
+VOLATILE = {"created", "updated"}  # timestamps: the only attributes two runs may differ in
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory):
+    """A tiny random CTN checkpoint, and another model (one weight changed)."""
+    from composite_tasking.model import build_model
+    from composite_tasking.model.checkpoint import save_checkpoint
+
+    d = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    model = build_model("ctn-resnet18").eval()
+    ckpt = save_checkpoint(model, d / "ctn")
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] += 0.5
+    other = save_checkpoint(model, d / "other")
+    return ckpt, other
+
+
+@pytest.fixture(scope="session")
+def ckpt(checkpoints):
+    return checkpoints[0]
+
+
+@pytest.fixture(scope="session")
+def folder(tmp_path_factory):
+    d = tmp_path_factory.mktemp("images")
+    (d / "sub").mkdir()
+    for i in range(N):
+        iio.imwrite(d / ("sub" if i >= 6 else "") / f"scene-{i}.png", generate(5, i, SIZE)["image"])
+    return d
+
+
+def label(*args, timeout=300, env=ENV):
+    return subprocess.run([*CTN_LABEL, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env)  # fmt: skip
+
+
+def start(*args, env=ENV, **kw):
+    return subprocess.Popen([*CTN_LABEL, *map(str, args)], env=env, **kw)
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory, folder, ckpt):
+    """rule -> (store, stdout, stderr) of an uninterrupted run; both rules run at once."""
+    d = tmp_path_factory.mktemp("reference")
+    runs = {}
+    for rule in ("R2", "mosaic"):
+        out = d / f"ref-{rule}.zarr"
+        proc = start(folder, "--out", out, "--rule", rule, "--model", ckpt, "--device", "cpu",
+                     "--batch-size", 1, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        runs[rule] = (out, proc)
+    done = {}
+
+    def get(rule):
+        if rule not in done:
+            out, proc = runs[rule]
+            stdout, stderr = proc.communicate(timeout=300)
+            assert proc.returncode == 0, stderr
+            done[rule] = (out, stdout, stderr)
+        return done[rule]
+
+    yield get
+    for _, proc in runs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+# ------------------------------------------------------------------------- helpers
+
+
+def strip(attrs):
+    if isinstance(attrs, dict):
+        return {k: strip(v) for k, v in attrs.items() if k not in VOLATILE}
+    if isinstance(attrs, list):
+        return [strip(v) for v in attrs]
+    return attrs
+
+
+def store_content(path) -> dict:
+    """{node path: attributes, or (attributes, dtype, chunks, values)} of a whole store."""
+    root = zarr.open_group(str(path), mode="r", zarr_format=3)
+    out = {"": strip(root.attrs.asdict())}
+    for name, node in root.members(max_depth=None):
+        if isinstance(node, zarr.Array):
+            out[name] = (strip(node.attrs.asdict()), node.dtype, node.chunks, node[...])
+        else:
+            out[name] = strip(node.attrs.asdict())
+    return out
+
+
+def assert_same_store(a, b):
+    ca, cb = store_content(a), store_content(b)
+    assert sorted(ca) == sorted(cb)
+    for key, va in ca.items():
+        vb = cb[key]
+        if isinstance(va, tuple):
+            assert va[:3] == vb[:3], key
+            assert np.array_equal(va[3], vb[3], equal_nan=va[1].kind == "f"), key  # bit-identical
+        else:
+            assert va == vb, key
+
+
+def n_complete(store) -> int:
+    """Completely written images, from the groups' zarr.json (cheap enough to poll)."""
+    n = 0
+    for meta in store.glob("*/zarr.json"):
+        try:
+            n += json.loads(meta.read_text())["attributes"]["composite_tasking"]["complete"] is True
+        except (OSError, ValueError, KeyError):
+            pass
+    return n
+
+
+def snapshot(path) -> dict:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def summary_line(done, complete, skipped, store):
+    return (f"labelled {done} image(s) into {store}; {complete} already complete; "
+            f"{skipped} skipped")  # fmt: skip
+
+
+def check_labels(store_path, rule):
+    """Every image complete, pseudo, with a palette and labels only where it asks."""
+    store = LabelStore(store_path)
+    assert store.ids() == store.ids(complete_only=False)
+    for image_id in store.ids():
+        s = store.read_sample(image_id)
+        assert s.palette is not None and s.palette.dtype == np.uint8
+        assert set(np.unique(s.palette)) <= {NO_TASK, 1, 2, 3, 4, 5}
+        assert s.labels and set(s.provenance.values()) == {"pseudo"} and set(s.provenance) == set(s.labels)
+        assert s.attrs["rule"] == rule and s.attrs["complete"] is True
+        for name, lab in s.labels.items():
+            task = get_task(name)
+            region = s.palette == task.palette_value
+            assert region.any(), name  # a task is stored only when the palette asks for it
+            if task.kind == "vector":
+                assert (lab[~region] == 0).all()
+                np.testing.assert_allclose(np.linalg.norm(lab[region], axis=-1), 1, atol=1e-2)
+            else:
+                assert (lab[~region] == IGNORE).all(), name
+                top = task.num_classes if task.kind == "classes" else 2
+                assert lab[region].max() < top, name
+            conf = s.maps[f"confidence_{name}"]
+            assert np.isnan(conf[~region]).all() and (conf[region] >= 0).all() and (conf[region] <= 1).all()
+        for name in ("edges", "saliency"):
+            if name in s.labels:
+                prob = s.maps[f"{name}_prob"]
+                assert np.array_equal(s.labels[name] == 1, prob >= 0.5)
+    return store
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_a_folder_becomes_a_valid_ome_zarr_store_with_a_preview(folder, ckpt, reference):
+    from composite_tasking.model.checkpoint import read_checkpoint_info
+
+    out, stdout, stderr = reference("R2")
+    assert summary_line(N, 0, 0, out) in stdout
+    # the progress bar: count, elapsed < remaining (ETA), images per second
+    assert re.search(r"8/8 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+image/s\]", stderr), stderr
+    store = check_labels(out, "R2")
+    assert store.ids() == IDS
+    assert store.attrs["labelling"]["model_sha256"] == read_checkpoint_info(ckpt).sha256
+    assert store.attrs["labelling"]["rule"] == "R2"
+    for image_id in IDS:
+        s = store.read_sample(image_id)
+        src = folder / image_id.replace("__", "/")
+        assert np.array_equal(s.image, iio.imread(src)) and s.attrs["image"]["source"] == str(src)
+    # the contact sheet: a row per image of 160 px pictures (image, palette, composite)
+    preview = out.with_name("ref-R2-preview.png")
+    assert f"preview: {preview}" in stdout
+    assert iio.imread(preview).shape == (N * 162 - 2, 3 * 162 - 2, 3)
+
+    # other tools: ome-zarr-models validates each image group, ome-zarr-py reads it
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+    from ome_zarr_models.v05 import Image as OmeImage
+
+    for image_id in IDS:
+        image = OmeImage.from_zarr(zarr.open_group(str(out / image_id), mode="r"))
+        assert image.labels.label_paths[0] == "palette"
+        assert image.labels.label_paths == store.image_attrs(image_id)["labels"]
+    nodes = list(Reader(parse_url(str(out / IDS[0])))())
+    assert np.array_equal(np.asarray(nodes[0].data[0]), np.moveaxis(iio.imread(folder / IDS[0]), -1, 0))
+    by_name = {n.metadata.get("name"): n for n in nodes[1:] if n.data}
+    assert "palette" in by_name
+    assert np.array_equal(np.asarray(by_name["palette"].data[0]), store.read_sample(IDS[0]).palette)
+
+
+def test_napari_ome_zarr_reads_an_image_group(reference):
+    pytest.importorskip("napari_ome_zarr")
+    from napari_ome_zarr import napari_get_reader
+
+    out = reference("R2")[0]
+    group = out / IDS[0]
+    reader = napari_get_reader(str(group))
+    assert callable(reader)
+    layers = reader(str(group))
+    kinds = [kind for _, _, kind in layers]
+    assert kinds[0] == "image" and "labels" in kinds
+    data, meta, _ = layers[0]
+    assert data[0].shape == (3, *SIZE) and meta["channel_axis"] == 0
+    palette = LabelStore(out).read_sample(IDS[0]).palette
+    assert any(np.array_equal(np.asarray(d[0]), palette) for d, _, k in layers if k == "labels")
+
+
+@pytest.mark.parametrize("rule", ["R2", "mosaic"])
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, folder, ckpt, reference, rule):
+    ref = reference(rule)[0]
+    out = tmp_path / "killed.zarr"
+    args = [folder, "--out", out, "--rule", rule, "--model", ckpt, "--device", "cpu", "--batch-size", 1]
+    proc = start(*args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while n_complete(out) < 2:
+            assert proc.poll() is None, "ctn label ended before it could be killed"
+            assert time.monotonic() < deadline, "ctn label wrote nothing in time"
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    before = LabelStore(out).ids()
+    assert 2 <= len(before) < N
+    if len(LabelStore(out).ids(complete_only=False)) == len(before):
+        # the kill fell between two images: leave what a kill inside a write leaves, a
+        # group without its completion marker, which the next run must redo
+        meta = out / before[-1] / "zarr.json"
+        doc = json.loads(meta.read_text())
+        doc["attributes"]["composite_tasking"]["complete"] = False
+        meta.write_text(json.dumps(doc))
+        before = before[:-1]
+    assert len(LabelStore(out).ids(complete_only=False)) > len(before) == len(LabelStore(out).ids())
+    stamps = {i: (out / i / "zarr.json").stat().st_mtime_ns for i in before}
+
+    res = label(*args, "--resume")
+    assert res.returncode == 0, res.stderr
+    # only the rest was labelled: no image done twice
+    assert summary_line(N - len(before), len(before), 0, out) in res.stdout
+    assert {i: (out / i / "zarr.json").stat().st_mtime_ns for i in before} == stamps
+    assert_same_store(out, ref)
+    check_labels(out, rule)
+
+
+def test_two_shards_in_two_processes_equal_one_run(tmp_path, folder, ckpt, reference):
+    ref = reference("R2")[0]
+    out = tmp_path / "sharded.zarr"
+    args = [folder, "--out", out, "--model", ckpt, "--device", "cpu", "--batch-size", 1]
+    # one by --shard, the other as torchrun starts it (rank and world size in the environment)
+    procs = [start(*args, "--shard", "0/2", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+             start(*args, env={**ENV, "RANK": "1", "WORLD_SIZE": "2"}, stdout=subprocess.PIPE,
+                   stderr=subprocess.PIPE, text=True)]  # fmt: skip
+    results = [p.communicate(timeout=300) for p in procs]
+    for p, (stdout, stderr) in zip(procs, results):
+        assert p.returncode == 0, stderr
+        assert summary_line(N // 2, 0, 0, out) in stdout
+    assert_same_store(out, ref)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def bomb_png(path, w=20000, h=20000):
+    """A valid 1-bit black PNG of w x h pixels (400 Mpx in ~50 kB), written without PIL."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z = zlib.compressobj(9)
+    rows = bytes(1 + (w + 7) // 8) * 1000
+    idat = b"".join(z.compress(rows) for _ in range(h // 1000)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_bad_inputs_are_skipped_by_name_and_the_rest_labelled(tmp_path, ckpt):
+    import tifffile
+    from ome_zarr_models.v05 import Image as OmeImage
+
+    d = tmp_path / "mixed"
+    (d / "more").mkdir(parents=True)
+    img = generate(2, 0, (48, 64))["image"]
+    good = {
+        "scene.png": lambda p: iio.imwrite(p, img),
+        "gray.png": lambda p: Image.fromarray(img[..., 0]).save(p),
+        "rgba.png": lambda p: Image.fromarray(np.dstack([img, np.full(img.shape[:2], 100, np.uint8)])).save(p),
+        "deep16.tif": lambda p: tifffile.imwrite(p, img[..., 1].astype(np.uint16) * 257),
+        "more/rgb16.tif": lambda p: tifffile.imwrite(p, img.astype(np.uint16) * 257, photometric="rgb"),
+        "photo.webp": lambda p: Image.fromarray(img).save(p, lossless=True),
+        "paint.bmp": lambda p: Image.fromarray(img).save(p),
+    }
+    for name, write in good.items():
+        write(d / name)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(img).save(d / "rotated.jpg", exif=exif, quality=95)
+    good["rotated.jpg"] = None
+    (d / "zero.png").write_bytes(b"")
+    png, jpg = (d / "scene.png").read_bytes(), (d / "rotated.jpg").read_bytes()
+    (d / "half.png").write_bytes(png[: len(png) // 2])
+    (d / "half.jpg").write_bytes(jpg[: len(jpg) // 2])
+    (d / "letter.jpg").write_text("Dear reader, this is not a JPEG.\n")
+    (d / "notes.txt").write_text("not an image type\n")
+    bomb_png(d / "more" / "bomb.png")
+    bad = {"zero.png": "empty file (0 bytes)", "half.png": "truncated", "half.jpg": "truncated",
+           "letter.jpg": "not an image", "notes.txt": "unsupported file type .txt",
+           "more/bomb.png": "decompression bomb"}  # fmt: skip
+
+    out = tmp_path / "mixed.zarr"
+    res = label(d, "--out", out, "--rule", "mosaic", "--model", ckpt, "--device", "cpu", "--batch-size", 4)
+    assert res.returncode == 1, res.stderr
+    assert summary_line(len(good), 0, len(bad), out) in res.stdout
+    for name, reason in bad.items():
+        line = next((ln for ln in res.stdout.splitlines() if ln.startswith(f"  skipped {d / name}: ")), None)
+        assert line is not None and reason in line, (name, res.stdout)
+
+    store = check_labels(out, "mosaic")
+    ids = sorted(n.replace("/", "__") for n in good)
+    assert store.ids() == ids and store.ids(complete_only=False) == ids
+    for name in good:
+        s = store.read_sample(name.replace("/", "__"))
+        assert np.array_equal(s.image, read_image(d / name)), name
+        OmeImage.from_zarr(zarr.open_group(str(out / name.replace("/", "__")), mode="r"))
+    images = {n: store.read_sample(n.replace("/", "__")).image for n in good}
+    assert images["rotated.jpg"].shape == (64, 48, 3)  # EXIF orientation applied
+    assert np.array_equal(images["gray.png"], np.repeat(img[..., :1], 3, axis=2))
+    assert np.array_equal(images["deep16.tif"], np.repeat(img[..., 1:2], 3, axis=2))
+    assert np.array_equal(images["more/rgb16.tif"], img)
+    blend = (img.astype(int) * 100 + 255 * 155) / 255  # alpha 100 over white
+    assert np.abs(images["rgba.png"] - blend).max() <= 1
+    assert np.array_equal(images["scene.png"], img) and np.array_equal(images["paint.bmp"], img)
+
+
+def test_another_model_or_rule_is_refused_unless_overwrite(tmp_path, folder, checkpoints, reference):
+    ckpt, other = checkpoints
+    ref = reference("R2")[0]
+    refused, relabelled = tmp_path / "refused.zarr", tmp_path / "relabelled.zarr"
+    shutil.copytree(ref, refused)
+    shutil.copytree(ref, relabelled)
+    before = snapshot(refused)
+    common = [folder, "--device", "cpu", "--batch-size", 1]
+    pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [start(*common, "--out", refused, "--model", other, "--rule", "mosaic", **pipes),
+             start(*common, "--out", relabelled, "--model", ckpt, "--rule", "mosaic", "--overwrite", **pipes)]
+    (out1, err1), (out2, err2) = (p.communicate(timeout=300) for p in procs)
+
+    assert procs[0].returncode == 2, err1
+    # each setting is compared: the message names both differences, and the way out
+    assert "'rule': ('R2', 'mosaic')" in err1 and "'model_sha256'" in err1 and "--overwrite" in err1
+    assert snapshot(refused) == before  # unchanged, and no preview written
+    assert not refused.with_name("refused-preview.png").exists()
+
+    assert procs[1].returncode == 0, err2
+    assert summary_line(N, 0, 0, relabelled) in out2
+    assert_same_store(relabelled, reference("mosaic")[0])  # as if written by mosaic alone
+
+def test_resume_and_overwrite_exclude_each_other():
+    from composite_tasking.cli import build_parser
+
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["label", "x", "--out", "y.zarr", "--resume", "--overwrite"])
+    assert e.value.code == 2
