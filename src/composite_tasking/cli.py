@@ -307,6 +307,7 @@ def cmd_label(args: argparse.Namespace) -> int:
         shard = parse_shard(args.shard)
         summary = label_images(
             args.inputs, out, rule=args.rule, palette_from=args.palette_from, model=args.model,
+            palette_model=args.palette_model,
             device=args.device, batch_size=args.batch_size, tile=args.tile,
             overwrite=args.overwrite, shard=shard, store_image=not args.reference,
             preview=None if args.no_preview else preview, progress=bar,
@@ -380,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="semantics (the rule on the predicted classes, default), net, or a folder "
                         "of palette PNGs named like the images (values = task id + 1)")  # fmt: skip
     p.add_argument("--model", default="default", help="'default' (bundled), a checkpoint folder or a run folder")
+    p.add_argument("--palette-model", default="default",
+                   help="with --palette-from net: the palette network ('default' = bundled, or a folder)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:I")
     p.add_argument("--batch-size", type=_nonneg, default=4)
     p.add_argument("--tile", type=_nonneg, default=1024, help="tile images larger than this (pixels per side)")

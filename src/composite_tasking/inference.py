@@ -42,10 +42,10 @@ def resolve_model(spec: str | Path) -> Path:
 
     from .model.checkpoint import CheckpointError
 
-    if str(spec) == "default":
-        from .weights import default_model_path
+    if str(spec) in ("default", "palette"):  # the bundled CTN / palette network
+        from .weights import DEFAULT_MODEL, default_model_path
 
-        return default_model_path()
+        return default_model_path(DEFAULT_MODEL if str(spec) == "default" else "palette")
     p = Path(spec)
     latest = p / "latest.json"
     if latest.is_file():  # a training run: its newest model
@@ -117,7 +117,7 @@ class Predictor:
 
     def __init__(self, model: str | Path | torch.nn.Module = "default", device: str = "auto",
                  precision: str = "auto", tile: int = 1024, overlap: int = 128,
-                 cache_size: int = 4):  # fmt: skip
+                 cache_size: int = 4, palette_model: str | Path | torch.nn.Module | None = None):  # fmt: skip
         self.device = pick_device(device)
         self.info: CheckpointInfo | None = None
         if isinstance(model, torch.nn.Module):
@@ -141,6 +141,9 @@ class Predictor:
         self._cache: OrderedDict[Hashable, list] = OrderedDict()
         self.cache_size = int(cache_size)
         self.tasks = tuple(self.model.config.tasks)
+        self._palette_spec = palette_model
+        self._palette_net = None
+        self.palette_info: CheckpointInfo | None = None
 
     # ------------------------------------------------------------------ identity
     @property
@@ -262,6 +265,32 @@ class Predictor:
         if rule.needs_semantics:
             return rule.palette(semantics=self.semantics(image, key))
         return rule.palette((h, w), rng=rng)
+
+    @property
+    def palette_net(self):
+        """The palette network (loaded on first use; ``palette_model="default"`` is the
+        bundled one)."""
+        if self._palette_net is None:
+            spec = self._palette_spec
+            if spec is None:
+                raise ValueError("this Predictor has no palette network (palette_model=None)")
+            if isinstance(spec, torch.nn.Module):
+                net = spec
+            else:
+                path = resolve_model("palette") if str(spec) == "default" else resolve_model(spec)
+                net, self.palette_info = load_checkpoint(path)
+            if getattr(net, "config", None) is None or net.config.kind != "palette":
+                raise ValueError(f"{spec!r} is not a palette network checkpoint")
+            self._palette_net = net.eval().to(self.device).to(memory_format=torch.channels_last)
+        return self._palette_net
+
+    @torch.inference_mode()
+    def palette_from_net(self, image: np.ndarray) -> np.ndarray:
+        """The palette the palette network predicts for ``image`` (H, W) uint8."""
+        x = self._image_tensor([np.asarray(image)])
+        with self._ctx():
+            logits = self.palette_net(x)
+        return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
 
     # ------------------------------------------------------------------ all in one
     def predict(self, image: np.ndarray, palette: np.ndarray | None = None, rule: str | Rule | None = None,

@@ -167,6 +167,7 @@ def label_images(
     rule: str = "R2",
     palette_from: str = "semantics",
     model: str | Predictor = "default",
+    palette_model: str = "default",
     device: str = "auto",
     batch_size: int = 4,
     tile: int = 1024,
@@ -188,14 +189,17 @@ def label_images(
         if not palette_dir.is_dir():
             raise LabelError(f"--palette-from is 'semantics', 'net' or a folder of palette PNGs; "
                              f"{palette_from!r} is none of these")  # fmt: skip
-    if palette_from == "net":
-        raise LabelError("--palette-from net needs the palette network, which this installation "
-                         "does not ship yet; use 'semantics' or a folder of palettes")  # fmt: skip
     if shard is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         shard = (int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"]))
 
-    predictor = model if isinstance(model, Predictor) else Predictor(model, device=device, tile=tile)
-    origin = "semantics" if palette_dir is None else f"folder:{palette_dir}"
+    predictor = model if isinstance(model, Predictor) else Predictor(
+        model, device=device, tile=tile, palette_model=palette_model if palette_from == "net" else None)
+    if palette_from == "net":
+        try:
+            predictor.palette_net  # load now: a missing network is a usage error
+        except (ValueError, OSError) as e:
+            raise LabelError(f"--palette-from net: {e}") from None
+    origin = palette_from if palette_dir is None else f"folder:{palette_dir}"
     wanted = {"model_sha256": predictor.model_sha256, "model": predictor.model_id,
               "rule": rule_obj.name, "palette_from": origin}  # fmt: skip
 
@@ -237,6 +241,8 @@ def label_images(
                 image = read_image(path)
                 if palette_dir is not None:
                     palette = _palette_file(palette_dir, path, image.shape[:2])
+                elif palette_from == "net":
+                    palette = predictor.palette_from_net(image)
                 elif rule_obj.needs_semantics:
                     palette = predictor.palette_for(image, rule_obj, key=image_id)
                 else:

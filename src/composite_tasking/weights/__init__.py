@@ -22,6 +22,6 @@ def default_model_path(name: str = DEFAULT_MODEL) -> Path:
     if not (path / "config.json").is_file():
         raise CheckpointError(
             f"no bundled model {name!r} in {path.parent}: this installation ships none yet. "
-            "Pass --model with a checkpoint folder or a training run folder."
+            "Give a checkpoint folder or a training run folder instead."
         )
     return path

@@ -1,0 +1,45 @@
+"""Sample data (``napari.yaml``): scenes of the synthetic world, with their semantics.
+
+Each sample is the image and its exact semantic segmentation (ground truth, as a Labels
+layer with the class colours and names), so a semantic rule (R2, R3) can fill a Task
+Palette without a trained model. The scenes are those of the shipped sample PNGs (world
+seed 424242, held out from every training recipe), rendered at 256 x 256.
+"""
+
+from __future__ import annotations
+
+from ..synthetic import generate
+from .palette_layer import METADATA_KEY
+from .task_layers import task_label_colormap, task_label_features
+
+__all__ = ["SAMPLE_SEED", "SAMPLE_SIZE", "synthetic_scene", "scene_0", "scene_1", "scene_2"]
+
+SAMPLE_SEED = 424242
+SAMPLE_SIZE = 256
+
+
+def synthetic_scene(index: int = 0, seed: int = SAMPLE_SEED, size: int = SAMPLE_SIZE) -> list:
+    """[(image, kwargs, "image"), (semantics, kwargs, "labels")] of one scene."""
+    s = generate(seed, index, size)
+    name = f"scene-{index}"
+    return [
+        (s["image"], {"name": name, "rgb": True,
+                      "metadata": {METADATA_KEY: {"kind": "image", "source": "synthetic",
+                                                  "seed": seed, "index": index}}}, "image"),
+        (s["semseg"], {"name": f"{name} semantics (ground truth)",
+                       "colormap": task_label_colormap("semseg"),
+                       "features": task_label_features("semseg"), "opacity": 0.5,
+                       "visible": False}, "labels"),
+    ]  # fmt: skip
+
+
+def scene_0() -> list:
+    return synthetic_scene(0)
+
+
+def scene_1() -> list:
+    return synthetic_scene(1)
+
+
+def scene_2() -> list:
+    return synthetic_scene(2)

@@ -1,0 +1,366 @@
+"""Pseudo-label layers: one napari layer per task and role, made and updated in place.
+
+Everything about how a task looks comes from :data:`composite_tasking.tasks.TASKS`:
+
+===========  ===========  ===============================================================
+role         layer        content
+===========  ===========  ===============================================================
+``label``    Labels       semseg, parts: class ids with the paper's class colours (the
+                          class anchors of Tables 5 / 6) and class names as features;
+                          edges, saliency (on request): 0 / 1 thresholded; 255 (ignore)
+                          transparent outside the task's palette region
+``prob``     Image        edges, saliency: probability in [0, 1], NaN (transparent)
+                          outside the region
+``normals``  Image (RGB)  ``(n + 1) / 2`` as RGB floats, NaN (transparent) outside
+``confidence`` Image      one layer for all tasks (a pixel has one task): [0, 1], NaN
+                          where the palette asks for nothing
+===========  ===========  ===============================================================
+
+Each layer carries ``metadata["composite_tasking"]``: ``kind`` ``"task"``, ``task``,
+``role``, ``image_key`` (which image it belongs to) and, for Labels, the correction
+state (:func:`corrected_mask`): ``reference``, the values the plugin last wrote, and
+``corrected``, the pixels a person changed before that. Corrections are the pixels whose
+value differs from ``reference``, or that were marked before: a re-prediction keeps
+them, a save stores them with provenance ``corrected``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any, Iterable
+
+import numpy as np
+from napari.layers import Image, Labels, Layer
+from napari.utils.colormaps import Colormap, DirectLabelColormap
+
+from ..tasks import IGNORE, TASKS, Task, get_task
+from .palette_layer import METADATA_KEY
+
+__all__ = [
+    "TASK_KIND",
+    "ROLES",
+    "BINARY_CLASSES",
+    "UNDO_MAX_PIXELS",
+    "image_key",
+    "layer_meta",
+    "is_task_layer",
+    "task_label_colormap",
+    "task_label_features",
+    "probability_colormap",
+    "normals_rgba",
+    "rgba_normals",
+    "layer_name",
+    "find_task_layer",
+    "task_layers_of",
+    "corrected_mask",
+    "set_correction_state",
+    "replace_labels",
+    "rgb8_of",
+    "rgb8_from",
+    "image_digest",
+]
+
+#: ``metadata[METADATA_KEY]["kind"]`` of a pseudo-label layer
+TASK_KIND = "task"
+#: the roles a task layer can have; ``confidence`` has ``task`` None
+ROLES = ("label", "prob", "normals", "confidence")
+#: class names of the thresholded probability tasks (same as the label store)
+BINARY_CLASSES = {"edges": ("background", "edge"), "saliency": ("background", "salient")}
+#: label updates that change more pixels than this replace the data without undo history
+UNDO_MAX_PIXELS = 16_000_000
+
+_SUFFIX = {"label": "", "prob": " prob", "normals": "", "confidence": "confidence"}
+
+
+def layer_meta(layer: Layer) -> dict:
+    """The plugin's metadata entry of ``layer`` (an empty dict when it has none)."""
+    meta = layer.metadata.get(METADATA_KEY)
+    return meta if isinstance(meta, dict) else {}
+
+
+def image_key(layer: Layer) -> str:
+    """A stable key naming the image ``layer`` shows: kept in its metadata (made on first
+    use), copied into the palette and the task layers made for it. A layer read from a
+    label store gets ``store::image_id``, so predictions update the layers read with it."""
+    meta = layer.metadata.get(METADATA_KEY)
+    if not isinstance(meta, dict):
+        meta = {}
+        layer.metadata[METADATA_KEY] = meta
+    key = meta.get("image_key")
+    if not isinstance(key, str) or not key:
+        key = f"{layer.name}::{uuid.uuid4().hex[:8]}"
+        meta["image_key"] = key
+    return key
+
+
+def is_task_layer(layer: Layer | None, key: str | None = None) -> bool:
+    """True for a pseudo-label layer (of the image ``key`` when given)."""
+    if layer is None:
+        return False
+    meta = layer_meta(layer)
+    if meta.get("kind") != TASK_KIND:
+        return False
+    return key is None or meta.get("image_key") == key
+
+
+# ------------------------------------------------------------------------- colours
+
+
+def _rgba(rgb: Iterable[int], alpha: float = 1.0) -> np.ndarray:
+    return np.array([*(c / 255.0 for c in rgb), alpha], dtype=np.float32)
+
+
+def task_label_colormap(task: Task | str) -> DirectLabelColormap:
+    """Class value -> colour: the paper's class colours (classes) or black / task colour
+    (thresholded probabilities); 255 (ignore) and unknown values transparent."""
+    task = get_task(task)
+    transparent = np.zeros(4, dtype=np.float32)
+    colors: dict[int | None, Any] = {None: transparent, IGNORE: transparent}
+    if task.kind == "classes":
+        for i, rgb in enumerate(task.class_colors()):
+            colors[i] = _rgba(rgb)
+        # class 0 (background) is black in the paper's table: keep it, but see-through
+        colors[0] = _rgba(task.class_colors()[0], 0.35)
+    else:
+        colors[0] = np.array([0, 0, 0, 0.35], dtype=np.float32)
+        colors[1] = _rgba(task.color)
+    # background_value IGNORE: napari draws it transparent and the label-picker / eraser
+    # paints it ("not labelled"), which is what erasing a pseudo-label means
+    return DirectLabelColormap(color_dict=colors, background_value=IGNORE)
+
+
+def task_label_features(task: Task | str) -> dict[str, list]:
+    """Features of a task Labels layer: napari's status bar shows the class name."""
+    task = get_task(task)
+    names = list(task.classes) if task.kind == "classes" else list(BINARY_CLASSES[task.name])
+    return {
+        "index": list(range(len(names))) + [IGNORE],
+        "class": names + ["ignore"],
+        "task": [task.name] * (len(names) + 1),
+    }
+
+
+def probability_colormap(task: Task | str) -> Colormap:
+    """Transparent black at 0 to the task's colour at 1."""
+    task = get_task(task)
+    colors = np.array([[0, 0, 0, 0], _rgba(task.color)], dtype=np.float32)
+    return Colormap(colors, name=f"ctn-{task.name}-probability", interpolation="linear")
+
+
+def normals_rgba(normals: np.ndarray) -> np.ndarray:
+    """(H, W, 3) unit normals (zeros = not predicted) -> (H, W, 3) float RGB in [0, 1],
+    NaN where not predicted (napari draws all-NaN RGB pixels transparent)."""
+    n = np.asarray(normals, np.float32)
+    rgb = (np.clip(n, -1.0, 1.0) + 1.0) * 0.5
+    rgb[~np.any(n != 0, axis=-1)] = np.nan
+    return rgb
+
+
+def rgba_normals(rgb: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`normals_rgba`: unit normals, zeros where NaN."""
+    rgb = np.asarray(rgb, np.float32)
+    valid = ~np.isnan(rgb).any(axis=-1)
+    n = np.zeros(rgb.shape, np.float32)
+    v = rgb[valid] * 2.0 - 1.0
+    norm = np.linalg.norm(v, axis=-1, keepdims=True)
+    n[valid] = v / np.maximum(norm, 1e-12)
+    return n
+
+
+# ------------------------------------------------------------------------- finding
+
+
+def layer_name(base: str, task: str | None, role: str) -> str:
+    if role == "confidence":
+        return f"{base} confidence"
+    return f"{base} {task}{_SUFFIX[role]}"
+
+
+def find_task_layer(layers: Iterable[Layer], key: str, task: str | None, role: str) -> Layer | None:
+    for ly in layers:
+        meta = layer_meta(ly)
+        if (meta.get("kind") == TASK_KIND and meta.get("image_key") == key
+                and meta.get("task") == task and meta.get("role") == role):  # fmt: skip
+            return ly
+    return None
+
+
+def task_layers_of(layers: Iterable[Layer], key: str) -> list[Layer]:
+    return [ly for ly in layers if is_task_layer(ly, key)]
+
+
+# ------------------------------------------------------------------------ corrections
+
+
+def corrected_mask(layer: Labels) -> np.ndarray:
+    """Pixels of a task Labels layer that a person changed: marked before, or differing
+    from the values the plugin last wrote (``reference``)."""
+    data = np.asarray(layer.data)
+    meta = layer_meta(layer)
+    mask = meta.get("corrected")
+    mask = np.zeros(data.shape, bool) if mask is None or mask.shape != data.shape else mask.copy()
+    ref = meta.get("reference")
+    if ref is not None and ref.shape == data.shape:
+        mask |= data != ref
+    return mask
+
+
+def set_correction_state(layer: Labels, corrected: np.ndarray | None = None) -> None:
+    """Make the layer's current data the reference and ``corrected`` the marked pixels."""
+    meta = layer.metadata.setdefault(METADATA_KEY, {})
+    data = np.asarray(layer.data)
+    meta["reference"] = np.array(data, copy=True)
+    meta["corrected"] = (np.zeros(data.shape, bool) if corrected is None
+                         else np.asarray(corrected, bool).copy())  # fmt: skip
+
+
+def replace_labels(layer: Labels, new: np.ndarray) -> int:
+    """Write ``new`` into ``layer`` through napari's edit history, as one undo step;
+    returns the number of pixels changed. Very large changes replace the data without
+    history (napari's history keeps indices and old values of each changed pixel)."""
+    old = np.asarray(layer.data)
+    if old.shape != new.shape:
+        layer.data = np.asarray(new, dtype=old.dtype).copy()
+        return int(new.size)
+    changed = np.nonzero(old != new)
+    n = int(changed[0].size)
+    if n == 0:
+        return 0
+    if n <= UNDO_MAX_PIXELS and isinstance(layer.data, np.ndarray):
+        with layer.block_history():  # one undo step
+            layer.data_setitem(changed, new[changed])
+    else:
+        layer.data = np.asarray(new, dtype=old.dtype).copy()
+    return n
+
+
+# ------------------------------------------------------------------------- images
+
+
+def rgb8_of(layer: Layer) -> np.ndarray:
+    """The (H, W, 3) uint8 picture the network sees for an image layer; see
+    :func:`rgb8_from`."""
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    return rgb8_from(data, bool(getattr(layer, "rgb", False)), layer.contrast_limits, layer.name)
+
+
+def rgb8_from(data, rgb: bool, contrast_limits=None, name: str = "image") -> np.ndarray:
+    """(H, W, 3) uint8 from an image layer's data.
+
+    RGB(A) uint8 data is used as it is (alpha dropped); grey images are repeated over
+    three channels; other dtypes are scaled by the contrast limits. Only 2-D images (and
+    RGB images) are taken: the network reads one plane.
+    """
+    arr = np.asarray(data)
+    plane_ndim = 3 if rgb else 2
+    if arr.ndim != plane_ndim:
+        raise ValueError(
+            f"image layer {name!r} has shape {arr.shape}: the network reads one 2-D "
+            "grey or RGB(A) image (a stack needs one plane chosen first)"
+        )
+    if rgb:
+        arr = arr[..., :3]
+    if arr.dtype != np.uint8:
+        lo, hi = (float(v) for v in contrast_limits) if contrast_limits is not None else (0, 0)
+        if not hi > lo:
+            lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        arr = np.clip((np.nan_to_num(arr.astype(np.float32), nan=lo) - lo) * scale, 0, 255)
+        arr = (arr + 0.5).astype(np.uint8)
+    if not rgb:
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    return np.ascontiguousarray(arr)
+
+
+def image_digest(rgb: np.ndarray) -> str:
+    """A short content hash: the feature cache key changes when the pixels change."""
+    return hashlib.blake2b(np.ascontiguousarray(rgb).tobytes(), digest_size=12).hexdigest()
+
+
+def confidence_map(prediction, shape: tuple[int, int]) -> np.ndarray:
+    """One confidence map for all tasks (each pixel asks for one task); NaN elsewhere."""
+    conf = np.full(shape, np.nan, np.float32)
+    for t in prediction.tasks.values():
+        region = ~np.isnan(t.confidence)
+        conf[region] = t.confidence[region]
+    return conf
+
+
+def new_task_layer(data: np.ndarray, *, task: str | None, role: str, key: str, name: str,
+                   like: Layer | None = None, provenance: str = "pseudo",
+                   visible: bool = True) -> Layer:  # fmt: skip
+    """A new (not yet added) task layer; see the module docstring for roles."""
+    meta: dict[str, Any] = {"kind": TASK_KIND, "task": task, "role": role, "image_key": key}
+    kwargs: dict[str, Any] = {"name": name, "metadata": {METADATA_KEY: meta}, "visible": visible}
+    if like is not None:
+        kwargs["scale"] = tuple(like.scale[-2:])
+        kwargs["translate"] = tuple(like.translate[-2:])
+    if role == "label":
+        meta["provenance"] = provenance
+        layer = Labels(np.asarray(data, np.uint8), colormap=task_label_colormap(task),
+                       features=task_label_features(task), opacity=0.6, **kwargs)  # fmt: skip
+        set_correction_state(layer)
+        return layer
+    if role == "prob":
+        return Image(np.asarray(data, np.float32), colormap=probability_colormap(task),
+                     contrast_limits=(0.0, 1.0), blending="translucent", **kwargs)  # fmt: skip
+    if role == "normals":
+        return Image(np.asarray(data, np.float32), rgb=True, contrast_limits=(0.0, 1.0),
+                     blending="translucent", **kwargs)  # fmt: skip
+    if role == "confidence":
+        return Image(np.asarray(data, np.float32), colormap="viridis",
+                     contrast_limits=(0.0, 1.0), blending="translucent", **kwargs)  # fmt: skip
+    raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+
+
+def update_task_layer(layer: Layer, data: np.ndarray, *, keep_corrections: bool = True) -> int:
+    """Put new pseudo-labels into an existing task layer, in place.
+
+    Labels: the changed pixels in one undo step; pixels a person corrected are kept
+    (``keep_corrections``). Images: the data is replaced (napari keeps no history for
+    images). Returns the number of changed pixels.
+    """
+    if isinstance(layer, Labels):
+        data = np.asarray(data, np.uint8)
+        mask = corrected_mask(layer) if keep_corrections else None
+        if mask is not None and mask.shape == data.shape and mask.any():
+            data = np.where(mask, np.asarray(layer.data), data)
+        n = replace_labels(layer, data)
+        set_correction_state(layer, mask)
+        return n
+    new = np.asarray(data, np.float32)
+    old = np.asarray(layer.data)
+    if old.shape == new.shape:
+        diff = ~((old == new) | (np.isnan(old) & np.isnan(new)))
+        n = int(diff.any(axis=-1).sum() if new.ndim == 3 else diff.sum())
+        if n == 0:
+            return 0
+    else:
+        n = int(np.prod(new.shape[:2]))
+    layer.data = new
+    return n
+
+
+def task_planes(prediction, thresholded: bool) -> list[tuple[str | None, str, np.ndarray]]:
+    """(task, role, data) of every layer a prediction shows, in TASKS order, then the
+    confidence: only tasks the palette asked for."""
+    out: list[tuple[str | None, str, np.ndarray]] = []
+    for task in TASKS:
+        t = prediction.tasks.get(task.name)
+        if t is None:
+            continue
+        if task.kind == "classes":
+            out.append((task.name, "label", t.label))
+        elif task.kind == "probability":
+            out.append((task.name, "prob", t.prob))
+            if thresholded:
+                out.append((task.name, "label", t.label))
+        else:
+            out.append((task.name, "normals", normals_rgba(t.label)))
+    shape = prediction.palette.shape
+    out.append((None, "confidence", confidence_map(prediction, shape)))
+    return out
+
+
+__all__ += ["confidence_map", "new_task_layer", "update_task_layer", "task_planes"]
