@@ -114,6 +114,7 @@ class Recipe:
     seed: int = 0
     max_steps_per_epoch: int | None = None
     bn_recalibration_batches: int = 20
+    grad_clip: float | None = None  # max global gradient norm, None = no clipping
     source: str | None = None
 
     @classmethod

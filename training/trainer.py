@@ -295,6 +295,8 @@ class Trainer:
                     )
                 self.optimizer.zero_grad(set_to_none=True)
                 total.backward()
+                if r.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(r.grad_clip))
                 self.optimizer.step()
                 images += image.shape[0]
                 for k, v in losses.items():
