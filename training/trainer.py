@@ -244,7 +244,8 @@ class Trainer:
         workers = int(self.recipe.workers)
         return torch.utils.data.DataLoader(
             dataset, batch_size=int(self.recipe.batch_size), shuffle=shuffle and sampler is None,
-            sampler=sampler, num_workers=workers, generator=g, drop_last=shuffle,
+            sampler=sampler, num_workers=workers, generator=g,
+            drop_last=shuffle and len(dataset) >= int(self.recipe.batch_size) * self.world,
             persistent_workers=False, pin_memory=self.device.type == "cuda",
             collate_fn=_collate,
         )  # fmt: skip
