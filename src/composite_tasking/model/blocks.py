@@ -5,6 +5,10 @@
   by the Task Palette into E (N, C, H, W), and its bilinear pyramid s1 .. s32.
 - :class:`TaskCompositionBlock` (Fig. 4, eq. 1): conv -> BN without affine -> per-pixel
   gamma/beta from E -> LeakyReLU.
+- :func:`pure_index_pyramid` and :func:`pure_maps`: palette-aware conditioning. Where a
+  pyramid cell lies inside one palette region, its embedding is one of the K+1 rows of
+  the embedding table, so gamma/beta are computed once per row and gathered per pixel;
+  only the cells on region boundaries (mixed by the bilinear pyramid) run the 1x1 MLP.
 - :class:`PlainBlock`: the same block with a regular BatchNorm, for the MHN/STN baselines.
 - :class:`Decoder`: skips and decoder stages with the paper's widths, 3 output channels.
 """
@@ -22,6 +26,12 @@ __all__ = [
     "palette_embedding",
     "embedding_pyramid",
     "TaskCompositionBlock",
+    "PureMap",
+    "embedding_table",
+    "palette_fractions",
+    "pure_index",
+    "pure_index_pyramid",
+    "pure_maps",
     "PlainBlock",
     "DecoderSpec",
     "Decoder",
@@ -62,13 +72,18 @@ class TaskRepresentationBlock(nn.Module):
         return self.mlp(self.codes)
 
 
+def embedding_table(task_embeddings: torch.Tensor) -> torch.Tensor:
+    """(K, C) task embeddings -> (K+1, C): row 0 is the zero "no task" embedding, row
+    k+1 is w_k, so a palette value indexes its row."""
+    return torch.cat([task_embeddings.new_zeros(1, task_embeddings.shape[1]), task_embeddings])
+
+
 def palette_embedding(palette: torch.Tensor, task_embeddings: torch.Tensor) -> torch.Tensor:
     """Broadcast task embeddings by the palette: (N, H, W) ints -> E (N, C, H, W).
 
     Palette value 0 (no task) gets a zero embedding, value k+1 gets w_k.
     """
-    k, c = task_embeddings.shape
-    table = torch.cat([task_embeddings.new_zeros(1, c), task_embeddings], dim=0)  # (K+1, C)
+    table = embedding_table(task_embeddings)  # (K+1, C)
     e = F.embedding(palette.long(), table)  # (N, H, W, C)
     return e.permute(0, 3, 1, 2)  # (N, C, H, W); channels_last memory
 
@@ -83,6 +98,96 @@ def embedding_pyramid(e: torch.Tensor, levels: int = PYRAMID_LEVELS, mode: str =
         kwargs = {"align_corners": False} if mode == "bilinear" else {}
         out.append(F.interpolate(out[-1], scale_factor=0.5, mode=mode, **kwargs))
     return out
+
+
+#: a pyramid cell is pure when one palette value covers at least this share of it; the
+#: shares are multiples of 1/4^level (exact in float32), so 1 - 1e-6 means "all of it"
+PURE_TOLERANCE = 1e-6
+
+
+def palette_fractions(palette: torch.Tensor, num_values: int, levels: int = PYRAMID_LEVELS,
+                      mode: str = "bilinear") -> list[torch.Tensor]:  # fmt: skip
+    """The share of each palette value in each cell of the embedding pyramid.
+
+    The one-hot palette (N, K+1, H, W) float32 resized by :func:`embedding_pyramid` itself
+    (same mode, same sizes), so it mixes exactly where the embedding pyramid mixes: since
+    E = one-hot @ table and the resizing is linear, E at a level = fractions @ table.
+    """
+    with torch.autocast(palette.device.type, enabled=False):  # shares stay float32
+        values = torch.arange(num_values, device=palette.device).view(1, -1, 1, 1)
+        onehot = (palette.unsqueeze(1) == values).float()  # (N, K+1, H, W)
+        return embedding_pyramid(onehot, levels, mode)
+
+
+def pure_index(fractions: torch.Tensor, tol: float = PURE_TOLERANCE) -> torch.Tensor:
+    """(N, K+1, h, w) shares -> (N, h, w) int64: the palette value that covers the whole
+    cell (a row of the embedding table), or -1 where the cell mixes several values."""
+    share, value = fractions.max(dim=1)
+    return torch.where(share >= 1.0 - tol, value, torch.full_like(value, -1))
+
+
+def pure_index_pyramid(palette: torch.Tensor, num_values: int, levels: int = PYRAMID_LEVELS,
+                       mode: str = "bilinear") -> list[torch.Tensor]:  # fmt: skip
+    """Per pyramid level, the int map of the pure palette value (-1 where mixed).
+
+    A cell is pure iff :func:`embedding_pyramid` of :func:`palette_embedding` gives it one
+    of the K+1 table rows; with the bilinear mode at the CTN's sizes (multiples of 32)
+    that means all 4^level palette pixels under it agree; with the nearest mode every
+    cell is pure.
+    """
+    return [pure_index(f) for f in palette_fractions(palette, num_values, levels, mode)]
+
+
+@dataclass
+class PureMap:
+    """What a :class:`TaskCompositionBlock` needs for palette-aware conditioning at one
+    pyramid level (shared by the blocks of that level; built by :func:`pure_maps`).
+
+    ``index`` (N, h, w) int64: the pure palette value of each cell, -1 where mixed.
+    ``table`` (K+1, C): the embedding table (:func:`embedding_table`). ``mixed`` (M, C):
+    the embedding of each mixed cell, in the order of ``index < 0``. ``lookup``: in
+    ``const`` mode (at this level each image of the batch is one pure value) that value
+    per image, (N,); in ``gather`` mode the row of each cell in ``table`` followed by
+    ``mixed``, (N, h, w).
+    """
+
+    index: torch.Tensor
+    table: torch.Tensor
+    mixed: torch.Tensor
+    lookup: torch.Tensor
+    mode: str  # "const" or "gather"
+
+    @property
+    def num_mixed(self) -> int:
+        """How many cells of the level run the full 1x1 MLP."""
+        return self.mixed.shape[0]
+
+    @classmethod
+    def build(cls, fractions: torch.Tensor, table: torch.Tensor) -> "PureMap":
+        """From one level's value shares (N, K+1, h, w) and the embedding table (K+1, C)."""
+        index = pure_index(fractions)
+        lo, hi = index.amin(dim=(1, 2)), index.amax(dim=(1, 2))
+        none = table.new_zeros(0, table.shape[1])
+        if bool(((lo == hi) & (lo >= 0)).all()):  # one sync; S palettes, big regions
+            return cls(index, table, none, lo, "const")
+        is_mixed = index < 0
+        shares = fractions.permute(0, 2, 3, 1)[is_mixed]  # (M, K+1) float32
+        with torch.autocast(table.device.type, enabled=False):
+            # E of a mixed cell = its shares @ table, in float32 (as exact as it gets)
+            mixed = (shares @ table.float()).to(table.dtype)  # (M, C)
+        k1 = table.shape[0]
+        lookup = index.clone()
+        lookup[is_mixed] = torch.arange(k1, k1 + mixed.shape[0], device=index.device)
+        return cls(index, table, mixed, lookup, "gather")
+
+
+def pure_maps(palette: torch.Tensor, table: torch.Tensor, levels: int = PYRAMID_LEVELS,
+              mode: str = "bilinear") -> list[PureMap]:  # fmt: skip
+    """:class:`PureMap` of every pyramid level for a palette (N, H, W) and the embedding
+    table (K+1, C) (:func:`embedding_table`): the fast path's stand-in for
+    ``embedding_pyramid(palette_embedding(palette, w))``, which it never builds."""
+    fractions = palette_fractions(palette, table.shape[0], levels, mode)
+    return [PureMap.build(f, table) for f in fractions]
 
 
 class TaskCompositionBlock(nn.Module):
@@ -110,10 +215,47 @@ class TaskCompositionBlock(nn.Module):
         s = self.shared(e)
         return self.gamma(s), self.beta(s)
 
-    def forward(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    def _mlp(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`modulation` of embedding vectors (R, C): the 1x1 convs as matmuls."""
+        s = self.shared[1](F.linear(rows, self.shared[0].weight.flatten(1), self.shared[0].bias))
+        return (F.linear(s, self.gamma.weight.flatten(1), self.gamma.bias),
+                F.linear(s, self.beta.weight.flatten(1), self.beta.bias))  # fmt: skip
+
+    def pure_modulation(self, pure: PureMap, channels_last: bool = False):
+        """(gamma, beta) like :meth:`modulation` of the level's E, from a :class:`PureMap`.
+
+        The shared conv and the gamma/beta convs run as matmuls on the K+1 table rows and
+        on the mixed cells only; every cell then takes its row. ``const``
+        mode gives (N, C, 1, 1) tensors that broadcast; ``gather`` mode (N, C, h, w), laid
+        out channels-last or not as ``channels_last`` asks (the layout of the features).
+        """
+        g, b = self._mlp(pure.table)  # (K+1, C_out) each
+        if pure.num_mixed:  # apart, so that pure cells do not depend on the mixed ones
+            gm, bm = self._mlp(pure.mixed)
+            g, b = torch.cat([g, gm]), torch.cat([b, bm])
+        n = pure.index.shape[0]
+        if pure.mode == "const":
+            return g[pure.lookup].view(n, -1, 1, 1), b[pure.lookup].view(n, -1, 1, 1)
+        if channels_last:  # (N, h, w, C) gathered rows, seen as (N, C, h, w)
+            return (F.embedding(pure.lookup, g).permute(0, 3, 1, 2),
+                    F.embedding(pure.lookup, b).permute(0, 3, 1, 2))  # fmt: skip
+        # contiguous (N, C, h, w): gather the columns of the (C, R) tables
+        c, (_, hh, ww) = g.shape[1], pure.lookup.shape
+        where = pure.lookup.view(n, 1, hh * ww).expand(n, c, hh * ww)
+        return (torch.gather(g.t().expand(n, c, -1), 2, where).view(n, c, hh, ww),
+                torch.gather(b.t().expand(n, c, -1), 2, where).view(n, c, hh, ww))  # fmt: skip
+
+    def forward(self, h: torch.Tensor, e: torch.Tensor | None, pure: PureMap | None = None):
+        """``pure`` None: the plain path (the reference), gamma/beta from E everywhere.
+        With a :class:`PureMap` of this level, E is not used (may be None)."""
         x = self.norm(self.conv(h))
-        gamma, beta = self.modulation(e)
-        return self.act(x * gamma + beta)
+        if pure is None:
+            gamma, beta = self.modulation(e)
+            return self.act(x * gamma + beta)
+        cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+        gamma, beta = self.pure_modulation(pure, channels_last=cl)
+        y = torch.addcmul(beta, x, gamma)  # a new tensor: safe to activate in place
+        return F.leaky_relu(y, self.act.negative_slope, inplace=True)
 
 
 class PlainBlock(nn.Module):
@@ -192,16 +334,24 @@ class Decoder(nn.Module):
     def _up(x: torch.Tensor) -> torch.Tensor:
         return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
 
-    def forward(self, feats: list[torch.Tensor], pyramid: list[torch.Tensor] | None = None):
-        """feats = [image, L1..L5] (strides 1..32); pyramid = E at s1..s32 (or None if plain)."""
-        if self.conditioned and pyramid is None:
+    def forward(self, feats: list[torch.Tensor], pyramid: list[torch.Tensor] | None = None,
+                pure: list[PureMap] | None = None):  # fmt: skip
+        """feats = [image, L1..L5] (strides 1..32); pyramid = E at s1..s32 (or None if plain);
+        pure = the :class:`PureMap` of each level instead of the pyramid (the fast path)."""
+        if self.conditioned and pyramid is None and pure is None:
             raise ValueError("a conditioned decoder needs the palette embedding pyramid")
         p = pyramid if pyramid is not None else [None] * PYRAMID_LEVELS
-        s0 = self.image_b(self.image_a(feats[0], p[0]), p[0])  # (N, 64, H, W)
-        skips = [s0] + [blk(feats[i], p[i]) for i, blk in enumerate(self.skips, start=1)]
+        if pure is None or not self.conditioned:
+            def run(blk, x, level):
+                return blk(x, p[level])
+        else:
+            def run(blk, x, level):
+                return blk(x, p[level], pure[level])
+        s0 = run(self.image_b, run(self.image_a, feats[0], 0), 0)  # (N, 64, H, W)
+        skips = [s0] + [run(blk, feats[i], i) for i, blk in enumerate(self.skips, start=1)]
         x = skips[5]  # (N, 512, H/32, W/32)
         for j, blk in enumerate(self.decs):  # levels 4, 3, 2, 1, 0
             level = 4 - j
             x = torch.cat([self._up(x), skips[level]], dim=1)
-            x = blk(x, p[level])
+            x = run(blk, x, level)
         return self.last(x)  # (N, 3, H, W)

@@ -31,9 +31,12 @@ from .blocks import (
     PYRAMID_LEVELS,
     Decoder,
     DecoderSpec,
+    PureMap,
     TaskRepresentationBlock,
     embedding_pyramid,
+    embedding_table,
     palette_embedding,
+    pure_maps,
 )
 from .encoder import ENCODERS, ResNetEncoder
 
@@ -186,7 +189,18 @@ class _PaletteModel(nn.Module):
 
 
 class CompositeTaskingNet(_PaletteModel):
-    """The CTN (Fig. 2, supplementary Fig. 12): one encoder, one palette-conditioned decoder."""
+    """The CTN (Fig. 2, supplementary Fig. 12): one encoder, one palette-conditioned decoder.
+
+    ``fast_conditioning`` (default True; set it on the class or on one model) makes
+    :meth:`decode` use palette-aware conditioning: where a pyramid cell lies inside one
+    palette region, gamma/beta are one of K+1 vectors, computed once and gathered; the
+    1x1 conditioning MLP runs only on cells that mix tasks at region boundaries. The
+    output is the same as the plain path's (False) up to float rounding; the state dict
+    is the same.
+    """
+
+    #: palette-aware conditioning in :meth:`decode` (False: the plain, reference path)
+    fast_conditioning: bool = True
 
     def __init__(self, config: ModelConfig = ModelConfig(), pretrained=False, allow_download=True):
         super().__init__()
@@ -212,12 +226,25 @@ class CompositeTaskingNet(_PaletteModel):
         e = palette_embedding(palette, self.task_representation())  # (N, 128, H', W')
         return embedding_pyramid(e, PYRAMID_LEVELS, self.config.pyramid_mode)
 
+    def pure_maps(self, palette: torch.Tensor, dtype: torch.dtype | None = None) -> list[PureMap]:
+        """Palette (N, H', W') padded -> the :class:`PureMap` of each pyramid level (the
+        fast path's stand-in for :meth:`embed_palette`)."""
+        table = embedding_table(self.task_representation())  # (K+1, 128)
+        if dtype is not None:
+            table = table.to(dtype)
+        return pure_maps(palette, table, PYRAMID_LEVELS, self.config.pyramid_mode)
+
     def decode(self, encoded: Encoded, palette: torch.Tensor) -> torch.Tensor:
         palette = self._check_palette(encoded, palette)
         feats = self._expand(encoded.features, palette.shape[0])
-        pyramid = self.embed_palette(_pad_to_stride(palette))
-        pyramid = [p.to(feats[0].dtype) for p in pyramid]
-        return self._crop(self.decoder(feats, pyramid), encoded.size)
+        padded = _pad_to_stride(palette)
+        if self.fast_conditioning:
+            out = self.decoder(feats, pure=self.pure_maps(padded, feats[0].dtype))
+        else:
+            pyramid = self.embed_palette(padded)
+            pyramid = [p.to(feats[0].dtype) for p in pyramid]
+            out = self.decoder(feats, pyramid)
+        return self._crop(out, encoded.size)
 
 
 def _compose(palette: torch.Tensor, outputs: dict[int, torch.Tensor], like: torch.Tensor):
