@@ -101,3 +101,17 @@ def test_resaving_over_a_checkpoint_replaces_it_whole(tmp_path, ctn18):
     with torch.inference_mode():
         assert torch.equal(loaded(x, p), other(x, p))
     assert not [f for f in folder.iterdir() if f.name.startswith(".")]  # no temp files left
+
+
+def test_half_precision_checkpoint_is_half_the_size_and_loads_as_float32(tmp_path, ctn18):
+    full = save_checkpoint(ctn18, tmp_path / "f32")
+    half = save_checkpoint(ctn18, tmp_path / "f16", dtype=torch.float16)
+    size = lambda p: (p / "model.safetensors").stat().st_size  # noqa: E731
+    assert size(half) < 0.55 * size(full)
+    model, info = load_checkpoint(half)
+    assert info.meta["weights_dtype"] == "float16"
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    x, p = torch.rand(1, 3, 64, 64), torch.randint(0, 6, (1, 64, 64))
+    with torch.inference_mode():
+        ref = ctn18(x, p)
+        assert (model(x, p) - ref).abs().max() <= 1e-2 * ref.abs().max() + 1e-4

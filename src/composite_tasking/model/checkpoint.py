@@ -93,8 +93,12 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(model, path: str | Path, provenance: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` (CTN, MHN or STN) as a checkpoint folder; returns the folder.
+def save_checkpoint(model, path: str | Path, provenance: dict[str, Any] | None = None,
+                    dtype: torch.dtype | None = None) -> Path:  # fmt: skip
+    """Write ``model`` (CTN, MHN, STN or palette network) as a checkpoint folder.
+
+    ``dtype=torch.float16`` stores floating-point tensors in half precision (half the
+    size, for shipping); loading casts them back to the model's float32.
 
     Both files are written to temporary names and renamed into place, weights first, so
     an interrupted save never leaves a config pointing at half-written weights.
@@ -104,6 +108,8 @@ def save_checkpoint(model, path: str | Path, provenance: dict[str, Any] | None =
         raise CheckpointError(f"{path}: checkpoints are folders of safetensors + JSON, not pickles")
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     weights = path / WEIGHTS_NAME
     _atomic_write_bytes(weights, lambda tmp: save_file(state, tmp, metadata={"format": FORMAT}))
     meta = {
@@ -115,6 +121,7 @@ def save_checkpoint(model, path: str | Path, provenance: dict[str, Any] | None =
         "model": model.config.to_dict(),
         "tasks": _task_table(model.config.tasks),
         "weights_sha256": _sha256(weights),
+        "weights_dtype": str(dtype or torch.float32).removeprefix("torch."),
         "provenance": provenance or {},
     }
     text = json.dumps(meta, indent=2) + "\n"
