@@ -174,6 +174,17 @@ def test_fill_single_task_and_undo(viewer_widget, errors):
     assert (layer.data == _value("normals")).all()
 
 
+def test_clear_is_one_undo_step(viewer_widget, qtbot, errors):
+    _, widget, _ = viewer_widget
+    layer = widget.new_palette()
+    widget.fill_from_rule("S:parts")
+    qtbot.mouseClick(widget.clear_button, Qt.MouseButton.LeftButton)
+    assert errors == []
+    assert (layer.data == NO_TASK).all()
+    layer.undo()
+    assert (layer.data == _value("parts")).all()
+
+
 def test_fill_mosaic_gives_four_rectangles(viewer_widget, errors):
     _, widget, _ = viewer_widget
     layer = widget.new_palette()
@@ -335,8 +346,7 @@ def test_manifest_is_valid():
     manifest = PluginManifest.from_distribution(PLUGIN)
     assert manifest.name == PLUGIN and manifest.display_name == "CompositeTasking"
     manifest.validate_imports()
-    (widget,) = manifest.contributions.widgets
-    assert widget.display_name == "Task Palette"
+    (widget,) = [w for w in manifest.contributions.widgets if w.display_name == "Task Palette"]
     (command,) = [c for c in manifest.contributions.commands if c.id == widget.command]
     assert command.python_name == "composite_tasking._napari.palette_widget:TaskPaletteWidget"
 

@@ -344,6 +344,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_label(label_args)
 
 
+def cmd_annotate(args: argparse.Namespace) -> int:
+    """napari with the plugin's widgets docked and the images (or label stores) loaded."""
+    missing = [p for p in args.images if not Path(p).exists()]
+    if missing:
+        print(f"ctn annotate: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        import napari
+    except ImportError:
+        print("ctn annotate: needs napari and a Qt binding: pip install 'napari[pyqt6]'",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    from ._napari.annotate import open_annotator
+
+    _viewer, _widgets, problems = open_annotator(args.images, model=args.model, device=args.device)
+    for path, reason in problems:
+        print(f"ctn annotate: skipped {path}: {reason}", file=sys.stderr)
+    napari.run()
+    return EXIT_PARTIAL if problems else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ctn",
@@ -421,6 +442,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser(
+        "annotate",
+        help="open napari with the plugin docked and the images (or label stores) loaded",
+        description="Open napari with the Task Palette, Predict and Fine-tune widgets docked "
+        "and the given images, folders of images or label stores (.zarr) loaded.",
+    )
+    p.add_argument("images", nargs="*", help="image files, folders of images or label stores")
+    p.add_argument("--model", default=None, help="'default' (bundled), a checkpoint folder or a "
+                   "run folder (default: the plugin's setting)")  # fmt: skip
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:I (default: the plugin's setting)")
+    p.set_defaults(func=cmd_annotate)
 
     p = sub.add_parser("evaluate", help="metrics of a model on a data set under a rule")
     p.add_argument("--model", required=True, help="'default', a checkpoint folder or a run folder")

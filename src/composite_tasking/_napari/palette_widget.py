@@ -7,11 +7,14 @@ A Task Palette says which task the network predicts at each pixel (``task id + 1
 - lists the tasks with their colour and palette value; picking one makes it the label
   painted on the palette (and switches the layer to paint mode),
 - fills the palette from a rule (``S:<task>``, ``mosaic``, ``random``, ``R2``, ``R3`` or
-  a YAML rule file); semantic rules read the class ids of a chosen Labels layer.
+  a YAML rule file); semantic rules read the class ids of a chosen Labels layer (the
+  "Predict" widget fills from the classes the model predicts instead);
+- clears the palette ("Clear").
 
 Every button calls a plain method (:meth:`TaskPaletteWidget.new_palette`,
 :meth:`~TaskPaletteWidget.select_task`, :meth:`~TaskPaletteWidget.fill_from_rule`,
-:meth:`~TaskPaletteWidget.fill_from_rule_file`) that scripts and tests can call too.
+:meth:`~TaskPaletteWidget.fill_from_rule_file`, :meth:`~TaskPaletteWidget.clear_palette`)
+that scripts and tests can call too.
 Errors go to napari's notifications and leave the layers as they were.
 """
 
@@ -218,7 +221,12 @@ class TaskPaletteWidget(QWidget):
         fill_form.addRow("Rule", self.rule_combo)
         fill_form.addRow("Semantic map", self.semantic_combo)
         fill_form.addRow(self.rule_info)
-        fill_form.addRow(self.fill_button)
+        self.clear_button = QPushButton("Clear")
+        self.clear_button.setToolTip("Set the whole palette to 'no task' (undo: Ctrl+Z).")
+        fill_buttons = QHBoxLayout()
+        fill_buttons.addWidget(self.fill_button, 1)
+        fill_buttons.addWidget(self.clear_button)
+        fill_form.addRow(fill_buttons)
 
         layout = QVBoxLayout(self)
         layout.addWidget(layers_box)
@@ -230,6 +238,7 @@ class TaskPaletteWidget(QWidget):
         self.new_button.clicked.connect(self._on_new_clicked)
         self.task_buttons.idClicked.connect(self._on_task_clicked)
         self.fill_button.clicked.connect(self._on_fill_clicked)
+        self.clear_button.clicked.connect(lambda: self.clear_palette())
         self.rule_combo.currentIndexChanged.connect(self._on_rule_changed)
         self.palette_combo.currentIndexChanged.connect(self._on_palette_changed)
 
@@ -310,6 +319,15 @@ class TaskPaletteWidget(QWidget):
         self.viewer.layers.selection.active = layer
         layer.mode = "paint"
         return value
+
+    def clear_palette(self, palette_layer: Labels | None = None) -> np.ndarray | None:
+        """Set the palette to NO_TASK everywhere, as one undoable edit."""
+        layer = palette_layer if palette_layer is not None else self.palette_layer
+        if layer is None:
+            show_error("Task Palette: no palette to clear")
+            return None
+        self._replace_data(layer, np.zeros_like(np.asarray(layer.data)))
+        return np.asarray(layer.data)
 
     def fill_from_rule(
         self,

@@ -41,9 +41,7 @@ from ..store import NS, STORE_FORMAT, LabelStore, StoreError, chunk_shape, valid
 from ..tasks import IGNORE, TASKS, get_task
 from .palette_layer import METADATA_KEY, PALETTE_KIND, palette_features, task_colormap
 from .task_layers import (
-    BINARY_CLASSES,
     TASK_KIND,
-    confidence_map,
     normals_rgba,
     probability_colormap,
     rgb8_from,
@@ -306,6 +304,15 @@ def _group_layers(layer_data: Sequence[LayerData]) -> list[_Group]:
                 groups.setdefault(key, _Group(key)).image = item
             else:
                 loose_images.append(item)
+    # a palette not yet tied to an image (made but never predicted) goes with the one
+    # image group that has no palette
+    loose = groups.get(None)
+    if loose is not None and loose.palette is not None and loose.image is None \
+            and not loose.tasks:  # fmt: skip
+        paletteless = [g for k, g in groups.items() if k is not None and g.palette is None]
+        if len(paletteless) == 1:
+            paletteless[0].palette = loose.palette
+            del groups[None]
     # an image layer without a key goes with the one group that has no image
     imageless = [g for g in groups.values() if g.image is None]
     if loose_images:
@@ -456,4 +463,4 @@ def write_store(path: str, layer_data: list[LayerData]) -> list[str]:
     return [str(p)]
 
 
-__all__ += ["save_group", "store_image_key", "BINARY_CLASSES"]
+__all__ += ["save_group", "store_image_key"]

@@ -11,7 +11,7 @@ role         layer        content
                           transparent outside the task's palette region
 ``prob``     Image        edges, saliency: probability in [0, 1], NaN (transparent)
                           outside the region
-``normals``  Image (RGB)  ``(n + 1) / 2`` as RGB floats, NaN (transparent) outside
+``normals``  Image (RGBA) ``(n + 1) / 2`` as RGB floats, alpha 0 (transparent) outside
 ``confidence`` Image      one layer for all tasks (a pixel has one task): [0, 1], NaN
                           where the palette asks for nothing
 ===========  ===========  ===============================================================
@@ -149,20 +149,24 @@ def probability_colormap(task: Task | str) -> Colormap:
 
 
 def normals_rgba(normals: np.ndarray) -> np.ndarray:
-    """(H, W, 3) unit normals (zeros = not predicted) -> (H, W, 3) float RGB in [0, 1],
-    NaN where not predicted (napari draws all-NaN RGB pixels transparent)."""
+    """(H, W, 3) unit normals (zeros = not predicted) -> (H, W, 4) float RGBA in [0, 1]:
+    ``(n + 1) / 2`` and alpha 1 where predicted, all 0 elsewhere. (napari draws NaN in
+    a one-channel image transparent, but NaN in an RGB image black: hence the alpha.)"""
     n = np.asarray(normals, np.float32)
-    rgb = (np.clip(n, -1.0, 1.0) + 1.0) * 0.5
-    rgb[~np.any(n != 0, axis=-1)] = np.nan
-    return rgb
+    valid = np.any(n != 0, axis=-1)
+    rgba = np.zeros((*n.shape[:2], 4), np.float32)
+    rgba[..., :3] = (np.clip(n, -1.0, 1.0) + 1.0) * 0.5
+    rgba[..., 3] = valid
+    rgba[~valid, :3] = 0.0
+    return rgba
 
 
-def rgba_normals(rgb: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`normals_rgba`: unit normals, zeros where NaN."""
-    rgb = np.asarray(rgb, np.float32)
-    valid = ~np.isnan(rgb).any(axis=-1)
-    n = np.zeros(rgb.shape, np.float32)
-    v = rgb[valid] * 2.0 - 1.0
+def rgba_normals(rgba: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`normals_rgba`: unit normals, zeros where alpha is 0."""
+    rgba = np.asarray(rgba, np.float32)
+    valid = rgba[..., 3] > 0 if rgba.shape[-1] == 4 else ~np.isnan(rgba).any(axis=-1)
+    n = np.zeros((*rgba.shape[:2], 3), np.float32)
+    v = rgba[valid][:, :3] * 2.0 - 1.0
     norm = np.linalg.norm(v, axis=-1, keepdims=True)
     n[valid] = v / np.maximum(norm, 1e-12)
     return n

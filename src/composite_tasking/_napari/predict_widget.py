@@ -1,0 +1,881 @@
+"""The "Predict" dock widget: run the CTN on an image under its Task Palette, show one
+layer per requested task, re-predict after palette strokes, save corrections to a store.
+
+- **Model**: ``default`` (the bundled model; when this installation ships none the
+  widget says so) or a checkpoint / training-run folder, and the device (``auto``, ``cpu``,
+  ``cuda``, ``cuda:I``). Defaults come from the plugin's settings (napari Preferences >
+  CompositeTasking). The device in use is shown once the model is loaded.
+- **Fill palette**: with a semantic rule (R2, R3, or a rule file) applied to the
+  classes the model predicts (no semantic map needed), or with the palette the palette
+  network predicts (``palette network``; the bundled one or a checkpoint folder).
+- **Predict** runs in a napari ``thread_worker`` with napari's progress bar (and its
+  cancel button in the activity dock) and the widget's own progress bar and **Cancel**.
+  It shows one layer per task and role (:mod:`.task_layers`), only for tasks the palette
+  asks for; a re-run updates those layers in place (a Labels layer changes in one undo
+  step), never adds copies.
+- **Re-predict after palette strokes**: a stroke on the palette (napari's ``paint``
+  event; ``set_data`` for undo / redo) restarts a short timer (:data:`DEBOUNCE_MS`);
+  when painting pauses and the palette differs from the last predicted one, a worker
+  re-decodes on the cached encoder features and only the changed pixels of the layers
+  are written. (It decodes the whole image: the decoder's upsampling uses
+  ``align_corners=True``, so a decode of a crop would not equal the full decode; the
+  change itself stays local, within the decoder's reach of the stroke.)
+- **Save**: palette, pseudo-labels and corrections into a label store
+  (:mod:`.store_io`); pixels a person changed in a pseudo-label layer are kept on
+  re-prediction and saved as corrections.
+
+Every button calls a plain method that scripts and tests call directly:
+:meth:`PredictWidget.load_model`, :meth:`~PredictWidget.fill_palette`,
+:meth:`~PredictWidget.predict`, :meth:`~PredictWidget.save`; the threaded versions
+(:meth:`~PredictWidget.start_predict`, :meth:`~PredictWidget.start_fill_palette`) wrap
+the same :class:`PredictJob` steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import numpy as np
+from napari.layers import Image, Labels, Layer
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..tasks import IGNORE
+from ._compat import prevent_llvm_clash
+from .palette_layer import (
+    METADATA_KEY,
+    is_palette_layer,
+    make_palette_layer,
+)
+from .palette_widget import _LayerCombo
+from .task_layers import (
+    TASK_KIND,
+    corrected_mask,
+    find_task_layer,
+    image_digest,
+    image_key,
+    layer_meta,
+    layer_name,
+    new_task_layer,
+    replace_labels,
+    rgb8_of,
+    set_correction_state,
+    task_layers_of,
+    task_planes,
+    update_task_layer,
+)
+
+if TYPE_CHECKING:
+    import napari
+
+    from ..inference import Prediction, Predictor
+
+__all__ = ["PredictWidget", "PredictJob", "JobResult", "load_predictor", "plugin_setting",
+           "DEBOUNCE_MS", "SEMANTIC_RULES", "PALETTE_NETWORK"]  # fmt: skip
+
+PLUGIN = "napari-composite-tasking"
+#: quiet time after a palette stroke before it is re-predicted
+DEBOUNCE_MS = 300
+#: rules offered for "palette from predicted semantics"
+SEMANTIC_RULES = ("R2", "R3")
+#: the fill choice that takes the palette network's palette
+PALETTE_NETWORK = "palette network"
+#: steps a predict job reports (model, encode, decode, labels)
+PREDICT_STEPS = 4
+_USER_ERRORS = (ValueError, KeyError, TypeError, OSError)
+
+
+def plugin_setting(name: str, default: str) -> str:
+    """A value of the plugin's settings (napari Preferences), or ``default``."""
+    try:
+        from napari.settings import get_plugin_settings
+
+        value = getattr(get_plugin_settings(PLUGIN).inference, name)
+        return str(value) if value not in (None, "") else default
+    except Exception:  # noqa: BLE001 - settings are a convenience; napari may lack them
+        return default
+
+
+def load_predictor(model: str, device: str, palette_model: str = "default") -> "Predictor":
+    """A :class:`Predictor` for a model spec (``default``, a checkpoint or run folder);
+    ``palette_model``: the palette network it loads on first use (``default`` = the
+    bundled one)."""
+    prevent_llvm_clash()
+    from ..inference import Predictor
+
+    return Predictor(model, device=device, palette_model=palette_model)
+
+
+def bundled_model_status() -> str | None:
+    """None when the bundled model is shipped, else a sentence saying what to do."""
+    from ..model.checkpoint import CheckpointError
+    from ..weights import default_model_path
+
+    try:
+        default_model_path()
+    except CheckpointError:
+        return ("This installation ships no bundled model ('default'): choose a checkpoint "
+                "folder or a training run folder with Browse...")  # fmt: skip
+    return None
+
+
+def device_text(predictor: "Predictor | None") -> str:
+    if predictor is None:
+        return "not loaded"
+    dev = predictor.device
+    text = str(dev)
+    if dev.type == "cuda":
+        import torch
+
+        text += f" ({torch.cuda.get_device_name(dev)})"
+    elif dev.type == "cpu":
+        import torch
+
+        text += f" ({torch.get_num_threads()} threads)"
+    if predictor.autocast is not None:
+        text += f", {str(predictor.autocast).replace('torch.', '')}"
+    return text
+
+
+@dataclass
+class JobResult:
+    predictor: "Predictor"
+    prediction: "Prediction | None" = None
+    palette: np.ndarray | None = None
+
+
+@dataclass
+class PredictJob:
+    """One prediction (or palette fill) as plain steps: no Qt, no napari.
+
+    :meth:`steps` is a generator that yields after each stage (so a worker reports
+    progress and can be cancelled between stages) and returns a :class:`JobResult`;
+    :meth:`run` runs it to the end in the calling thread.
+    """
+
+    rgb: np.ndarray
+    palette: np.ndarray | None
+    key: Any
+    model: str
+    device: str
+    predictor: "Predictor | None" = None
+    #: fill the palette instead of predicting: a semantic rule on the predicted classes,
+    #: or :data:`PALETTE_NETWORK` (the palette network's palette)
+    rule: str | None = None
+    palette_model: str = "default"
+    extra: dict = field(default_factory=dict)
+
+    def steps(self) -> Iterator[str]:
+        predictor = self.predictor or load_predictor(self.model, self.device, self.palette_model)
+        yield "model"
+        if self.rule == PALETTE_NETWORK:
+            palette = predictor.palette_from_net(self.rgb)
+            yield "palette"
+            return JobResult(predictor, palette=palette)
+        if self.rule is not None:
+            palette = predictor.palette_for(self.rgb, self.rule, key=self.key)
+            yield "palette"
+            return JobResult(predictor, palette=palette)
+        from ..inference import Prediction
+
+        feats = predictor.encode(self.rgb, key=self.key)
+        yield "encode"
+        out = predictor.decode(feats, self.palette)
+        yield "decode"
+        tasks = predictor.decode_labels(out, self.palette)
+        yield "labels"
+        return JobResult(predictor, Prediction(self.palette, out, tasks))
+
+    def run(self) -> JobResult:
+        gen = self.steps()
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                return stop.value
+
+
+class PredictWidget(QWidget):
+    """Dock widget to predict, re-predict and save (see the module docstring)."""
+
+    def __init__(self, napari_viewer: "napari.viewer.Viewer", parent: QWidget | None = None):
+        super().__init__(parent)
+        prevent_llvm_clash()  # before anything imports torchvision (see _compat)
+        self.viewer = napari_viewer
+        self._predictor: Predictor | None = None
+        self._predictor_spec: tuple[str, ...] | None = None  # (model, device, palette model)
+        self._worker = None
+        self._pending: Callable[[], Any] | None = None
+        self._to_add: list[tuple] = []  # new layers of a shown prediction, added one per turn
+        self._last_palette: dict[str, np.ndarray] = {}
+        self._watched_palette: Labels | None = None
+        self.last_result: JobResult | None = None
+
+        # --- model ----------------------------------------------------------------------
+        self.model_edit = QLineEdit(plugin_setting("model", "default"))
+        self.model_edit.setToolTip("'default' (the bundled model), a checkpoint folder "
+                                   "(config.json + model.safetensors) or a training run folder")  # fmt: skip
+        self.browse_model_button = QPushButton("Browse...")
+        self.device_combo = QComboBox()
+        self.device_combo.setEditable(True)
+        self.device_combo.addItems(_device_choices())
+        self.device_combo.setCurrentText(plugin_setting("device", "auto"))
+        self.device_combo.setToolTip("auto = the first CUDA GPU if torch sees one, else the CPU")
+        self.palette_model_edit = QLineEdit("default")
+        self.palette_model_edit.setToolTip(
+            "the palette network used by 'Fill palette' with 'palette network': 'default' "
+            "(bundled) or a palette-network checkpoint folder")  # fmt: skip
+        self.load_button = QPushButton("Load model")
+        self.model_status = QLabel()
+        self.model_status.setWordWrap(True)
+        self.device_label = QLabel("Device: not loaded")
+        self.device_label.setObjectName("device_label")
+
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_edit, 1)
+        model_row.addWidget(self.browse_model_button)
+        model_box = QGroupBox("Model")
+        mform = QFormLayout(model_box)
+        mform.addRow("Model", model_row)
+        mform.addRow("Device", self.device_combo)
+        mform.addRow("Palette network", self.palette_model_edit)
+        mform.addRow(self.load_button)
+        mform.addRow(self.model_status)
+        mform.addRow(self.device_label)
+
+        # --- layers ---------------------------------------------------------------------
+        self.image_combo = _LayerCombo(
+            self.viewer, lambda ly: isinstance(ly, Image) and not layer_meta(ly).get("kind")
+            == TASK_KIND, "(no image layer)")  # fmt: skip
+        self.palette_combo = _LayerCombo(self.viewer, is_palette_layer, "(no palette yet)")
+        self.rule_combo = QComboBox()
+        self.rule_combo.addItems([*SEMANTIC_RULES, PALETTE_NETWORK])
+        self.rule_combo.setEditable(True)
+        self.rule_combo.setToolTip("a semantic rule (R2, R3 or a YAML rule file path), "
+                                   "applied to the classes the model predicts; or the "
+                                   "palette the palette network predicts")  # fmt: skip
+        self.fill_button = QPushButton("Fill palette")
+        self.fill_button.setToolTip("Replace the palette (one undo step): the rule on the "
+                                    "predicted semantics, or the palette network's palette")  # fmt: skip
+
+        layers_box = QGroupBox("Image and palette")
+        lform = QFormLayout(layers_box)
+        lform.addRow("Image", self.image_combo)
+        lform.addRow("Palette", self.palette_combo)
+        rule_row = QHBoxLayout()
+        rule_row.addWidget(self.rule_combo)
+        rule_row.addWidget(self.fill_button, 1)
+        lform.addRow("Rule", rule_row)
+
+        # --- predict --------------------------------------------------------------------
+        self.thresholded_check = QCheckBox("Thresholded edges / saliency labels (to correct)")
+        self.live_check = QCheckBox("Re-predict after palette strokes")
+        self.live_check.setChecked(True)
+        self.predict_button = QPushButton("Predict")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, PREDICT_STEPS)
+        self.progress_bar.setValue(0)
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+
+        predict_box = QGroupBox("Predict")
+        pv = QVBoxLayout(predict_box)
+        pv.addWidget(self.thresholded_check)
+        pv.addWidget(self.live_check)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.predict_button, 1)
+        buttons.addWidget(self.cancel_button)
+        pv.addLayout(buttons)
+        pv.addWidget(self.progress_bar)
+        pv.addWidget(self.status_label)
+
+        # --- store ----------------------------------------------------------------------
+        self.store_edit = QLineEdit()
+        self.store_edit.setPlaceholderText("labels.zarr")
+        self.browse_store_button = QPushButton("Browse...")
+        self.save_button = QPushButton("Save to store")
+        self.save_status = QLabel()
+        self.save_status.setWordWrap(True)
+        store_box = QGroupBox("Correct and save")
+        sform = QFormLayout(store_box)
+        store_row = QHBoxLayout()
+        store_row.addWidget(self.store_edit, 1)
+        store_row.addWidget(self.browse_store_button)
+        sform.addRow("Store", store_row)
+        sform.addRow(self.save_button)
+        sform.addRow(self.save_status)
+
+        layout = QVBoxLayout(self)
+        for box in (model_box, layers_box, predict_box, store_box):
+            layout.addWidget(box)
+        layout.addStretch(1)
+
+        self._debounce = QTimer(self)
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(DEBOUNCE_MS)
+        self._debounce.timeout.connect(self._on_debounce)
+
+        # --- signals ----------------------------------------------------------------------
+        self.browse_model_button.clicked.connect(self._on_browse_model)
+        self.load_button.clicked.connect(self._on_load_clicked)
+        self.model_edit.editingFinished.connect(self._on_model_spec_changed)
+        self.device_combo.currentTextChanged.connect(self._on_model_spec_changed)
+        self.palette_model_edit.editingFinished.connect(self._on_model_spec_changed)
+        self.fill_button.clicked.connect(lambda: self.start_fill_palette())
+        self.predict_button.clicked.connect(lambda: self.start_predict())
+        self.cancel_button.clicked.connect(self.cancel)
+        self.browse_store_button.clicked.connect(self._on_browse_store)
+        self.save_button.clicked.connect(self._on_save_clicked)
+        self.palette_combo.currentIndexChanged.connect(self._watch_palette)
+        self.image_combo.currentIndexChanged.connect(self._on_image_changed)
+        self.viewer.layers.events.inserted.connect(self._refresh)
+        self.viewer.layers.events.removed.connect(self._refresh)
+        self._show_model_status()
+        self._watch_palette()
+        self._on_image_changed()
+
+    # ==================================================================================
+    # plain methods (no threads): what the buttons do
+    # ==================================================================================
+
+    @property
+    def predictor(self) -> "Predictor | None":
+        return self._predictor
+
+    @property
+    def image_layer(self) -> Image | None:
+        return self.image_combo.current_layer()
+
+    @property
+    def palette_layer(self) -> Labels | None:
+        return self.palette_combo.current_layer()
+
+    @property
+    def busy(self) -> bool:
+        """A worker runs, or the layers of its result are still being added."""
+        return self._worker is not None or bool(self._to_add)
+
+    def model_spec(self) -> tuple[str, str]:
+        return (self.model_edit.text().strip() or "default",
+                self.device_combo.currentText().strip() or "auto")  # fmt: skip
+
+    def set_model(self, model: str | Path, device: str | None = None) -> None:
+        """Choose the model (and device); it is loaded on the next load or predict."""
+        self.model_edit.setText(str(model))
+        if device is not None:
+            self.device_combo.setCurrentText(device)
+        self._on_model_spec_changed()
+
+    def load_model(self, model: str | Path | None = None, device: str | None = None):
+        """Load the model now (in this thread); the Predictor, or None after an error."""
+        if model is not None or device is not None:
+            self.set_model(model if model is not None else self.model_spec()[0], device)
+        spec = self._full_spec()
+        try:
+            predictor = load_predictor(*spec)
+        except _USER_ERRORS as e:
+            self._model_failed(e)
+            return None
+        self._use_predictor(predictor, spec)
+        return predictor
+
+    def fill_palette(self, rule: str | None = None, image: Image | None = None,
+                     palette: Labels | None = None) -> np.ndarray | None:  # fmt: skip
+        """Fill the palette from a semantic rule on the predicted classes (this thread)."""
+        job = self._fill_job(rule, image)
+        if job is None:
+            return None
+        try:
+            result = job.run()
+        except _USER_ERRORS as e:
+            self._job_failed(e)
+            return None
+        return self._apply_fill(result, job, palette)
+
+    def predict(self, image: Image | None = None, palette: Labels | None = None
+                ) -> dict[tuple[str | None, str], Layer] | None:  # fmt: skip
+        """Predict in this thread and show the layers: {(task, role): layer}."""
+        job = self._predict_job(image, palette)
+        if job is None:
+            return None
+        try:
+            result = job.run()
+        except _USER_ERRORS as e:
+            self._job_failed(e)
+            return None
+        return self.show_prediction(result, job)
+
+    def show_prediction(self, result: JobResult, job: PredictJob, *, stagger: bool = False
+                        ) -> dict[tuple[str | None, str], Layer]:  # fmt: skip
+        """Put a prediction into the viewer: update the image's task layers in place, add
+        the missing ones; tasks the palette no longer asks for are emptied.
+
+        ``stagger``: add new layers one per turn of the event loop (making a layer and
+        its first draw are the slow part of showing a prediction; the GUI keeps
+        answering in between); the returned dict then holds only the updated layers.
+        """
+        self._use_predictor(result.predictor, (job.model, job.device, job.palette_model))
+        self.last_result = result
+        image, key = job.extra["image"], job.extra["image_key"]
+        if image not in self.viewer.layers:
+            return {}
+        prediction = result.prediction
+        wanted = {}
+        for task, role, data in task_planes(prediction, thresholded=True):
+            if role == "label" and task in ("edges", "saliency"):
+                if not self.thresholded_check.isChecked() and \
+                        find_task_layer(self.viewer.layers, key, task, role) is None:  # fmt: skip
+                    continue
+            wanted[(task, role)] = data
+        model_meta = {"model_id": result.predictor.model_id,
+                      "model_sha256": result.predictor.model_sha256}  # fmt: skip
+        out: dict[tuple[str | None, str], Layer] = {}
+        changed = 0
+        for layer in task_layers_of(self.viewer.layers, key):
+            meta = layer_meta(layer)
+            tr = (meta.get("task"), meta.get("role"))
+            if tr not in wanted:  # no longer asked for: empty, corrections kept
+                changed += update_task_layer(layer, _empty_like(layer))
+        for (task, role), data in wanted.items():
+            layer = find_task_layer(self.viewer.layers, key, task, role)
+            if layer is None:
+                changed += int(np.prod(data.shape[:2]))
+                item = (image, key, task, role, data, model_meta)
+                if stagger:
+                    self._to_add.append(item)
+                    continue
+                layer = self._add_task_layer(*item)
+            else:
+                changed += update_task_layer(layer, data)
+                layer.metadata[METADATA_KEY].update(model_meta)
+            out[(task, role)] = layer
+        if self._to_add:
+            QTimer.singleShot(0, self._add_queued_layer)
+        self._last_palette[key] = np.array(job.palette, copy=True)
+        tasks = ", ".join(prediction.tasks) or "none (the palette asks for no task)"
+        self.status_label.setText(f"Predicted {tasks}; {changed} pixel(s) changed.")
+        return out
+
+    def _add_task_layer(self, image, key, task, role, data, model_meta) -> Layer:
+        layer = new_task_layer(data, task=task, role=role, key=key,
+                               name=layer_name(image.name, task, role), like=image,
+                               visible=role != "confidence")  # fmt: skip
+        layer.metadata[METADATA_KEY].update(model_meta)
+        self.viewer.add_layer(layer)
+        return layer
+
+    def _add_queued_layer(self) -> None:
+        if self._to_add:
+            image, key, task, role, data, model_meta = self._to_add.pop(0)
+            if image in self.viewer.layers:
+                existing = find_task_layer(self.viewer.layers, key, task, role)
+                if existing is None:
+                    self._add_task_layer(image, key, task, role, data, model_meta)
+                else:  # made meanwhile (a synchronous predict): update it instead
+                    update_task_layer(existing, data)
+        if self._to_add:
+            QTimer.singleShot(0, self._add_queued_layer)
+        else:
+            self._run_pending()
+
+    def save(self, path: str | Path | None = None, image: Image | None = None) -> str | None:
+        """Save the image, its palette and pseudo-labels (with corrections) into a label
+        store; returns the image id in the store, or None after an error."""
+        from ..store import LabelStore, StoreError
+        from .store_io import _group_layers, save_group
+
+        image = image or self.image_layer
+        if image is None:
+            show_error("Save: choose the image whose annotation to save")
+            return None
+        img_meta = layer_meta(image)
+        if path is None:
+            path = self.store_edit.text().strip() or img_meta.get("store")
+        if not path:
+            show_error("Save: give the label store (a folder ending in .zarr)")
+            return None
+        path = Path(path)
+        if path.suffix != ".zarr":
+            path = path.with_name(path.name + ".zarr")
+        key = image_key(image)
+        palette = self._palette_for(key)
+        if palette is not None:  # the palette belongs to this image from now on
+            palette.metadata.setdefault(METADATA_KEY, {})["image_key"] = key
+        layers = [image] + ([palette] if palette is not None else []) + \
+            task_layers_of(self.viewer.layers, key)  # fmt: skip
+        try:
+            groups = _group_layers([ly.as_layer_data_tuple() for ly in layers])
+            store = LabelStore(path, mode="a")
+            same_store = img_meta.get("store") and Path(img_meta["store"]).resolve() == path.resolve()
+            image_id = save_group(store, groups[0], img_meta.get("image_id") if same_store else None)
+        except (StoreError, *_USER_ERRORS) as e:
+            show_error(f"Save to {path}: {e}")
+            return None
+        counts = []
+        for layer in task_layers_of(self.viewer.layers, key):
+            if isinstance(layer, Labels):
+                mask = corrected_mask(layer)
+                set_correction_state(layer, mask)
+                if mask.any():
+                    layer.metadata[METADATA_KEY]["provenance"] = "corrected"
+                    counts.append(f"{layer_meta(layer)['task']} {int(mask.sum())}")
+        img_meta = image.metadata.setdefault(METADATA_KEY, {})
+        img_meta.update({"store": str(path), "image_id": image_id})
+        self.store_edit.setText(str(path))
+        text = f"Saved {image_id!r} to {path}" + (
+            f"; corrected pixels: {', '.join(counts)}." if counts else "; no corrections.")
+        self.save_status.setText(text)
+        show_info(text)
+        return image_id
+
+    # ==================================================================================
+    # threaded versions: thin wrappers around the same job steps
+    # ==================================================================================
+
+    def start_predict(self, image: Image | None = None, palette: Labels | None = None):
+        """Predict in a napari thread_worker; returns the worker (None when one runs
+        already: this prediction then runs when it ends)."""
+        if self.busy:
+            self._pending = lambda: self.start_predict(image, palette)
+            return None
+        job = self._predict_job(image, palette)
+        if job is None:
+            return None
+        return self._start(job.steps, "CompositeTasking: predict",
+                           lambda result: self.show_prediction(result, job, stagger=True))  # fmt: skip
+
+    def start_fill_palette(self, rule: str | None = None, image: Image | None = None,
+                           palette: Labels | None = None):  # fmt: skip
+        """Fill the palette from predicted semantics in a thread_worker."""
+        if self.busy:
+            self._pending = lambda: self.start_fill_palette(rule, image, palette)
+            return None
+        job = self._fill_job(rule, image)
+        if job is None:
+            return None
+        return self._start(job.steps, "CompositeTasking: palette from predicted semantics",
+                           lambda result: self._apply_fill(result, job, palette))  # fmt: skip
+
+    def cancel(self) -> None:
+        """Stop the running worker at its next step and drop any queued one."""
+        self._pending = None
+        self._debounce.stop()
+        if self._worker is not None:
+            self._worker.quit()
+            self.status_label.setText("Cancelling...")
+
+    def _start(self, steps: Callable[[], Iterator[str]], desc: str,
+               on_result: Callable[[JobResult], Any]):  # fmt: skip
+        """Run a job's steps in a napari worker: napari's progress (with its cancel) and
+        the widget's bar follow the steps; ``on_result`` runs in the GUI thread."""
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(
+            steps, _progress={"total": PREDICT_STEPS, "desc": desc},
+            _start_thread=False, _ignore_errors=True,
+        )  # fmt: skip
+        self._worker = worker
+        self.progress_bar.setValue(0)
+        step = {"n": 0}
+
+        def yielded(_):
+            step["n"] += 1
+            self.progress_bar.setValue(min(step["n"], PREDICT_STEPS))
+
+        def returned(result):
+            try:
+                on_result(result)
+            except _USER_ERRORS as e:
+                self._job_failed(e)
+
+        def errored(e):
+            self._job_failed(e)
+
+        def aborted():
+            self.status_label.setText("Cancelled.")
+
+        def finished():
+            self._worker = None
+            self.cancel_button.setEnabled(False)
+            self.predict_button.setEnabled(True)
+            self.progress_bar.setValue(0)
+            self._run_pending()
+
+        worker.yielded.connect(yielded)
+        worker.returned.connect(returned)
+        worker.errored.connect(errored)
+        worker.aborted.connect(aborted)
+        worker.finished.connect(finished)
+        self.cancel_button.setEnabled(True)
+        self.status_label.setText(desc.split(": ", 1)[-1].capitalize() + "...")
+        worker.start()
+        return worker
+
+    # ==================================================================================
+    # helpers
+    # ==================================================================================
+
+    def _run_pending(self) -> None:
+        if self.busy:
+            return
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending()
+
+    def _job_inputs(self, image: Image | None):
+        image = image or self.image_layer
+        if image is None:
+            raise ValueError("add an image layer and choose it under 'Image'")
+        rgb = rgb8_of(image)
+        key = image_key(image)
+        return image, rgb, key
+
+    def _full_spec(self) -> tuple[str, str, str]:
+        return (*self.model_spec(), self.palette_model_edit.text().strip() or "default")
+
+    def _predictor_for_job(self) -> "Predictor | None":
+        return self._predictor if self._predictor_spec == self._full_spec() else None
+
+    def _predict_job(self, image: Image | None, palette: Labels | None) -> PredictJob | None:
+        try:
+            image, rgb, key = self._job_inputs(image)
+            palette = palette or self._palette_for(key)
+            if palette is None:
+                raise ValueError("no Task Palette for this image: make one in the Task "
+                                 "Palette widget or fill one from predicted semantics")  # fmt: skip
+            pal = np.asarray(palette.data)
+            if pal.shape != rgb.shape[:2]:
+                raise ValueError(f"palette {palette.name!r} has shape {pal.shape} but image "
+                                 f"{image.name!r} has {rgb.shape[:2]}")  # fmt: skip
+            from ..palette import validate_palette
+
+            pal = validate_palette(np.array(pal, copy=True))
+        except _USER_ERRORS as e:
+            show_error(f"Predict: {e}")
+            return None
+        palette.metadata.setdefault(METADATA_KEY, {})["image_key"] = key
+        return PredictJob(rgb, pal, (key, image_digest(rgb)), *self.model_spec(),
+                          predictor=self._predictor_for_job(), palette_model=self._full_spec()[2],
+                          extra={"image": image, "image_key": key, "palette_layer": palette})  # fmt: skip
+
+    def _fill_job(self, rule: str | None, image: Image | None) -> PredictJob | None:
+        rule = (rule or self.rule_combo.currentText()).strip()
+        try:
+            from ..palette import load_rule
+
+            if rule != PALETTE_NETWORK and not load_rule(rule).needs_semantics:
+                raise ValueError(f"rule {rule!r} does not read semantics: fill it from the "
+                                 "Task Palette widget")  # fmt: skip
+            image, rgb, key = self._job_inputs(image)
+        except _USER_ERRORS as e:
+            show_error(f"Fill palette: {e}")
+            return None
+        return PredictJob(rgb, None, (key, image_digest(rgb)), *self.model_spec(),
+                          predictor=self._predictor_for_job(), rule=rule,
+                          palette_model=self._full_spec()[2],
+                          extra={"image": image, "image_key": key})  # fmt: skip
+
+    def _apply_fill(self, result: JobResult, job: PredictJob, palette: Labels | None):
+        self._use_predictor(result.predictor, (job.model, job.device, job.palette_model))
+        image, key = job.extra["image"], job.extra["image_key"]
+        palette = palette or self._palette_for(key)
+        if palette is None:
+            palette = make_palette_layer(result.palette.shape, like=image)
+            self.viewer.add_layer(palette)
+            self.palette_combo.set_current_layer(palette)
+        meta = palette.metadata.setdefault(METADATA_KEY, {})
+        origin = ("palette network" if job.rule == PALETTE_NETWORK
+                  else f"rule {job.rule} on predicted semantics")  # fmt: skip
+        meta.update({"image_key": key, "origin": origin})
+        replace_labels(palette, result.palette.astype(np.uint8))  # one undo step
+        self.status_label.setText(f"Palette filled from the {origin}.")
+        return np.asarray(palette.data)
+
+    def _palette_for(self, key: str) -> Labels | None:
+        """The palette of an image: the one chosen in the combo unless another palette
+        layer was made for this image (reader, earlier predict)."""
+        chosen = self.palette_layer
+        if chosen is not None and layer_meta(chosen).get("image_key") in (None, key):
+            return chosen
+        for ly in self.viewer.layers:
+            if is_palette_layer(ly) and layer_meta(ly).get("image_key") == key:
+                return ly
+        return chosen
+
+    def _use_predictor(self, predictor: "Predictor", spec: tuple[str, ...]) -> None:
+        self._predictor, self._predictor_spec = predictor, tuple(spec)
+        self.device_label.setText(f"Device: {device_text(predictor)}")
+        self.model_status.setText(f"Model: {predictor.model_id}")
+        self.model_status.setStyleSheet("")
+
+    def _model_failed(self, e: Exception) -> None:
+        self.model_status.setText(f"Cannot load the model: {e}")
+        self.model_status.setStyleSheet("color: #e0604a;")
+        show_error(f"Model: {e}")
+
+    def _job_failed(self, e: Exception) -> None:
+        from ..model.checkpoint import CheckpointError
+
+        if isinstance(e, CheckpointError):
+            self._model_failed(e)
+        else:
+            show_error(f"CompositeTasking: {e}")
+        self.status_label.setText(f"Failed: {e}")
+
+    def _show_model_status(self) -> None:
+        spec = self.model_spec()[0]
+        if self._predictor is not None and self._predictor_spec == self._full_spec():
+            return
+        problem = bundled_model_status() if spec == "default" else None
+        if problem:
+            self.model_status.setText(problem)
+            self.model_status.setStyleSheet("color: #e0604a;")
+        else:
+            self.model_status.setText(f"Model: {spec} (loads on first use)")
+            self.model_status.setStyleSheet("")
+
+    def _on_model_spec_changed(self, *_) -> None:
+        if self._predictor_spec != self._full_spec():
+            self._predictor = None
+            self._predictor_spec = None
+            self.device_label.setText("Device: not loaded")
+        self._show_model_status()
+
+    def _watch_palette(self, *_) -> None:
+        layer = self.palette_layer
+        if layer is self._watched_palette:
+            return
+        if self._watched_palette is not None:
+            for emitter in (self._watched_palette.events.paint,
+                            self._watched_palette.events.set_data):  # fmt: skip
+                try:
+                    emitter.disconnect(self._on_palette_paint)
+                except (RuntimeError, ValueError, TypeError):
+                    pass
+        self._watched_palette = layer
+        if layer is not None:
+            # paint: strokes, fills, data_setitem; set_data also follows undo / redo (and
+            # other refreshes: the debounced handler compares with the last palette)
+            layer.events.paint.connect(self._on_palette_paint)
+            layer.events.set_data.connect(self._on_palette_paint)
+
+    def _on_palette_paint(self, *_) -> None:
+        layer = self._watched_palette
+        if layer is None or not self.live_check.isChecked():
+            return
+        key = layer_meta(layer).get("image_key")
+        if key is None or key not in self._last_palette:
+            return  # nothing predicted for it yet: wait for Predict
+        self._debounce.start()  # restarts: re-predict when painting pauses
+
+    def _on_debounce(self) -> None:
+        layer = self._watched_palette
+        if layer is None:
+            return
+        key = layer_meta(layer).get("image_key")
+        last = self._last_palette.get(key)
+        if last is not None and np.array_equal(last, np.asarray(layer.data)):
+            return
+        image = next((ly for ly in self.viewer.layers if isinstance(ly, Image)
+                      and layer_meta(ly).get("image_key") == key
+                      and layer_meta(ly).get("kind") != TASK_KIND), None)  # fmt: skip
+        if image is not None:
+            self.start_predict(image, layer)
+
+    def _on_image_changed(self, *_) -> None:
+        image = self.image_layer
+        if image is None:
+            return
+        store = layer_meta(image).get("store")
+        if store and not self.store_edit.text().strip():
+            self.store_edit.setText(str(store))
+        key = layer_meta(image).get("image_key")
+        if key is not None:
+            for ly in self.palette_combo.layers():
+                if layer_meta(ly).get("image_key") == key:
+                    self.palette_combo.set_current_layer(ly)
+                    break
+
+    def _refresh(self, *_) -> None:
+        self.image_combo.refresh()
+        self.palette_combo.refresh()
+        self._watch_palette()
+
+    def _on_browse_model(self) -> None:  # pragma: no cover - needs a person
+        path = QFileDialog.getExistingDirectory(self, "Choose a checkpoint or run folder")
+        if path:
+            self.set_model(path)
+
+    def _on_browse_store(self) -> None:  # pragma: no cover - needs a person
+        path = QFileDialog.getExistingDirectory(self, "Choose a label store (.zarr folder)")
+        if not path:
+            path, _ = QFileDialog.getSaveFileName(self, "New label store", "labels.zarr")
+        if path:
+            self.store_edit.setText(path)
+
+    def _on_load_clicked(self) -> None:
+        self.start_load_model()
+
+    def start_load_model(self):
+        """Load the model in a thread_worker (the GUI stays responsive)."""
+        if self.busy:
+            return None
+        spec = self._full_spec()
+
+        def steps():
+            predictor = load_predictor(*spec)
+            yield "model"
+            return JobResult(predictor)
+
+        return self._start(steps, "CompositeTasking: load model",
+                           lambda result: self._use_predictor(result.predictor, spec))  # fmt: skip
+
+    def _on_save_clicked(self) -> None:
+        image = self.image_layer
+        known = image is not None and layer_meta(image).get("store")
+        if not self.store_edit.text().strip() and not known:  # pragma: no cover - a person
+            self._on_browse_store()
+        self.save()
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt name
+        self.cancel()
+        super().closeEvent(event)
+
+
+def _empty_like(layer: Layer) -> np.ndarray:
+    data = np.asarray(layer.data)
+    if isinstance(layer, Labels):
+        return np.full(data.shape, IGNORE, np.uint8)
+    if getattr(layer, "rgb", False):  # normals: RGBA, transparent
+        return np.zeros(data.shape, np.float32)
+    return np.full(data.shape, np.nan, np.float32)
+
+
+def _device_choices() -> list[str]:
+    choices = ["auto", "cpu"]
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            choices += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001
+        pass
+    return choices
