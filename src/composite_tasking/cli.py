@@ -418,7 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="label the bundled sample images with the bundled model (store + preview)")
     p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
-    p.add_argument("--rule", default="R2")
+    p.add_argument("--rule", default="mosaic",
+                   help="default mosaic: every task somewhere in each image (R2 needs semantics the "
+                        "bundled CPU-trained model does not predict yet)")  # fmt: skip
     p.add_argument("--model", default="default")
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true", help="relabel an existing demo store")
