@@ -79,6 +79,7 @@ def _atomic_write_bytes(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; checkpoints are shared files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -97,8 +98,9 @@ def save_checkpoint(model, path: str | Path, provenance: dict[str, Any] | None =
                     dtype: torch.dtype | None = None) -> Path:  # fmt: skip
     """Write ``model`` (CTN, MHN, STN or palette network) as a checkpoint folder.
 
-    ``dtype=torch.float16`` stores floating-point tensors in half precision (half the
-    size, for shipping); loading casts them back to the model's float32.
+    ``dtype=torch.float16`` stores the parameters in half precision (half the size, for
+    shipping; buffers such as BatchNorm statistics stay float32); loading casts them back
+    to the model's float32.
 
     Both files are written to temporary names and renamed into place, weights first, so
     an interrupted save never leaves a config pointing at half-written weights.
@@ -109,7 +111,14 @@ def save_checkpoint(model, path: str | Path, provenance: dict[str, Any] | None =
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if dtype is not None:
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        # Parameters only, and only where they fit: BatchNorm statistics of a decoder
+        # can exceed float16's range (running_var ~1e10 seen) and stay float32.
+        params = {k for k, _ in model.named_parameters()}
+        for k, v in state.items():
+            if k in params and v.is_floating_point():
+                low = v.to(dtype)
+                if bool(torch.isfinite(low).all()):
+                    state[k] = low
     weights = path / WEIGHTS_NAME
     _atomic_write_bytes(weights, lambda tmp: save_file(state, tmp, metadata={"format": FORMAT}))
     meta = {
