@@ -36,3 +36,12 @@ def ctn18():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A random ResNet-18 CTN checkpoint on disk (real files, made once per session)."""
+    from composite_tasking.model import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    return save_checkpoint(build_model("ctn-resnet18").eval(), tmp_path_factory.mktemp("ckpt") / "ctn")

@@ -34,16 +34,6 @@ pytestmark = pytest.mark.gui
 PLUGIN = "napari-composite-tasking"
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory):
-    import torch
-
-    from composite_tasking.model import build_model, save_checkpoint
-
-    torch.manual_seed(0)
-    return save_checkpoint(build_model("ctn-resnet18").eval(), tmp_path_factory.mktemp("ckpt") / "ctn")
-
-
 @pytest.fixture
 def errors(monkeypatch):
     shown: list[str] = []
