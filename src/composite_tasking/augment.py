@@ -40,6 +40,8 @@ No ImageNet normalisation happens here: the model normalises its input itself.
 
 from __future__ import annotations
 
+import abc
+
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -332,13 +334,14 @@ class RandomCrop:
 # ---------------------------------------------------------------------- photometric
 
 
-class _Photometric:
+class _Photometric(abc.ABC):
     """Base of image-only transforms: draw, then change ``image`` with probability p."""
 
     p: float
 
+    @abc.abstractmethod
     def _apply(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        raise NotImplementedError
+        """The changed image (float, [0, 1]); each subclass is one change."""
 
     def __call__(self, sample: Mapping, rng: np.random.Generator) -> dict:
         out = dict(sample)
