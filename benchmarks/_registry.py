@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 __all__ = [
+    "time_round_robin",
     "Row",
     "Context",
     "Benchmark",
@@ -216,3 +217,36 @@ def rows_to_json(rows: list[Row], info: dict[str, Any], ratio_to: dict[str, str]
         "ratio_to": ratio_to,
         "rows": [asdict(r) for r in rows],
     }
+
+
+def time_round_robin(cases, ctx: "Context", warmup: int = 1, rounds: int = 5,
+                     budget_s: float | None = None) -> list[list[float]]:  # fmt: skip
+    """Wall times in ms of each callable of ``cases``: ``warmup`` untimed rounds, then up
+    to ``rounds`` timed rounds (at least one; fewer when the next round would overrun
+    ``budget_s`` seconds counted from the start).
+
+    The cases take turns (round-robin) rather than running one after the other, so that
+    other work on the machine, which comes and goes, slows all cases alike instead of
+    whichever happened to run at the time.
+    """
+    import time
+
+    t_start = time.perf_counter()
+    for _ in range(warmup):
+        for fn in cases:
+            fn()
+            ctx.sync()
+    last = time.perf_counter() - t_start
+    times: list[list[float]] = [[] for _ in cases]
+    for r in range(rounds):
+        t_round = time.perf_counter()
+        if budget_s is not None and r > 0 and t_round - t_start + last > budget_s:
+            break
+        for i, fn in enumerate(cases):
+            ctx.sync()
+            t0 = time.perf_counter()
+            fn()
+            ctx.sync()
+            times[i].append((time.perf_counter() - t0) * 1e3)
+        last = time.perf_counter() - t_round
+    return times

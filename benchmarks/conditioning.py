@@ -33,13 +33,12 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._registry import Context, Row, benchmark  # noqa: E402
+from benchmarks._registry import Context, Row, benchmark, time_round_robin  # noqa: E402
 
 PALETTES = ("S:semseg", "R1r mosaic", "R2 (synthetic scene)", "Rrnd random")
 
@@ -78,32 +77,6 @@ def _mixed_share(model, palette) -> tuple[float, list[int]]:
     maps = model.pure_maps(_pad_to_stride(palette))
     counts = [m.num_mixed for m in maps]
     return sum(counts) / sum(m.index.numel() for m in maps), counts
-
-
-def _rounds(cases, ctx: Context, warmup: bool, max_rounds: int,
-            budget_s: float) -> list[list[float]]:  # fmt: skip
-    """Wall times in ms of each case: an optional warm-up round, then up to
-    ``max_rounds`` rounds (at least one) while ``budget_s`` lasts; within a round the
-    cases take turns (round-robin), so that other load hits them alike."""
-    t_start = time.perf_counter()
-    if warmup:  # kernels, oneDNN primitives, allocator
-        for fn in cases:
-            fn()
-            ctx.sync()
-    last = time.perf_counter() - t_start
-    times: list[list[float]] = [[] for _ in cases]
-    for r in range(max_rounds):
-        t_round = time.perf_counter()
-        if r > 0 and t_round - t_start + last > budget_s:
-            break
-        for i, fn in enumerate(cases):
-            ctx.sync()
-            t0 = time.perf_counter()
-            fn()
-            ctx.sync()
-            times[i].append((time.perf_counter() - t0) * 1e3)
-        last = time.perf_counter() - t_round
-    return times
 
 
 @benchmark("conditioning", order=25,
@@ -163,7 +136,7 @@ def conditioning(ctx: Context):
             return fn
 
         with torch.inference_mode():
-            times = _rounds([make(*c) for c in cases], ctx, si == 0, max_rounds, budgets[size])
+            times = time_round_robin([make(*c) for c in cases], ctx, int(si == 0), max_rounds, budgets[size])
         for model, _ in layouts.values():
             model.__dict__.pop("fast_conditioning", None)  # back to the class default
         medians = {c: statistics.median(t) for c, t in zip(cases, times)}

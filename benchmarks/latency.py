@@ -30,35 +30,12 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._registry import Context, Row, benchmark  # noqa: E402
-
-
-def _time_interleaved(cases, ctx: Context, warmup: int, repeats: int) -> list[list[float]]:
-    """Wall times in ms of each ``fn`` of ``cases``, ``repeats`` each after ``warmup``.
-
-    The cases take turns (round-robin) rather than running one after the other, so that
-    other work on the machine, which comes and goes, slows all cases alike instead of
-    whichever happened to run at the time.
-    """
-    for _ in range(warmup):
-        for fn in cases:
-            fn()
-            ctx.sync()
-    times: list[list[float]] = [[] for _ in cases]
-    for _ in range(repeats):
-        for i, fn in enumerate(cases):
-            ctx.sync()
-            t0 = time.perf_counter()
-            fn()
-            ctx.sync()
-            times[i].append((time.perf_counter() - t0) * 1e3)
-    return times
+from benchmarks._registry import Context, Row, benchmark, time_round_robin  # noqa: E402
 
 
 @benchmark("latency", order=20, ratio_to="CTN one composite pass (R1r mosaic palette)")
@@ -120,7 +97,7 @@ def latency(ctx: Context):
          "part of a composite pass: what a cached encoding leaves"),
     ]  # fmt: skip
     with torch.inference_mode():
-        times = _time_interleaved([fn for _, fn, _ in cases], ctx, warmup, repeats)
+        times = time_round_robin([fn for _, fn, _ in cases], ctx, warmup, repeats)
     del ctn, mhn, stn
 
     medians = [statistics.median(t) for t in times]
