@@ -3,7 +3,6 @@ runs the 1x1 MLP on pyramid cells that mix tasks, with the plain path's output."
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 
@@ -22,8 +21,8 @@ from composite_tasking.model.blocks import (
     pure_maps,
 )
 from composite_tasking.model.ctn import _pad_to_stride
-from composite_tasking.palette import MosaicRule, RandomRule, SingleTaskRule, load_rule
-from composite_tasking.tasks import SEMSEG_CLASSES
+from _palettes import KINDS
+from _palettes import make_palette as _palette
 
 TOL = 1e-4  # float32: fast vs plain, max abs difference of the raw outputs
 
@@ -49,38 +48,6 @@ def _both(model, encoded, palette):
     return plain, fast
 
 
-def _semantics(h: int, w: int) -> np.ndarray:
-    """A hand-made label map: a person, a cat, a car, a chair on background, and an
-    unlabelled band, with boundaries off the 32-pixel grid."""
-    sem = np.zeros((h, w), np.uint8)
-    c = SEMSEG_CLASSES.index
-    sem[5 : h // 2 + 3, 7 : w // 3] = c("person")
-    sem[h // 2 - 9 : h - 4, w // 4 : w // 2 + 5] = c("cat")
-    sem[10 : h // 2, w // 2 + 11 : w - 3] = c("car")
-    sem[h // 2 + 7 :, w - w // 4 :] = c("chair")
-    sem[h - 6 :, :] = 255
-    return sem
-
-
-def _palette(kind: str, h: int, w: int, seed: int = 0) -> torch.Tensor:
-    if kind == "random":  # all five tasks, one per pixel: every cell above s1 is mixed
-        arr = RandomRule().palette((h, w), rng=seed)
-    elif kind == "mosaic":
-        arr = MosaicRule().palette((h, w), rng=seed)
-    elif kind == "S":
-        arr = SingleTaskRule("saliency").palette((h, w))
-    elif kind == "R2":
-        arr = load_rule("R2").palette(semantics=_semantics(h, w))
-    elif kind == "no-task":  # mosaic with holes where no task is asked
-        arr = MosaicRule().palette((h, w), rng=seed).copy()
-        arr[h // 3 : h // 2, :] = 0
-        arr[:, w // 5 : w // 5 + 9] = 0
-    else:
-        raise KeyError(kind)
-    return torch.from_numpy(np.asarray(arr)).long()[None]
-
-
-KINDS = ["random", "mosaic", "S", "R2", "no-task"]
 
 
 # --------------------------------------------------------------------------------------

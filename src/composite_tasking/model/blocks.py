@@ -180,6 +180,22 @@ class PureMap:
         lookup[is_mixed] = torch.arange(k1, k1 + mixed.shape[0], device=index.device)
         return cls(index, table, mixed, lookup, "gather")
 
+    def crop(self, y0: int, y1: int, x0: int, x1: int) -> "PureMap":
+        """The map of the cells [y0:y1, x0:x1] of this level (region-limited decoding),
+        keeping only the mixed rows those cells use, so a window pays for its own
+        boundary cells only."""
+        index = self.index[:, y0:y1, x0:x1]
+        if self.mode == "const":
+            return PureMap(index, self.table, self.mixed, self.lookup, "const")
+        lookup = self.lookup[:, y0:y1, x0:x1]
+        is_mixed = index < 0
+        k1 = self.table.shape[0]
+        rows = lookup[is_mixed]  # rows into cat([table, mixed]) of the window's mixed cells
+        mixed = self.mixed[rows - k1]
+        lookup = lookup.clone()
+        lookup[is_mixed] = torch.arange(k1, k1 + rows.shape[0], device=index.device)
+        return PureMap(index, self.table, mixed, lookup, "gather")
+
 
 def pure_maps(palette: torch.Tensor, table: torch.Tensor, levels: int = PYRAMID_LEVELS,
               mode: str = "bilinear") -> list[PureMap]:  # fmt: skip

@@ -39,6 +39,14 @@ from .blocks import (
     pure_maps,
 )
 from .encoder import ENCODERS, ResNetEncoder
+from .region import (
+    DEFAULT_GLOBAL_LEVEL,
+    DEFAULT_TILE,
+    FULL_DECODE_SHARE,
+    Window,
+    decode_windows,
+    windows_for_region,
+)
 
 __all__ = [
     "ModelConfig",
@@ -234,17 +242,54 @@ class CompositeTaskingNet(_PaletteModel):
             table = table.to(dtype)
         return pure_maps(palette, table, PYRAMID_LEVELS, self.config.pyramid_mode)
 
-    def decode(self, encoded: Encoded, palette: torch.Tensor) -> torch.Tensor:
+    def decode(self, encoded: Encoded, palette: torch.Tensor,
+               region: torch.Tensor | str | None = None, *, tile: int = DEFAULT_TILE,
+               global_level: int = DEFAULT_GLOBAL_LEVEL) -> torch.Tensor:  # fmt: skip
+        """The composite output (N, 3, H, W) of ``encoded`` under ``palette``.
+
+        ``region``: None computes every pixel; ``"palette"`` only where the palette asks
+        for a task (value > 0); a boolean (H, W) or (N, H, W) tensor only there (the union
+        over the batch). With a region, the decoder runs its fine levels only on grid
+        cells of ``tile`` pixels that the region touches, plus the halo each level needs
+        (:mod:`.region`): the output there equals the full decode up to float rounding,
+        and is 0 on the cells left out. Needs eval mode. When the cells cover most of the
+        image (>= ``FULL_DECODE_SHARE``), the full decode is run instead (it is cheaper).
+        """
         palette = self._check_palette(encoded, palette)
         feats = self._expand(encoded.features, palette.shape[0])
         padded = _pad_to_stride(palette)
+        windows = None
+        if region is not None:
+            windows = self._windows(region, palette, padded.shape[-2:], tile)
+            if sum(w.area for w in windows) >= FULL_DECODE_SHARE * padded[0].numel():
+                windows = None  # nearly everything: the plain decoder is cheaper
         if self.fast_conditioning:
-            out = self.decoder(feats, pure=self.pure_maps(padded, feats[0].dtype))
+            cond = {"pure": self.pure_maps(padded, feats[0].dtype)}
         else:
-            pyramid = self.embed_palette(padded)
-            pyramid = [p.to(feats[0].dtype) for p in pyramid]
-            out = self.decoder(feats, pyramid)
+            cond = {"pyramid": [p.to(feats[0].dtype) for p in self.embed_palette(padded)]}
+        if windows is None:
+            out = self.decoder(feats, **cond)
+        else:
+            out = decode_windows(self.decoder, feats, windows, global_level=global_level, **cond)
         return self._crop(out, encoded.size)
+
+    def _windows(self, region, palette: torch.Tensor, padded_size, tile: int) -> list[Window]:
+        if self.training:
+            raise RuntimeError("decoding a region needs eval mode (BatchNorm running statistics)")
+        if isinstance(region, str):
+            if region != "palette":
+                raise ValueError(f"region is None, 'palette' or a boolean mask, not {region!r}")
+            region = palette > 0
+        if region.dtype != torch.bool or region.shape[-2:] != palette.shape[-2:]:
+            raise ValueError(
+                f"a region is a boolean mask of the image size {tuple(palette.shape[-2:])}, "
+                f"got {region.dtype} {tuple(region.shape)}"
+            )
+        if tile % STRIDE:
+            raise ValueError(f"tile must be a multiple of {STRIDE}, got {tile}")
+        h, w = region.shape[-2:]
+        region = F.pad(region.reshape(-1, h, w), (0, padded_size[1] - w, 0, padded_size[0] - h))
+        return windows_for_region(region, tile)
 
 
 def _compose(palette: torch.Tensor, outputs: dict[int, torch.Tensor], like: torch.Tensor):
