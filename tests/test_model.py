@@ -26,7 +26,14 @@ from composite_tasking.palette import MosaicRule
 # the s32 embedding cell holding the pixel (< 32 px), then at each coarser-to-finer step
 # a x2 bilinear upsampling (+-2 cells) and a 3x3 conv (+-1 cell):
 # 31 + 2*16 + 16 + 2*8 + 8 + 2*4 + 4 + 2*2 + 2 + 2*1 + 1 = 124
+# (composite_tasking.model.region.palette_reach derives it from the decoder)
 PALETTE_HALO = 124
+
+
+def test_the_derived_palette_reach_is_the_hand_count(ctn18):
+    from composite_tasking.model.region import palette_reach
+
+    assert palette_reach(ctn18.decoder) == PALETTE_HALO
 
 
 @torch.inference_mode()

@@ -8,6 +8,9 @@
   the seams with linear ramps over the overlap;
 - caches encoder features per image key, so a new palette for the same image re-runs
   only the decoder (:meth:`Predictor.encode`);
+- with a CTN, decodes only the parts of the image the palette asks for (region-limited
+  decoding, :mod:`.model.region`), and after a palette edit only what the edit can reach
+  (:meth:`Predictor.repredict`);
 - decodes the 3-channel output into each task's label and confidence only where the
   palette asks for that task (elsewhere: 255 / NaN / zero vectors).
 """
@@ -24,8 +27,9 @@ import numpy as np
 import torch
 
 from .device import pick_device
-from .model import Encoded, load_checkpoint
+from .model import CompositeTaskingNet, Encoded, load_checkpoint
 from .model.checkpoint import CheckpointInfo
+from .model.region import palette_reach, reach_box
 from .palette import Rule, load_rule, validate_palette
 from .tasks import IGNORE, TASKS, decode_task, get_task
 
@@ -92,6 +96,15 @@ class Prediction:
         return sample
 
 
+def _empty_task_output(task, shape: tuple[int, int]) -> TaskOutput:
+    """A task's output where the palette asks for nothing (see :class:`TaskOutput`)."""
+    nan = np.full(shape, np.nan, np.float32)
+    if task.kind == "vector":
+        return TaskOutput(np.zeros((*shape, 3), np.float32), None, nan)
+    prob = nan.copy() if task.kind == "probability" else None
+    return TaskOutput(np.full(shape, IGNORE, np.uint8), prob, nan)
+
+
 def _ramp(n: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
     w = np.ones(n, np.float32)
     if overlap > 0:
@@ -141,6 +154,8 @@ class Predictor:
         self._cache: OrderedDict[Hashable, list] = OrderedDict()
         self.cache_size = int(cache_size)
         self.tasks = tuple(self.model.config.tasks)
+        #: decode only the pixels a palette asks for (CTNs; exact there, see model.region)
+        self.region_decoding = isinstance(self.model, CompositeTaskingNet)
         self._palette_spec = palette_model
         self._palette_net = None
         self.palette_info: CheckpointInfo | None = None
@@ -199,27 +214,106 @@ class Predictor:
             self._cache.pop(key, None)
 
     # ------------------------------------------------------------------ decoder
+    def _region_arg(self, region, palette: np.ndarray):
+        """What the model's decode takes as ``region`` (None: the whole image)."""
+        if region is None or not self.region_decoding:
+            return None
+        if isinstance(region, str):
+            if region != "palette":
+                raise ValueError(f"region is None, 'palette' or a boolean mask, not {region!r}")
+            region = palette > 0
+        region = np.asarray(region)
+        if region.dtype != bool or region.shape != palette.shape:
+            raise ValueError(f"a region is a boolean mask of shape {palette.shape}, got "
+                             f"{region.dtype} {region.shape}")  # fmt: skip
+        return region
+
+    def _decode_one(self, enc: Encoded, pal: torch.Tensor, region: np.ndarray | None) -> torch.Tensor:
+        if region is None:
+            return self.model.decode(enc, pal)
+        r = torch.from_numpy(np.ascontiguousarray(region)).to(self.device)
+        return self.model.decode(enc, pal, region=r)
+
     @torch.inference_mode()
-    def decode(self, feats: list[tuple[tuple, Encoded]], palette: np.ndarray) -> np.ndarray:
-        """The composite output (3, H, W) float32 for one image's features and palette."""
+    def decode(self, feats: list[tuple[tuple, Encoded]], palette: np.ndarray,
+               region: np.ndarray | str | None = "palette") -> np.ndarray:  # fmt: skip
+        """The composite output (3, H, W) float32 for one image's features and palette.
+
+        ``region``: where the output is needed; ``"palette"`` (default) is where the
+        palette asks for a task, a boolean (H, W) mask is that, None is everywhere. A CTN
+        decodes only the parts of the image the region touches (exact there; 0 where
+        nothing was computed; :mod:`.model.region`); other models decode everything.
+        """
         palette = validate_palette(palette)
+        region = self._region_arg(region, palette)
         h, w = palette.shape
         if len(feats) == 1:
             with self._ctx():
-                out = self.model.decode(feats[0][1], torch.from_numpy(palette).to(self.device)[None].long())
+                out = self._decode_one(feats[0][1], torch.from_numpy(palette).to(self.device)[None].long(), region)
             return out[0].float().cpu().numpy()
         acc = np.zeros((3, h, w), np.float32)
         wsum = np.zeros((h, w), np.float32)
         for (y0, y1, x0, x1), enc in feats:
+            sub = None if region is None else region[y0:y1, x0:x1]
+            if sub is not None and not sub.any():
+                continue  # this tile holds none of the region
             pal = torch.from_numpy(np.ascontiguousarray(palette[y0:y1, x0:x1])).to(self.device)[None].long()
             with self._ctx():
-                o = self.model.decode(enc, pal)[0].float().cpu().numpy()
+                o = self._decode_one(enc, pal, sub)[0].float().cpu().numpy()
             wy = _ramp(y1 - y0, self.overlap, y0 == 0, y1 == h)
             wx = _ramp(x1 - x0, self.overlap, x0 == 0, x1 == w)
             wt = wy[:, None] * wx[None, :]
             acc[:, y0:y1, x0:x1] += o * wt
             wsum[y0:y1, x0:x1] += wt
-        return acc / wsum
+        return acc / np.maximum(wsum, 1e-12)
+
+    @torch.inference_mode()
+    def repredict(self, image: np.ndarray, palette: np.ndarray, previous: Prediction,
+                  key: Hashable | None = None) -> Prediction:  # fmt: skip
+        """The prediction after a palette edit, computing only what the edit can change.
+
+        ``previous`` is the prediction of the same image under the palette before the
+        edit. The output can change only within :func:`~.model.region.palette_reach` of
+        the changed pixels; that box is decoded (region-limited, with the cached encoder
+        features) and its labels replace ``previous``'s there; everything else is kept.
+        The result equals :meth:`predict` under the new palette up to float rounding.
+        """
+        palette = validate_palette(palette)
+        if previous is None or previous.palette.shape != palette.shape or not self.region_decoding:
+            return self.predict(image, palette, key=key)
+        changed = palette != previous.palette
+        box = reach_box(torch.from_numpy(changed), self.palette_reach)
+        if box is None:
+            return previous
+        feats = self.encode(image, key)
+        region = np.zeros(palette.shape, bool)
+        region[box.y0 : box.y1, box.x0 : box.x1] = True
+        new = self.decode(feats, palette, region=region & (palette > 0))
+        output = previous.output.copy()
+        sl = (slice(box.y0, box.y1), slice(box.x0, box.x1))
+        output[(slice(None), *sl)] = new[(slice(None), *sl)]
+        crop = self.decode_labels(output[(slice(None), *sl)], palette[sl])
+        tasks = {}
+        for task in TASKS:
+            if task.name not in self.tasks or not (palette == task.palette_value).any():
+                continue
+            old = previous.tasks.get(task.name)
+            if old is None:  # new in this palette: empty everywhere but the box
+                old = _empty_task_output(task, palette.shape)
+            part = crop.get(task.name) or _empty_task_output(task, (box.y1 - box.y0, box.x1 - box.x0))
+            merged = TaskOutput(old.label.copy(), None if old.prob is None else old.prob.copy(),
+                                old.confidence.copy())  # fmt: skip
+            merged.label[sl] = part.label
+            merged.confidence[sl] = part.confidence
+            if merged.prob is not None:
+                merged.prob[sl] = part.prob
+            tasks[task.name] = merged
+        return Prediction(palette, output, tasks)
+
+    @property
+    def palette_reach(self) -> int:
+        """How far a palette change can reach in the output (:func:`~.model.region.palette_reach`)."""
+        return palette_reach(self.model.decoder)
 
     def decode_labels(self, output: np.ndarray, palette: np.ndarray) -> dict[str, TaskOutput]:
         """Per-task labels and confidences where the palette asks (numpy in, numpy out)."""
@@ -321,5 +415,10 @@ class Predictor:
         x = self._image_tensor(images)
         pt = torch.from_numpy(np.stack(pals)).to(self.device).long()
         with self._ctx():
-            out = self.model(x, pt).float().cpu().numpy()
+            enc = self.model.encode(x)
+            if self.region_decoding:  # the union of the palettes' requested pixels
+                out = self.model.decode(enc, pt, region=pt > 0)
+            else:
+                out = self.model.decode(enc, pt)
+            out = out.float().cpu().numpy()
         return [Prediction(p, o, self.decode_labels(o, p)) for p, o in zip(pals, out)]

@@ -16,10 +16,10 @@ layer per requested task, re-predict after palette strokes, save corrections to 
 - **Re-predict after palette strokes**: a stroke on the palette (napari's ``paint``
   event; ``set_data`` for undo / redo) restarts a short timer (:data:`DEBOUNCE_MS`);
   when painting pauses and the palette differs from the last predicted one, a worker
-  re-decodes on the cached encoder features and only the changed pixels of the layers
-  are written. (It decodes the whole image: the decoder's upsampling uses
-  ``align_corners=True``, so a decode of a crop would not equal the full decode; the
-  change itself stays local, within the decoder's reach of the stroke.)
+  re-decodes, on the cached encoder features, only the box the edit can reach (the
+  changed pixels grown by the decoder's palette reach, 124 px for the paper's decoder;
+  :meth:`Predictor.repredict`, exact), and only the changed pixels of the layers are
+  written.
 - **Save**: palette, pseudo-labels and corrections into a label store
   (:mod:`.store_io`); pixels a person changed in a pseudo-label layer are kept on
   re-prediction and saved as corrections.
@@ -179,6 +179,9 @@ class PredictJob:
     #: or :data:`PALETTE_NETWORK` (the palette network's palette)
     rule: str | None = None
     palette_model: str = "default"
+    #: the prediction of the same image before a palette edit (by the same predictor):
+    #: then only what the edit can reach is decoded
+    previous: "Prediction | None" = None
     extra: dict = field(default_factory=dict)
 
     def steps(self) -> Iterator[str]:
@@ -194,6 +197,11 @@ class PredictJob:
             return JobResult(predictor, palette=palette)
         from ..inference import Prediction
 
+        if self.previous is not None and predictor is self.predictor:
+            yield "encode"
+            prediction = predictor.repredict(self.rgb, self.palette, self.previous, key=self.key)
+            yield "decode"
+            return JobResult(predictor, prediction)
         feats = predictor.encode(self.rgb, key=self.key)
         yield "encode"
         out = predictor.decode(feats, self.palette)
@@ -224,6 +232,8 @@ class PredictWidget(QWidget):
         self._pending: Callable[[], Any] | None = None
         self._to_add: list[tuple] = []  # new layers of a shown prediction, added one per turn
         self._last_palette: dict[str, np.ndarray] = {}
+        #: per image key: (predictor, job key, prediction) of the last predict shown
+        self._last_prediction: dict[str, tuple] = {}
         self._watched_palette: Labels | None = None
         self.last_result: JobResult | None = None
 
@@ -470,6 +480,7 @@ class PredictWidget(QWidget):
         if self._to_add:
             QTimer.singleShot(0, self._add_queued_layer)
         self._last_palette[key] = np.array(job.palette, copy=True)
+        self._last_prediction[key] = (result.predictor, job.key, prediction)
         tasks = ", ".join(prediction.tasks) or "none (the palette asks for no task)"
         self.status_label.setText(f"Predicted {tasks}; {changed} pixel(s) changed.")
         return out
@@ -672,8 +683,14 @@ class PredictWidget(QWidget):
             show_error(f"Predict: {e}")
             return None
         palette.metadata.setdefault(METADATA_KEY, {})["image_key"] = key
-        return PredictJob(rgb, pal, (key, image_digest(rgb)), *self.model_spec(),
-                          predictor=self._predictor_for_job(), palette_model=self._full_spec()[2],
+        job_key = (key, image_digest(rgb))
+        predictor = self._predictor_for_job()
+        last = self._last_prediction.get(key)
+        previous = None
+        if last is not None and predictor is not None and last[0] is predictor and last[1] == job_key:
+            previous = last[2]  # same model, same pixels: re-decode only what changed
+        return PredictJob(rgb, pal, job_key, *self.model_spec(),
+                          predictor=predictor, palette_model=self._full_spec()[2], previous=previous,
                           extra={"image": image, "image_key": key, "palette_layer": palette})  # fmt: skip
 
     def _fill_job(self, rule: str | None, image: Image | None) -> PredictJob | None:

@@ -45,6 +45,8 @@ __all__ = [
     "DEFAULT_TILE",
     "DEFAULT_GLOBAL_LEVEL",
     "FULL_DECODE_SHARE",
+    "palette_reach",
+    "reach_box",
 ]
 
 #: side of the grid cells a region is covered with (a multiple of 32)
@@ -212,6 +214,39 @@ def windows_for_region(region: torch.Tensor, tile: int = DEFAULT_TILE) -> list[W
     return [
         Window(r0 * tile, min(r1 * tile, h), c0 * tile, min(c1 * tile, w)) for r0, r1, c0, c1 in runs
     ]
+
+
+def palette_reach(decoder: Decoder) -> int:
+    """How far (pixels, Chebyshev) a palette change at one pixel can change the output.
+
+    Derived from the decoder: the change enters every level l's conditioning at the cell
+    holding the pixel (up to 2^l - 1 px away) and its skip block (k // 2 cells); each
+    finer stage then spreads it by the x2 upsampling (2 cells: an output reads the two
+    source cells around i * (n - 1) / (2n - 1)) and its k x k conv (k // 2 cells). The
+    stride-1 image blocks add their own two convs. The maximum over the levels (the
+    stride-32 path: 31 + 3 * (16 + 8 + 4 + 2 + 1) = 124 px for 3x3 stages) bounds it.
+    """
+    kd = decoder.decs[0].conv.kernel_size[0] // 2
+    ks = decoder.skips[0].conv.kernel_size[0] // 2
+    kb = decoder.image_b.conv.kernel_size[0] // 2
+    reach = [kb + kd]  # the image blocks at stride 1 (image_a's own change is per pixel)
+    for level in range(1, PYRAMID_LEVELS):
+        finer = sum((2 + kd) * (1 << j) for j in range(level))
+        reach.append((1 << level) - 1 + ks * (1 << level) + finer)
+    return max(reach)
+
+
+def reach_box(changed: torch.Tensor, reach: int) -> Window | None:
+    """The rectangle of an (H, W) map the output can change in when the palette changes
+    at ``changed`` (boolean (H, W)): their bounding box grown by ``reach`` (clamped);
+    None when nothing changed."""
+    rows = torch.nonzero(changed.any(dim=1)).flatten()
+    if rows.numel() == 0:
+        return None
+    cols = torch.nonzero(changed.any(dim=0)).flatten()
+    h, w = changed.shape
+    return Window(max(int(rows[0]) - reach, 0), min(int(rows[-1]) + 1 + reach, h),
+                  max(int(cols[0]) - reach, 0), min(int(cols[-1]) + 1 + reach, w))  # fmt: skip
 
 
 class _Conditioning:
