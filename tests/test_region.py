@@ -9,6 +9,9 @@ from _palettes import KINDS, make_palette
 from composite_tasking.model.ctn import _pad_to_stride
 from composite_tasking.model.region import (
     Window,
+    change_box,
+    palette_reach,
+    reach_box,
     decode_windows,
     plan_window,
     upsample_window,
@@ -202,11 +205,13 @@ def test_windows_cover_the_region_and_skip_untouched_cells():
     wins = windows_for_region(region, tile=64)
     covered = torch.zeros_like(region)
     for win in wins:
-        assert win.y0 % 64 == 0 and win.x0 % 64 == 0
         covered[win.y0 : win.y1, win.x0 : win.x1] = True
     assert covered[region].all()
-    assert covered.sum() == 64 * 64 + 2 * 64 * 3 * 64  # the cells touched, nothing else
-    assert len(wins) == 2  # runs merged along rows and then down
+    # runs merged along rows and then down, each shrunk to the region inside it
+    assert sorted((w.y0, w.y1, w.x0, w.x1) for w in wins) == [(10, 20, 10, 20), (130, 250, 70, 200)]
+    spread = torch.zeros_like(region)
+    spread[5, 5] = spread[100, 300] = True  # two cells apart: two windows of one pixel
+    assert sum(w.area for w in windows_for_region(spread, tile=64)) == 2
     assert windows_for_region(torch.zeros(64, 64, dtype=torch.bool)) == []
     # a batch: the union of its regions
     batch = torch.stack([region, torch.flip(region, dims=(0, 1))])
@@ -246,3 +251,26 @@ def test_an_empty_region_computes_nothing(ctn18, monkeypatch):
     monkeypatch.setattr(ctn18.decoder.last, "forward", boom)
     out = ctn18.decode(enc, p, region="palette")
     assert out.shape == (1, 3, 64, 96) and out.abs().max() == 0
+
+
+@torch.inference_mode()
+@pytest.mark.parametrize("stroke", [(192, 193, 192, 193), (200, 201, 170, 171), (224, 288, 224, 288),
+                                    (100, 140, 37, 60), (0, 5, 0, 5), (379, 384, 300, 384)])  # fmt: skip
+def test_change_box_holds_every_change_of_a_palette_edit_and_no_more(ctn18, stroke):
+    h = w = 384
+    enc = ctn18.encode(torch.rand(1, 3, h, w))
+    p = torch.full((1, h, w), 3)
+    base = ctn18.decode(enc, p)
+    y0, y1, x0, x1 = stroke
+    p2 = p.clone()
+    p2[0, y0:y1, x0:x1] = 5
+    diff = (ctn18.decode(enc, p2) - base).abs().amax(dim=1)[0]
+    ys, xs = torch.nonzero(diff > 0, as_tuple=True)
+    changed = (p2 != p)[0]
+    box = change_box(changed, ctn18.decoder)
+    bound = reach_box(changed, palette_reach(ctn18.decoder))
+    assert box.y0 <= ys.min() and ys.max() < box.y1 and box.x0 <= xs.min() and xs.max() < box.x1
+    assert bound.y0 <= box.y0 and box.y1 <= bound.y1 and bound.x0 <= box.x0 and box.x1 <= bound.x1
+    actual = (int(ys.max()) + 1 - int(ys.min())) * (int(xs.max()) + 1 - int(xs.min()))
+    assert actual >= 0.9 * box.area  # tight: the change does reach (nearly) all of it
+    assert change_box(torch.zeros(h, w, dtype=torch.bool), ctn18.decoder) is None

@@ -29,7 +29,8 @@ import torch
 from .device import pick_device
 from .model import CompositeTaskingNet, Encoded, load_checkpoint
 from .model.checkpoint import CheckpointInfo
-from .model.region import palette_reach, reach_box
+from .model.ctn import _pad_to_stride
+from .model.region import Window, change_box, palette_reach, reach_box
 from .palette import Rule, load_rule, validate_palette
 from .tasks import IGNORE, TASKS, decode_task, get_task
 
@@ -273,19 +274,27 @@ class Predictor:
         """The prediction after a palette edit, computing only what the edit can change.
 
         ``previous`` is the prediction of the same image under the palette before the
-        edit. The output can change only within :func:`~.model.region.palette_reach` of
-        the changed pixels; that box is decoded (region-limited, with the cached encoder
-        features) and its labels replace ``previous``'s there; everything else is kept.
+        edit. The output can change only in the box :func:`~.model.region.change_box`
+        follows through the decoder from the changed pixels (within
+        :func:`~.model.region.palette_reach` of them); that box is decoded
+        (region-limited, with the cached encoder features) and its labels replace
+        ``previous``'s there; everything else is kept.
         The result equals :meth:`predict` under the new palette up to float rounding.
         """
         palette = validate_palette(palette)
         if previous is None or previous.palette.shape != palette.shape or not self.region_decoding:
             return self.predict(image, palette, key=key)
         changed = palette != previous.palette
-        box = reach_box(torch.from_numpy(changed), self.palette_reach)
-        if box is None:
+        if not changed.any():
             return previous
         feats = self.encode(image, key)
+        if len(feats) == 1:  # exactly what the change reaches (change_box), cropped back
+            padded = _pad_to_stride(torch.from_numpy(changed)[None])[0]  # as the palette pads
+            box = change_box(padded, self.model.decoder)
+            h, w = palette.shape
+            box = Window(box.y0, min(box.y1, h), box.x0, min(box.x1, w))
+        else:  # tiles blend: bound it by the reach
+            box = reach_box(torch.from_numpy(changed), self.palette_reach)
         region = np.zeros(palette.shape, bool)
         region[box.y0 : box.y1, box.x0 : box.x1] = True
         new = self.decode(feats, palette, region=region & (palette > 0))

@@ -14,14 +14,42 @@ group, so writers never share a chunk.
 A store remembers the model (sha256) and the rule it was written with; labelling into
 it with another model or rule is refused unless ``overwrite`` is given, so pseudo-labels
 of different origins are never mixed silently.
+
+The pipeline: reading and writing overlap with the model. Three threads, two bounded
+queues (memory stays flat however many images there are):
+
+- a *reader* thread decodes the next images (:func:`.images.read_image`) and, with a
+  palette folder, their palette PNGs, at most two batches ahead of the model;
+- the calling thread makes the palettes that need the model or a rule (semantic rules,
+  the palette network, random rules), forms batches of consecutive images of one size
+  and predicts them; it alone calls ``progress`` and ``should_stop`` and fills the
+  summary, so these behave as in a sequential loop (``done`` in input order);
+- a *writer* thread writes the predictions into the store in input order
+  (:meth:`.store.LabelStore.write_sample`, completion marker last), from a queue of at
+  most two batches; the thread blocks when it is full.
+
+PIL decoding and zarr's compression release the GIL for most of their work, so they
+run while the model computes. ``progress(done, total)`` is called, in the calling
+thread, once per image written or failed. When ``should_stop()`` says so, the images
+already predicted are still written and the rest is left for the next run. A failed
+write (a full disk, a :class:`~.store.StoreError`) stops the writer and is raised in the
+calling thread as the same exception, with a note naming the image when its message does
+not; images before it are complete, the failed one is redone by the next run. Both
+threads have ended when :func:`label_images` returns or raises (Ctrl-C: after the image
+being written). With a semantic rule the encoder features of a whole batch stay cached
+between the palette and the prediction (the Predictor's cache is raised to the batch
+size for the run). ``pipeline=False`` does everything one step after another in the
+calling thread: the reference the pipeline must equal, and a way to debug.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import re
 import shutil
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,3 +188,344 @@ def _palette_file(folder: Path, image_path: Path, shape) -> np.ndarray:
     return validate_palette(arr, str(src))
 
 
+# ----------------------------------------------------------------------------- the pipeline
+
+
+@dataclass
+class _Read:
+    """One image as the reader hands it over: pixels (and palette file), or why not."""
+
+    path: Path
+    image_id: str
+    image: np.ndarray | None = None
+    palette: np.ndarray | None = None  # from a palette folder
+    error: ImageReadError | None = None
+
+
+def _read(path: Path, image_id: str, palette_dir: Path | None) -> _Read:
+    try:
+        image = read_image(path)
+        palette = None if palette_dir is None else _palette_file(palette_dir, path, image.shape[:2])
+    except ImageReadError as e:
+        return _Read(path, image_id, error=e)
+    return _Read(path, image_id, image, palette)
+
+
+def _put(q: queue.Queue, item, give_up: Callable[[], bool]) -> bool:
+    """Put ``item`` into the bounded queue ``q``, waiting while it is full; False (and the
+    item dropped) as soon as ``give_up()`` says the other side will not take it."""
+    while True:
+        try:
+            q.put(item, timeout=0.05)
+            return True
+        except queue.Full:
+            if give_up():
+                return False
+
+
+class _Reader:
+    """The images of ``todo`` in order, each with its palette file when there is a
+    palette folder: read by a thread up to ``ahead`` images in advance, or (``ahead=0``)
+    on demand in the calling thread."""
+
+    def __init__(self, todo: list[tuple[Path, str]], palette_dir: Path | None, ahead: int):
+        self._todo, self._palette_dir = todo, palette_dir
+        self._next = 0
+        self._thread: threading.Thread | None = None
+        if ahead > 0 and todo:
+            self._queue: queue.Queue = queue.Queue(maxsize=ahead)
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._run, name="ctn-label-reader")
+            self._thread.start()
+
+    def _run(self) -> None:
+        for path, image_id in self._todo:
+            if self._stop.is_set():
+                return
+            try:
+                item: _Read | BaseException = _read(path, image_id, self._palette_dir)
+            except BaseException as e:  # not a bad image: raised in the labelling thread
+                item = e
+            if not _put(self._queue, item, self._stop.is_set) or isinstance(item, BaseException):
+                return
+
+    def get(self) -> _Read:
+        """The next image (at most ``len(todo)`` calls)."""
+        if self._thread is None:
+            path, image_id = self._todo[self._next]
+            self._next += 1
+            return _read(path, image_id, self._palette_dir)
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        """Stop reading ahead (what was read and not taken is dropped) and end the thread."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+
+
+class _Writer:
+    """Writes labelled images into the store in the order given: by a thread from a queue
+    of at most ``depth`` images, or (``depth=0``) at once in the calling thread.
+
+    The first failed write stops the thread (later images are not written) and its
+    exception is raised in the labelling thread by :meth:`check` or :meth:`submit`.
+    """
+
+    def __init__(self, write: Callable[..., None], depth: int):
+        self._write = write
+        self._written: queue.SimpleQueue = queue.SimpleQueue()  # ids, in the order written
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if depth > 0:
+            self._queue: queue.Queue = queue.Queue(maxsize=depth)
+            self._abort = threading.Event()
+            self._thread = threading.Thread(target=self._run, name="ctn-label-writer")
+            self._thread.start()
+
+    def _write_one(self, item: tuple) -> None:
+        try:
+            self._write(*item)
+        except BaseException as e:
+            if isinstance(e, Exception) and item[1] not in str(e):
+                e.add_note(f"while writing image {item[1]!r} ({item[0]}) into the label store")
+            raise
+        self._written.put(item[1])
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._abort.is_set():
+                continue  # interrupted: drop what waits, the next run labels it
+            try:
+                self._write_one(item)
+            except BaseException as e:
+                self._error = e
+                return
+
+    def _dead(self) -> bool:
+        return not self._thread.is_alive()
+
+    def submit(self, item: tuple) -> None:
+        """Write ``(path, image_id, image, prediction)``, or queue it for the thread."""
+        if self._thread is None:
+            self._write_one(item)
+            return
+        self.check()
+        if not _put(self._queue, item, self._dead):
+            self.check()
+
+    def written(self) -> list[str]:
+        """The ids written since the last call, in order."""
+        out = []
+        while True:
+            try:
+                out.append(self._written.get_nowait())
+            except queue.Empty:
+                return out
+
+    def check(self) -> None:
+        """Raise the exception of a failed write, here."""
+        if self._error is not None:
+            raise self._error
+
+    def close(self, abort: bool = False) -> None:
+        """Let the thread write what waits (``abort``: only the image it is writing) and
+        end it. A second interrupt while waiting aborts."""
+        if self._thread is None:
+            return
+        if abort:
+            self._abort.set()
+        try:
+            _put(self._queue, None, self._dead)
+            self._thread.join()
+        except BaseException:
+            self._abort.set()
+            _put(self._queue, None, self._dead)
+            self._thread.join()
+            raise
+
+
+def label_images(
+    inputs: Iterable[str | os.PathLike],
+    store_path: str | os.PathLike,
+    *,
+    rule: str = "R2",
+    palette_from: str = "semantics",
+    model: str | Predictor = "default",
+    palette_model: str = "default",
+    device: str = "auto",
+    batch_size: int = 4,
+    tile: int = 1024,
+    overwrite: bool = False,
+    shard: tuple[int, int] | None = None,
+    store_image: bool = True,
+    preview: str | os.PathLike | None = None,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    pipeline: bool = True,
+) -> LabelSummary:
+    """Label every image of ``inputs`` into ``store_path`` (see the module docstring).
+
+    ``progress(done, total)`` is called after each image is written or has failed;
+    ``should_stop()`` is asked before each batch (the images predicted so far are
+    written, the rest is left for the next run). ``pipeline=False`` reads, predicts and
+    writes one after the other in the calling thread (no threads; for debugging, and the
+    reference the pipeline must equal).
+    """
+    inputs = list(inputs)
+    store_path = Path(store_path)
+    rule_obj = load_rule(rule)  # a bad rule is a usage error before anything is written
+    palette_dir = None
+    if palette_from not in ("semantics", "net"):
+        palette_dir = Path(palette_from)
+        if not palette_dir.is_dir():
+            raise LabelError(f"--palette-from is 'semantics', 'net' or a folder of palette PNGs; "
+                             f"{palette_from!r} is none of these")  # fmt: skip
+    if shard is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        shard = (int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"]))
+
+    predictor = model if isinstance(model, Predictor) else Predictor(
+        model, device=device, tile=tile, palette_model=palette_model if palette_from == "net" else None)
+    if palette_from == "net":
+        try:
+            predictor.palette_net  # load now: a missing network is a usage error
+        except (ValueError, OSError) as e:
+            raise LabelError(f"--palette-from net: {e}") from None
+    origin = palette_from if palette_dir is None else f"folder:{palette_dir}"
+    wanted = {"model_sha256": predictor.model_sha256, "model": predictor.model_id,
+              "rule": rule_obj.name, "palette_from": origin}  # fmt: skip
+
+    scan = scan_inputs(inputs)
+    summary = LabelSummary(store_path, failed=list(scan.skipped))
+    files = scan.files
+    ids = image_ids(files, inputs)
+    if shard is not None:
+        i, n = shard
+        files, ids = files[i::n], ids[i::n]
+
+    store = _open_store(store_path, {"labelling": wanted})
+    have = store.attrs.get("labelling")
+    if have is not None and len(store) and any(have.get(k) != v for k, v in wanted.items()):
+        if not overwrite:
+            diff = {k: (have.get(k), v) for k, v in wanted.items() if have.get(k) != v}
+            raise LabelError(
+                f"{store_path} was written with other settings {diff} (stored, asked); "
+                "pass --overwrite to relabel it, or write to another store"
+            )
+    if have != wanted:
+        store.update_attrs({"labelling": wanted})
+    complete = set(store.ids())
+    todo = [(f, i) for f, i in zip(files, ids) if overwrite or i not in complete]
+    summary.skipped_complete = [i for f, i in zip(files, ids) if not overwrite and i in complete]
+    total = len(todo)
+    batch_size = max(1, batch_size)
+    own_palette = palette_dir is None and rule_obj.needs_semantics  # from the image's own features
+    model_id, model_sha256 = predictor.model_id, predictor.model_sha256
+
+    def write(path: Path, image_id: str, image: np.ndarray, pred: Prediction) -> None:
+        store.write_sample(
+            image_id,
+            pred.to_sample(image),
+            provenance=dict.fromkeys(pred.tasks, "pseudo"),
+            attrs={"rule": rule_obj.name, "palette_origin": origin,
+                   "model": model_id, "model_sha256": model_sha256},  # fmt: skip
+            store_image=store_image,
+            image_source=str(Path(path).resolve()),
+            overwrite=True,
+        )
+
+    def make_palette(item: _Read) -> np.ndarray:
+        if palette_dir is not None:
+            return item.palette
+        if palette_from == "net":
+            return predictor.palette_from_net(item.image)
+        if rule_obj.needs_semantics:
+            return predictor.palette_for(item.image, rule_obj, key=item.image_id)
+        return rule_obj.palette(item.image.shape[:2], rng=image_rng(seed, item.image_id))
+
+    sheet: list[tuple[np.ndarray, Prediction]] = []
+    done = 0
+
+    def count(image_id: str | None = None) -> None:
+        nonlocal done
+        if image_id is not None:
+            summary.done.append(image_id)
+        done += 1
+        if progress:
+            progress(done, total)
+
+    def collect() -> None:  # images the writer has finished, then its error if any
+        for image_id in writer.written():
+            count(image_id)
+        writer.check()
+
+    # a batch's features stay cached from its palettes to its predictions
+    cache_size = predictor.cache_size
+    predictor.cache_size = max(cache_size, batch_size)
+    depth = 2 * batch_size if pipeline else 0  # images read ahead / waiting to be written
+    reader = _Reader(todo, palette_dir, ahead=depth)
+    writer = _Writer(write, depth=depth)
+    interrupted = False
+    batch: list[tuple[Path, str, np.ndarray, np.ndarray]] = []
+    try:
+        pos = 0
+        pending: _Read | None = None  # read, of another size than the batch before
+        while pos < total:
+            collect()
+            if should_stop is not None and should_stop():
+                summary.stopped = True
+                break
+            # a batch: consecutive readable images of one size (or one image)
+            batch = []
+            while pos < total and len(batch) < batch_size:
+                item, pending = pending or reader.get(), None
+                if item.error is None and batch and item.image.shape != batch[0][2].shape:
+                    pending = item
+                    break
+                try:
+                    if item.error is not None:
+                        raise item.error
+                    palette = make_palette(item)
+                except ImageReadError as e:
+                    summary.failed.append((e.path, e.reason))
+                    pos += 1
+                    count()
+                    continue
+                batch.append((item.path, item.image_id, item.image, palette))
+                pos += 1
+            if not batch:
+                continue
+            if own_palette:  # the palette came from this image's own features: decode them again
+                preds = [predictor.predict(b[2], b[3], key=b[1]) for b in batch]
+            else:
+                preds = predictor.predict_batch([b[2] for b in batch], [b[3] for b in batch])
+            for (path, image_id, image, _), pred in zip(batch, preds):
+                predictor.forget(image_id)
+                if len(sheet) < 12:
+                    sheet.append((image, pred))
+                writer.submit((path, image_id, image, pred))
+                if not pipeline:
+                    collect()
+            batch = []
+    except BaseException as e:
+        interrupted = not isinstance(e, Exception)  # Ctrl-C: stop after the image being written
+        raise
+    finally:
+        reader.close()
+        writer.close(abort=interrupted)
+        for b in batch:
+            predictor.forget(b[1])
+        predictor.cache_size = cache_size
+        while len(predictor._cache) > cache_size:
+            predictor._cache.popitem(last=False)
+    collect()
+    if preview is not None and sheet:
+        summary.preview = contact_sheet(sheet, Path(preview))
+    return summary

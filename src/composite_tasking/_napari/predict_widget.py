@@ -16,10 +16,10 @@ layer per requested task, re-predict after palette strokes, save corrections to 
 - **Re-predict after palette strokes**: a stroke on the palette (napari's ``paint``
   event; ``set_data`` for undo / redo) restarts a short timer (:data:`DEBOUNCE_MS`);
   when painting pauses and the palette differs from the last predicted one, a worker
-  re-decodes, on the cached encoder features, only the box the edit can reach (the
-  changed pixels grown by the decoder's palette reach, 124 px for the paper's decoder;
-  :meth:`Predictor.repredict`, exact), and only the changed pixels of the layers are
-  written.
+  re-decodes, on the cached encoder features, only the box the edit can reach
+  (:meth:`Predictor.repredict`: the box ``model.region.change_box`` follows through the
+  decoder, within 124 px of the change for the paper's decoder; exact), and only the
+  changed pixels of the layers are written.
 - **Save**: palette, pseudo-labels and corrections into a label store
   (:mod:`.store_io`); pixels a person changed in a pseudo-label layer are kept on
   re-prediction and saved as corrections.

@@ -46,6 +46,7 @@ __all__ = [
     "DEFAULT_GLOBAL_LEVEL",
     "FULL_DECODE_SHARE",
     "palette_reach",
+    "change_box",
     "reach_box",
 ]
 
@@ -184,7 +185,8 @@ def plan_window(window: Window, size: tuple[int, int], decoder: Decoder,
 def windows_for_region(region: torch.Tensor, tile: int = DEFAULT_TILE) -> list[Window]:
     """Cover a boolean region (H, W) (or (N, H, W): the union over the batch) with grid
     cells of ``tile`` pixels, merged along each row of cells into runs, then runs of equal
-    extent merged down the rows. Cells the region does not touch are left out."""
+    extent merged down the rows, each run shrunk to the bounding box of the region inside
+    it. Cells the region does not touch are left out."""
     if region.dim() == 3:
         region = region.any(dim=0)
     if region.dim() != 2:
@@ -211,9 +213,12 @@ def windows_for_region(region: torch.Tensor, tile: int = DEFAULT_TILE) -> list[W
                 prev[1] = gy + 1
             else:
                 runs.append([gy, gy + 1, start, gx])
-    return [
-        Window(r0 * tile, min(r1 * tile, h), c0 * tile, min(c1 * tile, w)) for r0, r1, c0, c1 in runs
-    ]
+    out = []
+    for r0, r1, c0, c1 in runs:  # each run shrunk to the region's bounding box inside it
+        y0, x0 = r0 * tile, c0 * tile
+        inner = _bbox(region[y0 : min(r1 * tile, h), x0 : min(c1 * tile, w)])
+        out.append(Window(y0 + inner.y0, y0 + inner.y1, x0 + inner.x0, x0 + inner.x1))
+    return out
 
 
 def palette_reach(decoder: Decoder) -> int:
@@ -236,17 +241,73 @@ def palette_reach(decoder: Decoder) -> int:
     return max(reach)
 
 
-def reach_box(changed: torch.Tensor, reach: int) -> Window | None:
-    """The rectangle of an (H, W) map the output can change in when the palette changes
-    at ``changed`` (boolean (H, W)): their bounding box grown by ``reach`` (clamped);
-    None when nothing changed."""
-    rows = torch.nonzero(changed.any(dim=1)).flatten()
+def _bbox(mask: torch.Tensor) -> Window | None:
+    rows = torch.nonzero(mask.any(dim=1)).flatten()
     if rows.numel() == 0:
         return None
-    cols = torch.nonzero(changed.any(dim=0)).flatten()
+    cols = torch.nonzero(mask.any(dim=0)).flatten()
+    return Window(int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+
+
+def _up_targets(r: Range, n_in: int) -> Range:
+    """The outputs of the x2 upsampling of a length-n_in axis that read a cell of [lo, hi)."""
+    i0, i1, _ = _up_indices((0, 2 * n_in), n_in)
+    hit = ((i0 >= r[0]) & (i0 < r[1])) | ((i1 >= r[0]) & (i1 < r[1]))
+    idx = torch.nonzero(hit).flatten()
+    return int(idx[0]), int(idx[-1]) + 1
+
+
+def _union(a: Range | None, b: Range | None) -> Range | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a[0], b[0]), max(a[1], b[1])
+
+
+def change_box(changed: torch.Tensor, decoder: Decoder) -> Window | None:
+    """The rectangle of the output that can change when the palette changes at
+    ``changed`` (boolean (H, W), H and W multiples of 32: the padded size), or None.
+
+    Followed through the decoder level by level, per axis, on bounding ranges: at level
+    l the change touches the pyramid cells over the changed pixels (cells are 2^l-pixel
+    blocks: the pyramid of a stride-padded palette is exact 2x2 means), which condition
+    skip l and stage l; stage l's input also changes where the x2 upsampling reads a
+    changed cell of level l+1; its k x k conv grows that by k // 2. Tighter than
+    :func:`palette_reach` around the changed box (which bounds it), because a change
+    spreads from whole cells, not from every pixel of a cell.
+    """
+    box = _bbox(changed)
+    if box is None:
+        return None
+    kd = decoder.decs[0].conv.kernel_size[0] // 2
+    ks = decoder.skips[0].conv.kernel_size[0] // 2
+    kb = decoder.image_b.conv.kernel_size[0] // 2
+    out = []
+    for (lo, hi), n in (((box.y0, box.y1), changed.shape[0]), ((box.x0, box.x1), changed.shape[1])):
+        def cells(level):
+            return lo >> level, ((hi - 1) >> level) + 1
+
+        x = _dilate(cells(5), ks, n >> 5)  # skip 5 (its conditioning changed)
+        for level in range(4, -1, -1):
+            n_l = n >> level
+            skip = _dilate(cells(level), kb if level == 0 else ks, n_l)
+            x = _union(_dilate(_union(_up_targets(x, n >> (level + 1)), skip), kd, n_l), cells(level))
+        out.append(x)
+    (y0, y1), (x0, x1) = out
+    return Window(y0, y1, x0, x1)
+
+
+def reach_box(changed: torch.Tensor, reach: int) -> Window | None:
+    """The bounding box of ``changed`` (boolean (H, W)) grown by ``reach`` (clamped);
+    None when nothing changed. With :func:`palette_reach` a bound of what a palette
+    change can reach, for any image size; :func:`change_box` is tighter."""
+    box = _bbox(changed)
+    if box is None:
+        return None
     h, w = changed.shape
-    return Window(max(int(rows[0]) - reach, 0), min(int(rows[-1]) + 1 + reach, h),
-                  max(int(cols[0]) - reach, 0), min(int(cols[-1]) + 1 + reach, w))  # fmt: skip
+    return Window(max(box.y0 - reach, 0), min(box.y1 + reach, h),
+                  max(box.x0 - reach, 0), min(box.x1 + reach, w))  # fmt: skip
 
 
 class _Conditioning:
