@@ -21,8 +21,11 @@ palette stroke near the middle of a 512 x 512 image, off the 32 px grid (the wor
 case), under an R1r mosaic, then :meth:`Predictor.repredict` (cached encoder features;
 decodes only the box the stroke can reach, ``change_box``, and the labels there) against a full
 :meth:`Predictor.predict` of the same image (encode, decode, labels; the reference). A
-full predict on cached features is shown too. Target: the stroke costs <= 25% of the
-full predict. Updating napari's layers afterwards is not included.
+full predict on cached features is shown too. Each case then updates napari Labels /
+Image layers with the result as the plugin does (``update_task_layer``: only changed
+pixels written; layers without a viewer, so drawing is not included; left out when
+napari is not installed); calls alternate between the two palettes so that every call
+changes the layers. Target: the stroke costs <= 25% of the full predict.
 """
 
 from __future__ import annotations
@@ -109,7 +112,8 @@ def region(ctx: Context):
     del model
 
 
-@benchmark("stroke", order=28, ratio_to="full predict of the same image (encode, decode, labels)")
+@benchmark("stroke", order=28,
+           ratio_to="full predict of the same image (encode, decode, labels, layer update)")
 def stroke(ctx: Context):
     """A 64 x 64 palette stroke: re-predict only what it reaches vs a full predict."""
     import numpy as np
@@ -133,11 +137,45 @@ def stroke(ctx: Context):
     box = change_box(changed, predictor.model.decoder)
     share = box.area / size**2
 
+    try:  # the layers the plugin shows (napari layers work without a viewer)
+        from composite_tasking._napari.task_layers import new_task_layer, task_planes, update_task_layer
+    except ImportError:  # napari not installed: the core alone
+        new_task_layer = None
+    layers = {}
+    if new_task_layer is not None:
+        both = predictor.predict(rgb, edited)  # every task of either palette gets a layer
+        for pr in (before, both):
+            for task, role, data in task_planes(pr, thresholded=True):
+                if (task, role) not in layers:
+                    layers[task, role] = new_task_layer(data, task=task, role=role, key="bench",
+                                                        name=f"{task}-{role}")  # fmt: skip
+
+    def show(prediction):
+        for task, role, data in task_planes(prediction, thresholded=True):
+            update_task_layer(layers[task, role], data)
+        return prediction
+
+    def toggling(step):
+        """Each call goes from the current palette to the other one (so every call
+        really changes the layers), through ``step(target palette, current prediction)``."""
+        state = {"pal": pal, "pred": before}
+
+        def fn():
+            target = edited if state["pal"] is pal else pal
+            pr = step(target, state["pred"])
+            if layers:
+                show(pr)
+            state["pal"], state["pred"] = target, pr
+
+        return fn
+
+    shown = " + layer update" if layers else ""
     cases = [
-        ("full predict (encode + decode + labels)", lambda: predictor.predict(rgb, edited), ""),
-        ("full predict on cached features", lambda: predictor.predict(rgb, edited, key="bench"),
-         "decode + labels"),
-        ("re-predict after a 64x64 stroke", lambda: predictor.repredict(rgb, edited, before, key="bench"),
+        (f"full predict (encode + decode + labels){shown}", toggling(lambda t, _: predictor.predict(rgb, t)), ""),
+        (f"full predict on cached features{shown}",
+         toggling(lambda t, _: predictor.predict(rgb, t, key="bench")), "decode + labels"),
+        (f"re-predict after a 64x64 stroke{shown}",
+         toggling(lambda t, prev: predictor.repredict(rgb, t, prev, key="bench")),
          f"cached features; decodes the box the stroke reaches ({box.y1 - box.y0}x{box.x1 - box.x0}, "
          f"{100 * share:.0f}% of the image)"),
     ]  # fmt: skip

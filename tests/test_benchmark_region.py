@@ -41,9 +41,9 @@ def test_region_rows_cover_each_coverage_with_plain_and_region(rows):
 def test_stroke_rows(rows):
     stroke = [r for r in rows if r["benchmark"] == "stroke"]
     assert [r["case"].split(", ", 1)[1] for r in stroke] == [
-        "full predict (encode + decode + labels)",
-        "full predict on cached features",
-        "re-predict after a 64x64 stroke",
+        "full predict (encode + decode + labels) + layer update",
+        "full predict on cached features + layer update",
+        "re-predict after a 64x64 stroke + layer update",
     ]
     assert stroke[0]["ratio"] == 1.0 and "% of the image" in stroke[2]["notes"]
 
