@@ -175,6 +175,28 @@ def test_curves_and_history(run_a):
     assert json.loads((out / "epoch-0002" / "state.json").read_text())["history"] == history
 
 
+def test_a_stop_mid_epoch_drops_that_epoch_and_writes_nothing_of_it(tmp_path):
+    """should_stop is asked before every step: a stop in epoch 2 leaves epoch 1's
+    checkpoint as the newest, and a resume redoes epoch 2."""
+    recipe = make_recipe(val=None, augment=None, epochs=2, schedule={"kind": "none"},
+                         train={"kind": "synthetic", "seed": 1, "n": 8, "size": 32}, batch_size=2)  # fmt: skip
+    asked = []
+
+    def should_stop():
+        asked.append(1)
+        # epoch 1 (4 steps): asked at its start and before steps 2-4 (4 times); epoch 2:
+        # at its start and before step 2 (no), before step 3: stop, mid-epoch
+        return len(asked) > 6
+
+    t = Trainer(recipe, tmp_path / "run", device="cpu", should_stop=should_stop)
+    history = t.fit()
+    assert [h["epoch"] for h in history] == [1]
+    assert json.loads((tmp_path / "run" / LATEST).read_text())["epoch"] == 1
+    assert t.epoch == 1 and len(asked) == 7
+    again = Trainer(recipe, tmp_path / "run", device="cpu", resume=True)
+    assert again.epoch == 1 and [h["epoch"] for h in again.fit()] == [1, 2]
+
+
 # -------------------------------------------------------------------------- resume
 def _optimizer_tensors(opt) -> dict[str, torch.Tensor]:
     return {f"{pid}.{k}": v for pid, st in opt.state_dict()["state"].items()

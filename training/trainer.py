@@ -10,6 +10,9 @@
 - ``resume=True`` continues exactly: data, palettes and augmentation are functions of
   (seed, index, epoch) and the shuffling of (seed, epoch), so epochs after a resume see
   the same batches as an uninterrupted run;
+- ``should_stop`` (a callable) is asked before every epoch and, in a single process,
+  before every step; a stop in the middle of an epoch drops that epoch (nothing of it is
+  written; the newest checkpoint is the last finished epoch's, and a resume redoes it);
 - a NaN or infinite loss stops the run with :class:`TrainingDiverged` before anything is
   written, so the last good checkpoint stays intact;
 - ``RUN_DIR/curves.png``: loss and validation curves;
@@ -280,8 +283,12 @@ class Trainer:
             counts: dict[str, int] = {}
             t0 = time.perf_counter()
             images = 0
+            stopped = False
             for step, batch in enumerate(loader):
                 if step >= n_steps:
+                    break
+                if self.world == 1 and step and self.should_stop is not None and self.should_stop():
+                    stopped = True  # mid-epoch: that epoch is dropped, nothing is written
                     break
                 image, palette, targets = self._to_device(batch)
                 losses = self._losses(net, image, palette, targets)
@@ -307,6 +314,8 @@ class Trainer:
                 if self.progress is not None and self.rank == 0:
                     self.progress({"epoch": epoch + 1, "epochs": r.epochs, "step": step + 1,
                                    "steps": n_steps, "loss": {k: sums[k] / counts[k] for k in sums}})  # fmt: skip
+            if stopped:
+                break
             seconds = time.perf_counter() - t0
             self.recalibrate_batchnorm(epoch)
             # a finite loss can still give non-finite gradients and weights: never save
