@@ -1,5 +1,5 @@
-"""The region, stroke and precision benchmarks run and report what they claim (quick
-sizes; timings are not checked, only that the rows are there and consistent)."""
+"""The region, stroke, precision and training benchmarks run and report what they claim
+(quick sizes; timings are not checked, only that the rows are there and consistent)."""
 
 import json
 import subprocess
@@ -16,7 +16,7 @@ def rows(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "region.json"
     r = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--threads", "1",
-         "--only", "region,stroke,precision", "--json", str(out)],
+         "--only", "region,stroke,precision,training", "--json", str(out)],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
@@ -62,3 +62,12 @@ def test_precision_rows(rows):
     assert all(0 <= r["value"] <= 100 for r in labels)
     (normals,) = [r for r in prec if r["unit"] == "deg"]
     assert 0 <= normals["value"] < 90
+
+
+def test_training_rows(rows):
+    from composite_tasking.device import cpu_has_bf16
+
+    train = [r for r in rows if r["benchmark"] == "training"]
+    assert [r["extra"]["precision"] for r in train] == (["fp32", "bf16"] if cpu_has_bf16() else ["fp32"])
+    assert all(r["value"] > 0 and r["unit"] == "images/s" for r in train)
+    assert train[0]["ratio"] == 1.0
