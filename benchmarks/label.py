@@ -27,7 +27,10 @@ and imports are never timed). Images are synthetic scenes
    image at a time), over model-only images/s at the same size and batch: the issue's
    target is >= 0.7 on a GPU. The same labelling as a ``ctn label`` subprocess gives
    the wall time a user sees (interpreter start, imports and model loading included).
-   Where the time goes: each labelling is instrumented (wrappers around
+   ``label_images`` overlaps reading and store writes with the model (reader and writer
+   threads); each labelling is also run with ``pipeline=False`` (one step after another,
+   its own rows), and that sequential run is the one whose phases are timed.
+   Where the time goes: the sequential labelling is instrumented (wrappers around
    ``read_image``, the rule, the Predictor's calls and ``LabelStore.write_sample``,
    timing each phase exclusive of the phases it calls) and the per-image milliseconds
    of *read*, *palette* (the rule; R2's semantics forward counts as forward), *forward*
@@ -432,7 +435,8 @@ def _run(ctx: Context, tmp: Path):
 
     # ---- interleaved rounds
     model_times: dict[tuple[int, int], list[float]] = defaultdict(list)
-    e2e_times: dict[str, list[float]] = defaultdict(list)
+    e2e_times: dict[str, list[float]] = defaultdict(list)  # pipelined (the default)
+    e2e_seq_times: dict[str, list[float]] = defaultdict(list)  # pipeline=False
     e2e_phases: dict[str, dict[str, float]] = {r: defaultdict(float) for r in ("mosaic", "R2")}
     loads: list[float] = []
     files_per_image: dict[str, float] = {}
@@ -446,24 +450,29 @@ def _run(ctx: Context, tmp: Path):
             ctx.sync()
             model_times[(size, batch)].append((time.perf_counter() - t0) / (n_batches * batch))
         for rule in ("mosaic", "R2"):
-            phases = Phases(ctx.sync)
-            store = tmp / f"e2e-{rule}-{r}.zarr"
-            with instrumented(phases):
-                ctx.sync()
-                t0 = time.perf_counter()
-                summary = label_images([folder], store, rule=rule, model=predictor,
-                                       batch_size=LABEL_BATCH, preview=None)  # fmt: skip
-                ctx.sync()
-                dt = time.perf_counter() - t0
-            if len(summary.done) != plan.e2e_images or summary.failed:
-                raise RuntimeError(f"label_images {rule}: {len(summary.done)} done, failed {summary.failed}")
-            e2e_times[rule].append(dt / plan.e2e_images)
-            if rule not in files_per_image:
-                files_per_image[rule] = sum(len(f) for _, _, f in os.walk(store)) / plan.e2e_images
-            shutil.rmtree(store)  # outside the timing; keeps the temporary folder small
-            for k, v in phases.totals.items():
-                e2e_phases[rule][k] += v
-            e2e_phases[rule]["total"] += dt
+            # the pipelined labelling as ctn label runs it (not instrumented: the wrappers'
+            # exclusive times assume one thread), then the same one step after another
+            # (pipeline=False), instrumented: where the time of an image goes
+            for pipelined in (True, False):
+                phases = Phases(ctx.sync)
+                store = tmp / f"e2e-{rule}-{r}-{'pipe' if pipelined else 'seq'}.zarr"
+                with instrumented(phases) if not pipelined else contextlib.nullcontext():
+                    ctx.sync()
+                    t0 = time.perf_counter()
+                    summary = label_images([folder], store, rule=rule, model=predictor,
+                                           batch_size=LABEL_BATCH, preview=None, pipeline=pipelined)  # fmt: skip
+                    ctx.sync()
+                    dt = time.perf_counter() - t0
+                if len(summary.done) != plan.e2e_images or summary.failed:
+                    raise RuntimeError(f"label_images {rule}: {len(summary.done)} done, failed {summary.failed}")
+                (e2e_times if pipelined else e2e_seq_times)[rule].append(dt / plan.e2e_images)
+                if rule not in files_per_image:
+                    files_per_image[rule] = sum(len(f) for _, _, f in os.walk(store)) / plan.e2e_images
+                shutil.rmtree(store)  # outside the timing; keeps the temporary folder small
+                if not pipelined:
+                    for k, v in phases.totals.items():
+                        e2e_phases[rule][k] += v
+                    e2e_phases[rule]["total"] += dt
         load = _load()
         if load is not None:
             loads.append(load)
@@ -528,11 +537,18 @@ def _run(ctx: Context, tmp: Path):
             "R2": "rule R2, semantics pass: 2 decodes/image, 1 image at a time"}
     for rule in ("mosaic", "R2"):
         ips = 1.0 / statistics.mean(e2e_times[rule])
+        seq_ips = 1.0 / statistics.mean(e2e_seq_times[rule])
         yield Row(NAME, f"label_images, {rule}, {size_text}", ips, "images/s", ratio=ips / ref_ips,
-                  notes=f"{what[rule]}; in-process, read..store writes; {plan.e2e_images} JPEGs x "
+                  notes=f"{what[rule]}; in-process, read..store writes, pipelined (reader and writer "
+                        f"threads; {ips / seq_ips:.2f}x the sequential run); {plan.e2e_images} JPEGs x "
                         f"{plan.rounds} round(s); {load_note}",
                   extra={"key": f"e2e_{rule}", "s_per_image_per_round": e2e_times[rule],
-                         "target_ratio_gpu": 0.7})  # fmt: skip
+                         "target_ratio_gpu": 0.7, "over_sequential": ips / seq_ips})  # fmt: skip
+        yield Row(NAME, f"label_images, {rule}, {size_text}, sequential", seq_ips, "images/s",
+                  ratio=seq_ips / ref_ips,
+                  notes=f"the same with pipeline=False (read, predict, write one after the other), "
+                        f"instrumented: the phases below; {load_note}",
+                  extra={"key": f"e2e_seq_{rule}", "s_per_image_per_round": e2e_seq_times[rule]})  # fmt: skip
     cli_ips = plan.e2e_images / cli["wall_s"]
     startup = cli["wall_s"] - plan.e2e_images / (1.0 / statistics.mean(e2e_times["mosaic"]))
     yield Row(NAME, f"ctn label subprocess, mosaic, {size_text}", cli_ips, "images/s", ratio=cli_ips / ref_ips,
@@ -540,7 +556,8 @@ def _run(ctx: Context, tmp: Path):
                     f"start-up (imports, model load); load {cli_load or 0:.1f}",
               extra={"key": "cli_mosaic", "wall_s": cli["wall_s"], "peak_rss_mb": cli["peak_rss_mb"]})  # fmt: skip
 
-    # ---- rows: where the time of one labelled image goes
+    # ---- rows: where the time of one labelled image goes (in the sequential run: the
+    # pipelined one overlaps read and write with the model)
     for rule in ("mosaic", "R2"):
         acc = e2e_phases[rule]
         n = plan.e2e_images * plan.rounds

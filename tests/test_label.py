@@ -400,3 +400,123 @@ def test_resume_and_overwrite_exclude_each_other():
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(["label", "x", "--out", "y.zarr", "--resume", "--overwrite"])
     assert e.value.code == 2
+
+
+# ------------------------------------------------- the pipeline, in-process (label_images)
+# Reader and writer threads overlap I/O with the model; they must change nothing but the
+# time. A tiny random CTN (conftest's tiny_checkpoint) on images of 32 x 40 pixels.
+
+
+@pytest.fixture(scope="module")
+def small_folder(tmp_path_factory):
+    """In sorted order: im-0..3, an unreadable file, an image of another size, im-4..6."""
+    d = tmp_path_factory.mktemp("pipeline-images")
+    for i in range(7):
+        iio.imwrite(d / f"im-{i}.png", generate(3, i, (32, 40))["image"])
+    iio.imwrite(d / "im-4-wide.png", generate(3, 7, (32, 48))["image"])  # a batch of its own
+    (d / "im-3b.png").write_bytes(b"")
+    return d
+
+
+SMALL_IDS = ["im-0.png", "im-1.png", "im-2.png", "im-3.png", "im-4-wide.png", "im-4.png", "im-5.png", "im-6.png"]
+
+
+@pytest.fixture(scope="module")
+def tiny_predictor(tiny_checkpoint):
+    from composite_tasking.inference import Predictor
+
+    return Predictor(tiny_checkpoint, device="cpu")
+
+
+def label_threads():
+    import threading
+
+    return [t for t in threading.enumerate() if t.name.startswith("ctn-label")]
+
+
+@pytest.mark.parametrize("rule", ["mosaic", "R2"])
+def test_the_pipeline_labels_exactly_as_a_sequential_run(tmp_path, small_folder, tiny_predictor, rule):
+    from composite_tasking.label import label_images
+
+    runs = {}
+    for pipeline in (False, True):
+        calls = []
+        summary = label_images([small_folder], tmp_path / f"{pipeline}.zarr", rule=rule, model=tiny_predictor,
+                               batch_size=3, preview=tmp_path / f"{pipeline}.png", pipeline=pipeline,
+                               progress=lambda d, t: calls.append((d, t)))  # fmt: skip
+        runs[pipeline] = summary, calls
+        assert not label_threads()
+    (seq, seq_calls), (pip, pip_calls) = runs[False], runs[True]
+    assert pip.done == seq.done == SMALL_IDS  # input order
+    assert pip.failed == seq.failed and [p for p, _ in pip.failed] == [str(small_folder / "im-3b.png")]
+    assert pip_calls == seq_calls == [(i, 9) for i in range(1, 10)]
+    assert not pip.stopped and not seq.stopped
+    assert_same_store(seq.store, pip.store)
+    assert np.array_equal(iio.imread(seq.preview), iio.imread(pip.preview))
+    assert tiny_predictor.cache_size == 4 and not tiny_predictor._cache
+
+
+@pytest.mark.parametrize("pipeline", [True, False])
+def test_a_failed_write_is_raised_naming_the_image_and_no_thread_is_left(
+        tmp_path, small_folder, tiny_predictor, monkeypatch, pipeline):  # fmt: skip
+    import errno
+    import threading
+
+    from composite_tasking.label import label_images
+
+    write_sample = LabelStore.write_sample
+    tried = []
+
+    def disk_full_at_the_third(self, image_id, *args, **kwargs):
+        tried.append(image_id)
+        if len(tried) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_sample(self, image_id, *args, **kwargs)
+
+    monkeypatch.setattr(LabelStore, "write_sample", disk_full_at_the_third)
+    before = set(threading.enumerate())
+    out = tmp_path / "full.zarr"
+    with pytest.raises(OSError) as e:
+        label_images([small_folder], out, rule="mosaic", model=tiny_predictor, batch_size=2,
+                     preview=None, pipeline=pipeline)  # fmt: skip
+    assert e.value.errno == errno.ENOSPC
+    assert tried == SMALL_IDS[:3]  # nothing written after the failed image
+    assert any("'im-2.png'" in note for note in getattr(e.value, "__notes__", [])), e.value
+    monkeypatch.undo()
+    assert LabelStore(out).ids() == SMALL_IDS[:2]  # complete; the failed one is redone next run
+    assert not label_threads()
+    assert not [t for t in set(threading.enumerate()) - before if not t.daemon]
+    # the next run finishes the store
+    summary = label_images([small_folder], out, rule="mosaic", model=tiny_predictor, batch_size=2, preview=None)
+    assert summary.done == SMALL_IDS[2:] and summary.skipped_complete == SMALL_IDS[:2]
+    assert LabelStore(out).ids() == SMALL_IDS
+
+
+def test_stopping_writes_what_was_predicted_and_leaves_the_rest(tmp_path, small_folder, tiny_predictor):
+    from composite_tasking.label import label_images
+
+    polls = []
+    calls = []
+    out = tmp_path / "stopped.zarr"
+    summary = label_images([small_folder], out, rule="mosaic", model=tiny_predictor, batch_size=3,
+                           preview=None, should_stop=lambda: polls.append(1) or len(polls) > 1,
+                           progress=lambda d, t: calls.append(d))  # fmt: skip
+    assert summary.stopped and len(polls) == 2
+    assert summary.done == SMALL_IDS[:3] == LabelStore(out).ids() == LabelStore(out).ids(complete_only=False)
+    assert calls == [1, 2, 3] and not label_threads()
+
+
+def test_a_semantic_rule_encodes_each_image_once_with_batches_larger_than_the_cache(
+        tmp_path, small_folder, tiny_predictor, monkeypatch):  # fmt: skip
+    from composite_tasking.label import label_images
+
+    encode = tiny_predictor.model.encode
+    encoded = []
+    monkeypatch.setattr(tiny_predictor.model, "encode", lambda x: encoded.append(x.shape[0]) or encode(x))
+    files = [small_folder / f"im-{i}.png" for i in range(6)]
+    assert tiny_predictor.cache_size == 4
+    summary = label_images(files, tmp_path / "r2.zarr", rule="R2", model=tiny_predictor, batch_size=6,
+                           preview=None)  # fmt: skip
+    assert summary.done == [f.name for f in files]
+    assert encoded == [1] * 6  # one encoder pass per image: palette and prediction share it
+    assert tiny_predictor.cache_size == 4 and not tiny_predictor._cache

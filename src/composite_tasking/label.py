@@ -35,8 +35,9 @@ already predicted are still written and the rest is left for the next run. A fai
 write (a full disk, a :class:`~.store.StoreError`) stops the writer and is raised in the
 calling thread as the same exception, with a note naming the image when its message does
 not; images before it are complete, the failed one is redone by the next run. Both
-threads have ended when :func:`label_images` returns or raises (Ctrl-C: after the image
-being written). With a semantic rule the encoder features of a whole batch stay cached
+threads have ended when :func:`label_images` returns or raises: after an error in the
+calling thread the images already predicted are written first, after Ctrl-C only the
+image being written is finished. With a semantic rule the encoder features of a whole batch stay cached
 between the palette and the prediction (the Predictor's cache is raised to the batch
 size for the run). ``pipeline=False`` does everything one step after another in the
 calling thread: the reference the pipeline must equal, and a way to debug.
@@ -470,11 +471,13 @@ def label_images(
     cache_size = predictor.cache_size
     predictor.cache_size = max(cache_size, batch_size)
     depth = 2 * batch_size if pipeline else 0  # images read ahead / waiting to be written
-    reader = _Reader(todo, palette_dir, ahead=depth)
-    writer = _Writer(write, depth=depth)
+    reader: _Reader | None = None
+    writer: _Writer | None = None
     interrupted = False
     batch: list[tuple[Path, str, np.ndarray, np.ndarray]] = []
     try:
+        reader = _Reader(todo, palette_dir, ahead=depth)
+        writer = _Writer(write, depth=depth)
         pos = 0
         pending: _Read | None = None  # read, of another size than the batch before
         while pos < total:
@@ -518,8 +521,10 @@ def label_images(
         interrupted = not isinstance(e, Exception)  # Ctrl-C: stop after the image being written
         raise
     finally:
-        reader.close()
-        writer.close(abort=interrupted)
+        if reader is not None:
+            reader.close()
+        if writer is not None:  # writes what was predicted (interrupted: stops after the current image)
+            writer.close(abort=interrupted)
         for b in batch:
             predictor.forget(b[1])
         predictor.cache_size = cache_size
