@@ -435,7 +435,7 @@ def _run(ctx: Context, tmp: Path):
 
     # ---- interleaved rounds
     model_times: dict[tuple[int, int], list[float]] = defaultdict(list)
-    e2e_times: dict[str, list[float]] = defaultdict(list)  # pipelined (the default)
+    e2e_times: dict[str, list[float]] = defaultdict(list)  # pipelined (the default on a GPU)
     e2e_seq_times: dict[str, list[float]] = defaultdict(list)  # pipeline=False
     e2e_phases: dict[str, dict[str, float]] = {r: defaultdict(float) for r in ("mosaic", "R2")}
     loads: list[float] = []
@@ -450,7 +450,7 @@ def _run(ctx: Context, tmp: Path):
             ctx.sync()
             model_times[(size, batch)].append((time.perf_counter() - t0) / (n_batches * batch))
         for rule in ("mosaic", "R2"):
-            # the pipelined labelling as ctn label runs it (not instrumented: the wrappers'
+            # the pipelined labelling (as ctn label runs it on a GPU) (not instrumented: the wrappers'
             # exclusive times assume one thread), then the same one step after another
             # (pipeline=False), instrumented: where the time of an image goes
             for pipelined in (True, False):

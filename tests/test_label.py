@@ -520,3 +520,21 @@ def test_a_semantic_rule_encodes_each_image_once_with_batches_larger_than_the_ca
     assert summary.done == [f.name for f in files]
     assert encoded == [1] * 6  # one encoder pass per image: palette and prediction share it
     assert tiny_predictor.cache_size == 4 and not tiny_predictor._cache
+
+
+def test_precision_is_chosen_and_recorded_per_image(tmp_path, small_folder, tiny_checkpoint):
+    """--precision bf16 labels in bf16 autocast (on any CPU: emulated where not native)
+    and says so in each image's attributes; the default on a CPU is float32."""
+    from composite_tasking.label import label_images
+    from composite_tasking.store import LabelStore
+
+    files = [small_folder / "im-0.png", small_folder / "im-1.png"]
+    for precision, expected in (("bf16", "bf16"), ("auto", "fp32")):
+        store = tmp_path / f"{precision}.zarr"
+        summary = label_images(files, store, rule="mosaic", model=tiny_checkpoint, device="cpu",
+                               precision=precision)  # fmt: skip
+        assert summary.ok and len(summary.done) == 2
+        s = LabelStore(store, mode="r")
+        assert {s.image_attrs(i)["precision"] for i in s.ids()} == {expected}
+    r = label(*files, "--out", tmp_path / "x.zarr", "--model", tiny_checkpoint, "--precision", "fp64")
+    assert r.returncode == 2 and "--precision" in r.stderr

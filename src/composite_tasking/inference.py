@@ -170,6 +170,11 @@ class Predictor:
     def model_sha256(self) -> str:
         return self.info.sha256 if self.info else ""
 
+    @property
+    def precision(self) -> str:
+        """What the model computes in: ``fp32``, or ``bf16`` / ``fp16`` autocast."""
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast]
+
     # ------------------------------------------------------------------ helpers
     def _ctx(self):
         if self.autocast is None:

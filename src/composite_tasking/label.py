@@ -40,7 +40,9 @@ calling thread the images already predicted are written first, after Ctrl-C only
 image being written is finished. With a semantic rule the encoder features of a whole batch stay cached
 between the palette and the prediction (the Predictor's cache is raised to the batch
 size for the run). ``pipeline=False`` does everything one step after another in the
-calling thread: the reference the pipeline must equal, and a way to debug.
+calling thread: the reference the pipeline must equal, and a way to debug; the default
+pipelines when the model runs on a GPU (on a CPU the model keeps every core busy, so the
+writer only competes with it: docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -363,6 +365,7 @@ def label_images(
     device: str = "auto",
     batch_size: int = 4,
     tile: int = 1024,
+    precision: str = "auto",
     overwrite: bool = False,
     shard: tuple[int, int] | None = None,
     store_image: bool = True,
@@ -370,7 +373,7 @@ def label_images(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    pipeline: bool = True,
+    pipeline: bool | None = None,
 ) -> LabelSummary:
     """Label every image of ``inputs`` into ``store_path`` (see the module docstring).
 
@@ -378,7 +381,9 @@ def label_images(
     ``should_stop()`` is asked before each batch (the images predicted so far are
     written, the rest is left for the next run). ``pipeline=False`` reads, predicts and
     writes one after the other in the calling thread (no threads; for debugging, and the
-    reference the pipeline must equal).
+    reference the pipeline must equal); None (default) pipelines when the model runs on a
+    GPU: on a CPU the model already keeps every core busy, and the writer's compression
+    competing for them made labelling slower (0.75x on the 2-core benchmark machine).
     """
     inputs = list(inputs)
     store_path = Path(store_path)
@@ -393,7 +398,8 @@ def label_images(
         shard = (int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"]))
 
     predictor = model if isinstance(model, Predictor) else Predictor(
-        model, device=device, tile=tile, palette_model=palette_model if palette_from == "net" else None)
+        model, device=device, tile=tile, precision=precision,
+        palette_model=palette_model if palette_from == "net" else None)
     if palette_from == "net":
         try:
             predictor.palette_net  # load now: a missing network is a usage error
@@ -436,7 +442,8 @@ def label_images(
             pred.to_sample(image),
             provenance=dict.fromkeys(pred.tasks, "pseudo"),
             attrs={"rule": rule_obj.name, "palette_origin": origin,
-                   "model": model_id, "model_sha256": model_sha256},  # fmt: skip
+                   "model": model_id, "model_sha256": model_sha256,
+                   "precision": predictor.precision},  # fmt: skip
             store_image=store_image,
             image_source=str(Path(path).resolve()),
             overwrite=True,
@@ -470,6 +477,8 @@ def label_images(
     # a batch's features stay cached from its palettes to its predictions
     cache_size = predictor.cache_size
     predictor.cache_size = max(cache_size, batch_size)
+    if pipeline is None:  # the CPU is free while a GPU computes, not while a CPU does
+        pipeline = predictor.device.type == "cuda"
     depth = 2 * batch_size if pipeline else 0  # images read ahead / waiting to be written
     reader: _Reader | None = None
     writer: _Writer | None = None
