@@ -62,3 +62,21 @@ def test_a_ctn_is_not_a_palette_network(tmp_path):
     p = Predictor(tmp_path / "ctn", device="cpu", palette_model=str(tmp_path / "ctn"))
     with pytest.raises(ValueError, match="not a palette network"):
         p.palette_net
+
+
+def test_ctn_evaluate_scores_a_palette_network_by_palette_miou(tmp_path, capsys):
+    import json
+
+    from composite_tasking.cli import main
+
+    save_checkpoint(build_model("palette-resnet18").eval(), tmp_path / "pal")
+    code = main(["evaluate", "--model", str(tmp_path / "pal"), "--data", "synthetic:seed=3,n=4,size=32",
+                 "--rule", "R2", "--device", "cpu", "--json"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    result = json.loads(out)
+    assert result["rule"] == "R2" and result["images"] == 4
+    assert 0 <= result["metrics"]["palette"]["mIoU"] <= 100
+    assert main(["evaluate", "--model", str(tmp_path / "pal"), "--data", "synthetic:seed=3,n=4,size=32",
+                 "--rule", "S", "--device", "cpu"]) == 2  # fmt: skip
+    assert "palette network" in capsys.readouterr().err

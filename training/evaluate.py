@@ -109,8 +109,17 @@ def evaluate(model, data, rule: str = "S", device: str = "auto", batch_size: int
     from .trainer import _collate, build_dataset, pick_autocast_dtype, pick_device
 
     dev = pick_device(device)
+    palette_net = model.config.kind == "palette"
+    if palette_net and (rule == "S" or rule.startswith("S:")):
+        raise ValueError("a palette network is scored against the palettes of a rule: give the "
+                         "rule it predicts (e.g. --rule R2), not S")  # fmt: skip
     dataset = build_dataset(data, "mosaic" if rule == "S" else rule, None)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                                          collate_fn=_collate)  # fmt: skip
     model = model.to(dev).to(memory_format=torch.channels_last)
-    return evaluate_loader(model, loader, dev, rule, pick_autocast_dtype(precision, dev), progress=progress)
+    autocast = pick_autocast_dtype(precision, dev)
+    if palette_net:  # palette mIoU against the rule's palettes (section 6.2)
+        with torch.inference_mode():
+            result = evaluate_palette_loader(model, loader, dev, autocast, progress=progress)
+        return {**result, "rule": rule}
+    return evaluate_loader(model, loader, dev, rule, autocast, progress=progress)

@@ -249,7 +249,7 @@ def _print_table(result: dict) -> None:
     print(f"rule {result['rule']}, {result['images']} image(s), loss {result['loss']:.4f}")
     print(f"{'task':<10} {'metric':<10} {'value':>9}   other metrics")
     for task, metrics in result["metrics"].items():
-        key = PRIMARY[task]
+        key = PRIMARY.get(task, "mIoU")  # "palette": a palette network's palette mIoU
         others = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()
                            if k != key and isinstance(v, (int, float)))  # fmt: skip
         print(f"{task:<10} {key:<10} {metrics[key]:9.2f}   {others}")
