@@ -29,7 +29,10 @@ def devices() -> list[str]:
     """The compute devices torch sees, one line each."""
     import torch
 
-    lines = [f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"]
+    from .device import cpu_has_bf16
+
+    bf16 = "native bf16 (--precision bf16 pays)" if cpu_has_bf16() else "no native bf16"
+    lines = [f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {bf16}"]
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
