@@ -130,3 +130,170 @@ def test_finetune_without_corrections_says_so(make_napari_viewer, tiny_checkpoin
     widget.start()
     qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
     assert errors and "no corrected image" in errors[-1]
+
+
+# ------------------------------------------------------------------ the palette network
+
+
+@pytest.fixture(scope="session")
+def tiny_palette_checkpoint(tmp_path_factory):
+    """A random ResNet-18 palette network checkpoint on disk (made once per session)."""
+    import torch
+
+    from composite_tasking.model import build_model, save_checkpoint
+
+    torch.manual_seed(1)
+    return save_checkpoint(build_model("palette-resnet18").eval(),
+                           tmp_path_factory.mktemp("ckpt") / "palette")  # fmt: skip
+
+
+def test_palette_ids_take_the_palettes_a_person_saved(corrected_store, tiny_checkpoint,
+                                                      tiny_palette_checkpoint):  # fmt: skip
+    from composite_tasking.model import CheckpointError
+    from composite_tasking.store import LabelStore
+
+    _viewer, _widget, store = corrected_store
+    with LabelStore(store, mode="a") as st:  # as `ctn label` writes: a rule's palette
+        pal = np.ones((32, 32), np.uint8)
+        st.write_sample("labelled", {"image": np.zeros((32, 32, 3), np.uint8), "palette": pal,
+                                     "semseg": np.zeros((32, 32), np.uint8)},
+                        provenance={"semseg": "pseudo"}, attrs={"palette_origin": "rule R2"})  # fmt: skip
+        st.write_sample("bare", {"image": np.zeros((32, 32, 3), np.uint8)}, provenance={})
+    assert fwm.palette_ids(store) == ["scene"]  # saved from napari, with its palette
+    # every image pixel is a palette target, "no task" too (semseg only marks real pixels)
+    item = fwm._palette_dataset_class()(store, rule="R2", ids=["scene"])[0]
+    assert (np.asarray(item["semseg"]) == 0).all()
+    assert np.array_equal(np.asarray(item["palette"]), LabelStore(store).read_sample("scene").palette)
+    assert fwm.resolve_palette_model(tiny_palette_checkpoint) == tiny_palette_checkpoint
+    with pytest.raises(CheckpointError, match="not a palette network"):
+        fwm.resolve_palette_model(tiny_checkpoint)
+
+
+def test_run_finetune_all_teaches_the_ctn_and_the_palette_network(
+        corrected_store, tiny_checkpoint, tiny_palette_checkpoint, tmp_path):  # fmt: skip
+    import torch
+
+    from composite_tasking.model import load_checkpoint, read_checkpoint_info
+
+    _viewer, _widget, store = corrected_store
+    seen: list[dict] = []
+    result = fwm.run_finetune_all(store, tiny_checkpoint, tmp_path / "run",
+                                  palette_model=tiny_palette_checkpoint, epochs=1,
+                                  max_steps_per_epoch=1, device="cpu", progress=seen.append)  # fmt: skip
+    assert result.ctn.parent.parent == tmp_path / "run"
+    assert result.palette.parent.parent == tmp_path / "run" / fwm.PALETTE_SUBDIR
+    ctn, pal = read_checkpoint_info(result.ctn), read_checkpoint_info(result.palette)
+    assert ctn.config.kind == "ctn" and pal.config.kind == "palette"
+    assert ctn.sha256 != read_checkpoint_info(tiny_checkpoint).sha256
+    assert pal.sha256 != read_checkpoint_info(tiny_palette_checkpoint).sha256
+    before, _ = load_checkpoint(tiny_palette_checkpoint)
+    after, _ = load_checkpoint(result.palette)
+    changed = [k for k, v in before.state_dict().items()
+               if v.is_floating_point() and not torch.equal(v, after.state_dict()[k])]  # fmt: skip
+    assert any(k.endswith("weight") for k in changed)  # trained, not only BN statistics
+    assert [p["network"] for p in seen if p.get("stage") == "start"] == ["ctn", "palette"]
+    assert {p["network"] for p in seen if "loss" in p} == {"ctn", "palette"}
+    assert {p["network"] for p in seen if "epoch_done" in p} == {"ctn", "palette"}
+    assert next(p for p in seen if "loss" in p and p["network"] == "palette")["loss"].keys() \
+        == {"palette", "total"}  # fmt: skip
+
+
+def test_finetune_widget_teaches_the_palette_network_too(corrected_store, tiny_palette_checkpoint,
+                                                         qtbot, errors, tmp_path):  # fmt: skip
+    from composite_tasking.model import read_checkpoint_info
+
+    viewer, predict, store = corrected_store
+    predict.palette_model_edit.setText(str(tiny_palette_checkpoint))
+    old_sha = predict.predictor.model_sha256
+    widget = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Fine-tune")
+    widget.epochs_spin.setValue(1)
+    widget.steps_spin.setValue(1)
+    widget.out_edit.setText(str(tmp_path / "ft-run"))
+
+    worker = widget.start()
+    assert worker is not None
+    assert widget.palette_check.isChecked()  # on by default: the palette network resolves
+    assert not widget.palette_check.isEnabled()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=300_000)
+    qtbot.waitUntil(lambda: not predict.busy, timeout=120_000)  # the re-prediction
+
+    assert errors == []
+    new_palette = widget.last_palette_model
+    assert new_palette is not None and new_palette.is_relative_to(tmp_path / "ft-run" / "palette")
+    assert read_checkpoint_info(new_palette).config.kind == "palette"
+    assert len(widget.history) == 1 and len(widget.palette_history) == 1
+    assert "(palette network)" in widget.loss_label.text()
+    assert "palette network saved" in widget.status_label.text()
+    # both are in use: the CTN re-predicted, the palette network fills next
+    assert predict.model_spec()[0] == str(widget.last_model)
+    assert predict._full_spec()[2] == str(new_palette)
+    assert predict.predictor.model_sha256 != old_sha
+    predict.live_check.setChecked(False)  # no re-predict after the fill
+    filled = predict.fill_palette(pwm.PALETTE_NETWORK)
+    assert filled is not None and errors == []
+    assert predict.predictor.palette_info.path == new_palette
+    assert predict.predictor.palette_info.sha256 == read_checkpoint_info(new_palette).sha256
+
+
+def test_finetune_cancel_in_the_palette_stage_keeps_both_models(
+        corrected_store, tiny_palette_checkpoint, qtbot, errors, tmp_path):  # fmt: skip
+    from qtpy.QtCore import Qt
+
+    viewer, predict, store = corrected_store
+    predict.palette_model_edit.setText(str(tiny_palette_checkpoint))
+    old, old_spec = predict.predictor, predict._full_spec()
+    widget = FinetuneWidget(viewer, predict_widget=predict)
+    viewer.window.add_dock_widget(widget, name="Fine-tune")
+    assert widget.palette_check.isChecked()
+    widget.epochs_spin.setValue(1)
+    widget.steps_spin.setValue(1)
+    widget.out_edit.setText(str(tmp_path / "cancelled"))
+
+    def stop_when_the_palette_stage_starts(info: dict) -> None:  # in the worker's thread
+        if info.get("network") == "palette":
+            widget._stop.set()  # what Cancel sets
+
+    widget._relay.progress.connect(stop_when_the_palette_stage_starts, Qt.DirectConnection)
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=300_000)
+    assert errors == []
+    text = widget.status_label.text()
+    assert "Cancelled" in text and "models in use are unchanged" in text
+    assert "palette network" in text and "fine-tuned CTN is saved" in text
+    assert len(widget.history) == 1 and widget.palette_history == []
+    assert widget.last_model is None and widget.last_palette_model is None
+    assert predict.predictor is old and predict._full_spec() == old_spec
+    assert (tmp_path / "cancelled" / "latest.json").is_file()  # the CTN's epoch stays
+    assert not (tmp_path / "cancelled" / "palette" / "latest.json").exists()
+
+
+def test_finetune_without_a_palette_network_trains_the_ctn_only(corrected_store, qtbot, errors,
+                                                                 tmp_path, monkeypatch):  # fmt: skip
+    warnings: list[str] = []
+    monkeypatch.setattr(fwm, "show_warning", warnings.append)
+    viewer, predict, store = corrected_store
+    missing = str(tmp_path / "no-palette-network")
+    predict.palette_model_edit.setText(missing)
+    widget = FinetuneWidget(viewer, predict_widget=predict)
+    viewer.window.add_dock_widget(widget, name="Fine-tune")
+    assert not widget.palette_check.isChecked()  # off by default: it does not resolve
+    assert "cannot be loaded" in widget.palette_note.text()
+    assert "Only the CTN is fine-tuned" in widget.palette_note.text()
+    widget.palette_check.click()  # asked for anyway
+    assert widget.palette_check.isChecked()
+    widget.epochs_spin.setValue(1)
+    widget.steps_spin.setValue(1)
+    widget.out_edit.setText(str(tmp_path / "ctn-only"))
+
+    assert widget.start() is not None
+    assert warnings and "CTN only" in warnings[-1] and "cannot be loaded" in warnings[-1]
+    assert "CTN only" in widget.status_label.text()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=300_000)
+    qtbot.waitUntil(lambda: not predict.busy, timeout=120_000)
+    assert errors == []
+    assert widget.last_model is not None and widget.last_palette_model is None
+    assert widget.palette_history == [] and len(widget.history) == 1
+    assert predict.model_spec()[0] == str(widget.last_model)
+    assert predict._full_spec()[2] == missing  # unchanged
+    assert not (tmp_path / "ctn-only" / "palette").exists()

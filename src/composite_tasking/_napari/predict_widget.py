@@ -387,11 +387,15 @@ class PredictWidget(QWidget):
         return (self.model_edit.text().strip() or "default",
                 self.device_combo.currentText().strip() or "auto")  # fmt: skip
 
-    def set_model(self, model: str | Path, device: str | None = None) -> None:
-        """Choose the model (and device); it is loaded on the next load or predict."""
+    def set_model(self, model: str | Path, device: str | None = None,
+                  palette_model: str | Path | None = None) -> None:  # fmt: skip
+        """Choose the model (and device, and palette network: ``default`` or a checkpoint /
+        run folder; None keeps the current one); loaded on the next load or predict."""
         self.model_edit.setText(str(model))
         if device is not None:
             self.device_combo.setCurrentText(device)
+        if palette_model is not None:
+            self.palette_model_edit.setText(str(palette_model))
         self._on_model_spec_changed()
 
     def load_model(self, model: str | Path | None = None, device: str | None = None):
