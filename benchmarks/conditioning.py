@@ -43,16 +43,6 @@ from benchmarks._registry import Context, Row, benchmark, time_round_robin  # no
 PALETTES = ("S:semseg", "R1r mosaic", "R2 (synthetic scene)", "Rrnd random")
 
 
-def _bf16_native(device: str) -> bool:
-    import torch
-
-    from composite_tasking.device import cpu_has_bf16
-
-    if device.startswith("cuda"):
-        return torch.cuda.is_bf16_supported()
-    return cpu_has_bf16()
-
-
 def _palettes(size: int, seed: int):
     import numpy as np
     import torch
@@ -85,13 +75,14 @@ def conditioning(ctx: Context):
     """CTN decode time, plain vs palette-aware conditioning, float32 and bf16."""
     import torch
 
+    from composite_tasking.device import native_bf16
     from composite_tasking.model import build_model
 
     sizes = (128,) if ctx.quick else (256, 512)
     budgets = {128: 12.0} if ctx.quick else {256: 40.0, 512: 65.0}  # seconds
     max_rounds = 1 if ctx.quick else 5
     dev = torch.device(ctx.device)
-    bf16 = _bf16_native(ctx.device)
+    bf16 = native_bf16(ctx.device)
     precisions = ("fp32", "bf16") if bf16 else ("fp32",)
 
     torch.manual_seed(ctx.seed)

@@ -29,16 +29,6 @@ if __package__ in (None, ""):  # run as a script
 from benchmarks._registry import Context, Row, benchmark, time_round_robin  # noqa: E402
 
 
-def _bf16_native(device: str) -> bool:
-    import torch
-
-    from composite_tasking.device import cpu_has_bf16
-
-    if device.startswith("cuda"):
-        return torch.cuda.is_bf16_supported()
-    return cpu_has_bf16()
-
-
 def label_differences(a, b) -> dict[str, dict[str, float]]:
     """Per task of two :class:`~composite_tasking.inference.Prediction` of one image and
     palette: share of differing labels, max probability difference, normal angles."""
@@ -67,12 +57,13 @@ def label_differences(a, b) -> dict[str, dict[str, float]]:
 @benchmark("precision", order=26, ratio_to="float32, same device (time rows)")
 def precision(ctx: Context):
     """Predictor float32 vs bf16 autocast: time per image and label differences."""
+    from composite_tasking.device import native_bf16
     from composite_tasking.images import read_image
     from composite_tasking.inference import Predictor
     from composite_tasking.palette import MosaicRule
     from composite_tasking.samples import sample_paths
 
-    if not _bf16_native(ctx.device):
+    if not native_bf16(ctx.device):
         yield Row("precision", "bf16 not native on this device", None, "", notes="rows left out")
         return
     images = [read_image(p) for p in sample_paths()[: 2 if ctx.quick else None]]

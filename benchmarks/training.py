@@ -29,16 +29,6 @@ if __package__ in (None, ""):  # run as a script
 from benchmarks._registry import Context, Row, benchmark  # noqa: E402
 
 
-def _bf16_native(device: str) -> bool:
-    import torch
-
-    from composite_tasking.device import cpu_has_bf16
-
-    if device.startswith("cuda"):
-        return torch.cuda.is_bf16_supported()
-    return cpu_has_bf16()
-
-
 def _images_per_s(recipe_name: str, precision: str, ctx: Context, size: int, steps: int) -> float:
     from composite_tasking.training.recipe import builtin_recipe
     from composite_tasking.training.trainer import Trainer
@@ -57,10 +47,12 @@ def _images_per_s(recipe_name: str, precision: str, ctx: Context, size: int, ste
 @benchmark("training", order=40, ratio_to="float32, same recipe and device")
 def training(ctx: Context):
     """Trainer images/s, float32 vs bf16 autocast (recipe of the bundled model)."""
+    from composite_tasking.device import native_bf16
+
     cases = [("ctn-synthetic-cpu", 64 if ctx.quick else 128, 3 if ctx.quick else 12)]
     if ctx.device.startswith("cuda") and not ctx.quick:
         cases.append(("ctn-synthetic", 256, 30))
-    precisions = ("fp32", "bf16") if _bf16_native(ctx.device) else ("fp32",)
+    precisions = ("fp32", "bf16") if native_bf16(ctx.device) else ("fp32",)
     for name, size, steps in cases:
         ref = None
         for prec in precisions:

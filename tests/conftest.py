@@ -34,6 +34,16 @@ def ctn18():
 
 
 @pytest.fixture
+def one_thread():
+    """torch on one thread for the test (timing-free tests that other jobs share the
+    machine with; use with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(1234)
 

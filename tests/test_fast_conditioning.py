@@ -27,13 +27,7 @@ from _palettes import make_palette as _palette
 TOL = 1e-4  # float32: fast vs plain, max abs difference of the raw outputs
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """A training job shares this machine: keep to one core."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _both(model, encoded, palette):

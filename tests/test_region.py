@@ -21,12 +21,7 @@ from composite_tasking.model.region import (
 TOL = 1e-4  # float32, max abs difference inside the requested region
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _blob(h: int, w: int, seed: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["pick_device", "cpu_has_bf16"]
+__all__ = ["pick_device", "cpu_has_bf16", "native_bf16"]
 
 
 def cpu_has_bf16() -> bool:
@@ -16,6 +16,15 @@ def cpu_has_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def native_bf16(device: str | torch.device) -> bool:
+    """True where bf16 autocast is native on ``device``: a CUDA GPU with bf16, or a CPU
+    with avx512_bf16 / amx_bf16 (elsewhere autocast would emulate it, slower)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return dev.type == "cpu" and cpu_has_bf16()
 
 
 def pick_device(spec: str = "auto") -> torch.device:
