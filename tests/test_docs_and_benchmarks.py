@@ -103,6 +103,7 @@ def test_results_page_is_not_a_placeholder():
         assert word not in text
     # the page reports the model that ships: its weights' sha256 is named there
     assert read_checkpoint_info(default_model_path()).sha256[:12] in text
+    assert read_checkpoint_info(default_model_path("palette")).sha256[:12] in text
 
 
 # --------------------------------------------------------------------------------------

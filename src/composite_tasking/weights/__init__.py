@@ -1,7 +1,9 @@
 """The bundled models: checkpoint folders shipped inside the package.
 
 ``ctn/`` holds the default CTN (config.json + model.safetensors), trained on the
-synthetic world; ``default_model_path()`` finds it.
+synthetic world; ``palette/`` the palette network that predicts R2 Task Palettes from
+the image (``--palette-from net``, the plugin's "fill from palette network");
+``default_model_path(name)`` finds them.
 """
 
 from __future__ import annotations
