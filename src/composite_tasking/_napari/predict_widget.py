@@ -415,27 +415,25 @@ class PredictWidget(QWidget):
                      palette: Labels | None = None) -> np.ndarray | None:  # fmt: skip
         """Fill the palette from a semantic rule on the predicted classes (this thread)."""
         job = self._fill_job(rule, image)
-        if job is None:
-            return None
-        try:
-            result = job.run()
-        except _USER_ERRORS as e:
-            self._job_failed(e)
-            return None
-        return self._apply_fill(result, job, palette)
+        result = self._run_here(job)
+        return None if result is None else self._apply_fill(result, job, palette)
 
     def predict(self, image: Image | None = None, palette: Labels | None = None
                 ) -> dict[tuple[str | None, str], Layer] | None:  # fmt: skip
         """Predict in this thread and show the layers: {(task, role): layer}."""
         job = self._predict_job(image, palette)
+        result = self._run_here(job)
+        return None if result is None else self.show_prediction(result, job)
+
+    def _run_here(self, job: PredictJob | None) -> JobResult | None:
+        """Run a job in this thread; a user error is shown and gives None."""
         if job is None:
             return None
         try:
-            result = job.run()
+            return job.run()
         except _USER_ERRORS as e:
             self._job_failed(e)
             return None
-        return self.show_prediction(result, job)
 
     def show_prediction(self, result: JobResult, job: PredictJob, *, stagger: bool = False
                         ) -> dict[tuple[str | None, str], Layer]:  # fmt: skip
