@@ -44,6 +44,19 @@ def one_thread():
 
 
 @pytest.fixture
+def errors(monkeypatch):
+    """Messages the plugin's widgets show with napari's ``show_error`` (napari tests):
+    every widget module's ``show_error`` appends to this list instead."""
+    import importlib
+
+    shown: list[str] = []
+    for name in ("palette_widget", "predict_widget", "finetune_widget"):
+        module = importlib.import_module(f"composite_tasking._napari.{name}")
+        monkeypatch.setattr(module, "show_error", shown.append)
+    return shown
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(1234)
 

@@ -31,14 +31,6 @@ PLUGIN = "napari-composite-tasking"
 
 
 @pytest.fixture
-def errors(monkeypatch):
-    shown: list[str] = []
-    monkeypatch.setattr(pwm, "show_error", shown.append)
-    monkeypatch.setattr(fwm, "show_error", shown.append)
-    return shown
-
-
-@pytest.fixture
 def corrected_store(make_napari_viewer, tiny_checkpoint, tmp_path, errors):
     """A viewer whose prediction was corrected and saved to a store (64 px scene)."""
     from composite_tasking.palette import load_rule

@@ -16,7 +16,6 @@ pytest.importorskip("pytestqt")
 
 from qtpy.QtCore import Qt  # noqa: E402
 
-from composite_tasking._napari import palette_widget as pw  # noqa: E402
 from composite_tasking._napari.palette_layer import (  # noqa: E402
     METADATA_KEY,
     is_palette_layer,
@@ -31,14 +30,6 @@ pytestmark = pytest.mark.gui
 
 H, W = 48, 64
 PLUGIN = "napari-composite-tasking"
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    """Messages the widget shows with napari's show_error."""
-    shown: list[str] = []
-    monkeypatch.setattr(pw, "show_error", shown.append)
-    return shown
 
 
 @pytest.fixture

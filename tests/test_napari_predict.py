@@ -34,13 +34,6 @@ pytestmark = pytest.mark.gui
 PLUGIN = "napari-composite-tasking"
 
 
-@pytest.fixture
-def errors(monkeypatch):
-    shown: list[str] = []
-    monkeypatch.setattr(pwm, "show_error", shown.append)
-    return shown
-
-
 def _scene(size: int):
     from composite_tasking.synthetic import generate
 

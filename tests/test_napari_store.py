@@ -17,7 +17,6 @@ pytest.importorskip("pytestqt")
 import composite_tasking.model  # noqa: E402, F401
 from napari.layers import Image, Labels  # noqa: E402
 
-from composite_tasking._napari import predict_widget as pwm  # noqa: E402
 from composite_tasking._napari.palette_layer import is_palette_layer, make_palette_layer  # noqa: E402
 from composite_tasking._napari.predict_widget import PredictWidget  # noqa: E402
 from composite_tasking._napari.store_io import (  # noqa: E402
@@ -36,13 +35,6 @@ from composite_tasking.tasks import IGNORE, get_task  # noqa: E402
 pytestmark = pytest.mark.gui
 
 PLUGIN = "napari-composite-tasking"
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    shown: list[str] = []
-    monkeypatch.setattr(pwm, "show_error", shown.append)
-    return shown
 
 
 def _scene(size=128):

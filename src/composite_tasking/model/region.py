@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .blocks import PYRAMID_LEVELS, Decoder, PureMap
+from .blocks import PYRAMID_LEVELS, Decoder, PureMap, TaskCompositionBlock
 
 __all__ = [
     "Window",
@@ -328,7 +328,7 @@ class _Conditioning:
 def _run(block, x: torch.Tensor, cond: _Conditioning, level: int, crop, keep) -> torch.Tensor:
     """``block`` on the input ``x`` that covers ``crop``; the output cells ``keep``."""
     e, pure = cond.at(level, crop)
-    if not block_conditioned(block):
+    if not isinstance(block, TaskCompositionBlock):  # a plain block (MHN / STN decoders)
         out = block(x)
     elif pure is not None:
         out = block(x, None, pure)
@@ -337,10 +337,6 @@ def _run(block, x: torch.Tensor, cond: _Conditioning, level: int, crop, keep) ->
     (cy0, _), (cx0, _) = crop
     (ky0, ky1), (kx0, kx1) = keep
     return out[..., ky0 - cy0 : ky1 - cy0, kx0 - cx0 : kx1 - cx0]
-
-
-def block_conditioned(block) -> bool:
-    return hasattr(block, "gamma")
 
 
 def _crop(t: torch.Tensor, r: tuple[Range, Range]) -> torch.Tensor:
