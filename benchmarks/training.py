@@ -7,8 +7,8 @@ bundled model (``ctn-synthetic-cpu``: ResNet-18 CTN, 128 x 128 synthetic scenes 
 the fly, R1r mosaic palettes, augmentation, batch 8, AdamW, gradient clipping) for one
 epoch of a few steps, once with ``precision: fp32`` and once with ``bf16`` (where the
 device has native bf16: CPUs with avx512_bf16 / amx_bf16, GPUs with bf16), no
-validation. On CUDA the paper's recipe (``ctn-synthetic``: ResNet-34 at 256 x 256) is
-measured too. The value is the Trainer's own images/s of the epoch (data making and
+validation. On CUDA the GPU recipe (``ctn-synthetic``: ResNet-34 at 256 x 256, batch 32,
+its 12 data workers) is measured too. The value is the Trainer's own images/s of the epoch (data making and
 loading included, checkpoint writing and BatchNorm recalibration excluded); the ratio
 is over float32 of the same recipe. ``--quick``: 64 x 64 scenes, 3 steps.
 
@@ -29,19 +29,24 @@ if __package__ in (None, ""):  # run as a script
 from benchmarks._registry import Context, Row, benchmark  # noqa: E402
 
 
-def _images_per_s(recipe_name: str, precision: str, ctx: Context, size: int, steps: int) -> float:
+def _images_per_s(recipe_name: str, precision: str, ctx: Context, size: int, steps: int) -> tuple[float, int, int]:
+    """(images/s, batch size, data workers) of one epoch of ``steps`` steps."""
     from composite_tasking.training.recipe import builtin_recipe
     from composite_tasking.training.trainer import Trainer
 
+    base = builtin_recipe(recipe_name)
+    # on the CPU one worker (the model needs the cores); on CUDA the recipe's workers,
+    # as a GPU run uses them
+    workers = 0 if ctx.quick else (base.workers if ctx.device.startswith("cuda") else 1)
     recipe = builtin_recipe(recipe_name, {
         "epochs": 1, "max_steps_per_epoch": steps, "val": None, "precision": precision,
-        "workers": 0 if ctx.quick else 1, "bn_recalibration_batches": 0,
+        "workers": workers, "bn_recalibration_batches": 0,
         "train": {"kind": "synthetic", "seed": ctx.seed, "n": 10_000, "size": size},
     })  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="ctn-bench-train-") as tmp:
         trainer = Trainer(recipe, Path(tmp) / "run", device=ctx.device)
         history = trainer.fit()
-    return float(history[-1]["images_per_s"])
+    return float(history[-1]["images_per_s"]), int(recipe.batch_size), workers
 
 
 @benchmark("training", order=40, ratio_to="float32, same recipe and device")
@@ -56,9 +61,10 @@ def training(ctx: Context):
     for name, size, steps in cases:
         ref = None
         for prec in precisions:
-            ips = _images_per_s(name, prec, ctx, size, steps)
+            ips, batch, workers = _images_per_s(name, prec, ctx, size, steps)
             ref = ref or ips
-            yield Row("training", f"{name} ({size}x{size}, batch 8), {prec}", ips, "images/s",
+            yield Row("training", f"{name} ({size}x{size}, batch {batch}), {prec}", ips, "images/s",
                       ratio=ips / ref, digits=2,
-                      notes=f"1 epoch of {steps} steps; images/h {ips * 3600:,.0f}",
+                      notes=f"1 epoch of {steps} steps, {workers} data worker(s); "
+                            f"images/h {ips * 3600:,.0f}",
                       extra={"recipe": name, "size": size, "steps": steps, "precision": prec})  # fmt: skip

@@ -478,9 +478,9 @@ def test_a_failed_write_is_raised_naming_the_image_and_no_thread_is_left(
     out = tmp_path / "full.zarr"
     with pytest.raises(OSError) as e:
         label_images([small_folder], out, rule="mosaic", model=tiny_predictor, batch_size=2,
-                     preview=None, pipeline=pipeline)  # fmt: skip
+                     preview=None, pipeline=pipeline, writers=1)  # fmt: skip
     assert e.value.errno == errno.ENOSPC
-    assert tried == SMALL_IDS[:3]  # nothing written after the failed image
+    assert tried == SMALL_IDS[:3]  # one writer: nothing written after the failed image
     assert any("'im-2.png'" in note for note in getattr(e.value, "__notes__", [])), e.value
     monkeypatch.undo()
     assert LabelStore(out).ids() == SMALL_IDS[:2]  # complete; the failed one is redone next run
@@ -538,3 +538,107 @@ def test_precision_is_chosen_and_recorded_per_image(tmp_path, small_folder, tiny
         assert {s.image_attrs(i)["precision"] for i in s.ids()} == {expected}
     r = label(*files, "--out", tmp_path / "x.zarr", "--model", tiny_checkpoint, "--precision", "fp64")
     assert r.returncode == 2 and "--precision" in r.stderr
+
+
+# ------------------------------------------------- several writer threads (writers=N)
+
+
+def test_several_writers_label_exactly_as_a_sequential_run(
+        tmp_path, small_folder, tiny_predictor, monkeypatch):  # fmt: skip
+    import threading
+
+    from composite_tasking.label import label_images
+
+    seq = label_images([small_folder], tmp_path / "seq.zarr", rule="mosaic", model=tiny_predictor,
+                       batch_size=3, preview=None, pipeline=False)  # fmt: skip
+    write_sample = LabelStore.write_sample
+    lock, active, overlapped = threading.Lock(), [0], threading.Event()
+
+    def write_waiting_for_company(self, image_id, *args, **kwargs):
+        # the first image's writer waits (a while at most) until another writer is writing
+        with lock:
+            active[0] += 1
+            if active[0] > 1:
+                overlapped.set()
+        try:
+            if image_id == SMALL_IDS[0]:
+                overlapped.wait(timeout=20)
+            return write_sample(self, image_id, *args, **kwargs)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(LabelStore, "write_sample", write_waiting_for_company)
+    calls = []
+    pip = label_images([small_folder], tmp_path / "pip.zarr", rule="mosaic", model=tiny_predictor,
+                       batch_size=3, preview=None, pipeline=True, writers=3,
+                       progress=lambda d, t: calls.append((d, t)))  # fmt: skip
+    assert overlapped.is_set()  # two images were written at once
+    assert not label_threads()
+    assert pip.done == seq.done == SMALL_IDS  # input order, whatever order they finished in
+    assert pip.failed == seq.failed and calls == [(i, 9) for i in range(1, 10)]
+    assert_same_store(seq.store, pip.store)
+    assert LabelStore(pip.store).ids(complete_only=False) == SMALL_IDS
+
+
+def test_a_failed_write_among_several_writers_stops_all_and_names_the_image(
+        tmp_path, small_folder, tiny_predictor, monkeypatch):  # fmt: skip
+    import errno
+
+    from composite_tasking.label import label_images
+
+    write_sample = LabelStore.write_sample
+
+    def disk_full_at_im_2(self, image_id, *args, **kwargs):
+        if image_id == "im-2.png":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_sample(self, image_id, *args, **kwargs)
+
+    monkeypatch.setattr(LabelStore, "write_sample", disk_full_at_im_2)
+    out = tmp_path / "full.zarr"
+    with pytest.raises(OSError) as e:
+        label_images([small_folder], out, rule="mosaic", model=tiny_predictor, batch_size=2,
+                     preview=None, pipeline=True, writers=3)  # fmt: skip
+    assert e.value.errno == errno.ENOSPC
+    assert any("'im-2.png'" in note for note in getattr(e.value, "__notes__", [])), e.value
+    assert not label_threads()
+    monkeypatch.undo()
+    store = LabelStore(out)
+    done = store.ids()
+    # the images before the failed one are complete; writers may have finished some after it
+    assert set(SMALL_IDS[:2]) <= set(done) and "im-2.png" not in done
+    assert store.ids(complete_only=False) == done  # every image written is complete
+    check_labels(out, "mosaic")
+    # the next run finishes the store, as one uninterrupted run writes it
+    summary = label_images([small_folder], out, rule="mosaic", model=tiny_predictor, batch_size=2,
+                           preview=None, writers=3)  # fmt: skip
+    assert summary.skipped_complete == done and "im-2.png" in summary.done
+    ref = label_images([small_folder], tmp_path / "ref.zarr", rule="mosaic", model=tiny_predictor,
+                       batch_size=2, preview=None, pipeline=False)  # fmt: skip
+    assert_same_store(out, ref.store)
+
+
+def test_the_writers_flag_is_passed_on_and_validated(tmp_path, monkeypatch):
+    from composite_tasking import label as label_module
+    from composite_tasking.cli import build_parser, main
+    from composite_tasking.label import LabelError, LabelSummary, label_images
+
+    parser = build_parser()
+    assert parser.parse_args(["label", "x", "--out", "y.zarr"]).writers is None
+    for bad in ("-1", "two"):
+        with pytest.raises(SystemExit) as e:
+            parser.parse_args(["label", "x", "--out", "y.zarr", "--writers", bad])
+        assert e.value.code == 2
+    seen = {}
+
+    def fake_label_images(inputs, store_path, **kwargs):
+        seen.update(kwargs)
+        return LabelSummary(store_path)
+
+    monkeypatch.setattr(label_module, "label_images", fake_label_images)
+    assert main(["label", str(tmp_path), "--out", str(tmp_path / "s.zarr"), "--writers", "3"]) == 0
+    assert seen["writers"] == 3
+    monkeypatch.undo()
+    with pytest.raises(LabelError, match="--writers"):
+        label_images([tmp_path], tmp_path / "s.zarr", writers=-1)
+    assert not (tmp_path / "s.zarr").exists()  # a usage error: nothing written

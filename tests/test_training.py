@@ -471,3 +471,40 @@ def test_ddp_replicas_share_the_schedule(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("replicas equal: True") == 2
     assert r.stdout.count("lr [0.0005, 0.0005]") == 2
+
+
+def test_max_minutes_stops_after_the_last_finished_epoch(tmp_path, capsys, monkeypatch):
+    """``ctn train --max-minutes M``: the clock runs out during epoch 2 of 5; epoch 1 is
+    the newest checkpoint, exit 0, and ``--resume`` continues from it."""
+    from composite_tasking import cli
+
+    recipe = write_recipe(tmp_path / "recipe.yaml", epochs=5, val=None, augment=None,
+                          schedule={"kind": "none"}, batch_size=2)  # fmt: skip
+    clock = {"t": 1000.0, "calls": 0}
+
+    def fake_now():
+        # the first call sets the deadline (30 s ahead); each later call (before every
+        # epoch and every step after an epoch's first) advances the clock by 5 s. Epoch 1
+        # (4 steps) asks 4 times (+20 s); epoch 2 asks at its start and at its step 2:
+        # +30 s, out of time in the middle of epoch 2
+        clock["calls"] += 1
+        clock["t"] += 0.0 if clock["calls"] == 1 else 5.0
+        return clock["t"]
+
+    monkeypatch.setattr(cli, "_now", fake_now)
+    code, out, err = ctn_here(capsys, "train", "--config", recipe, "--out", tmp_path / "run",
+                              "--max-minutes", "0.5")  # fmt: skip
+    monkeypatch.undo()
+    assert code == 0, err
+    latest = json.loads((tmp_path / "run" / LATEST).read_text())
+    assert latest["epoch"] == 1, out
+    assert "time limit of 0.5 min reached after 1 of 5 epoch(s)" in out and "--resume" in out
+    # --resume continues (the clock is real again: it finishes)
+    code, out, err = ctn_here(capsys, "train", "--config", recipe, "--out", tmp_path / "run", "--resume")
+    assert code == 0 and json.loads((tmp_path / "run" / LATEST).read_text())["epoch"] == 5, err
+
+    for bad in ("0", "-1", "soon", "inf"):
+        with pytest.raises(SystemExit) as e:
+            ctn_here(capsys, "train", "--config", recipe, "--out", tmp_path / "x", "--max-minutes", bad)
+        assert e.value.code == 2
+    assert "--max-minutes" in capsys.readouterr().err

@@ -192,7 +192,10 @@ class Trainer:
             torch.distributed.init_process_group(backend)
         self.device = pick_device(device)
         if self.device.type == "cuda":
+            if self.device.index is None:  # "cuda" / "auto": set_device needs an index
+                self.device = torch.device("cuda", torch.cuda.current_device())
             torch.cuda.set_device(self.device)
+            torch.backends.cudnn.benchmark = True  # fixed training shapes: pick the fastest kernels
         self.autocast = pick_autocast_dtype(recipe.precision, self.device)
         if self.out.exists() and any(self.out.iterdir()) and not resume:
             if (self.out / LATEST).exists():
@@ -466,8 +469,9 @@ class Trainer:
         if state.get("optimizer_sha256", digest) != digest:
             raise CheckpointError(f"{opt_file}: sha256 {digest[:12]}... does not match state.json's "
                                   f"{state['optimizer_sha256'][:12]}...; the file was changed or is incomplete")  # fmt: skip
-        _load_optimizer_state(self.optimizer, {k: v.to(self.device) for k, v in tensors.items()},
-                              state["optimizer"])  # fmt: skip
+        # load_state_dict moves the moments to their parameters' device; Adam's step
+        # counts stay on the CPU, where (not capturable) it reads them every step
+        _load_optimizer_state(self.optimizer, tensors, state["optimizer"])
         self.schedule.load(state["schedule"])
         self.history = state["history"]
         self.epoch = int(state["epoch"])

@@ -129,6 +129,16 @@ def _size(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
+def _minutes(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected minutes (a number), got {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected minutes > 0, got {text!r}")
+    return v
+
+
 def _nonneg(text: str) -> int:
     try:
         v = int(text)
@@ -189,11 +199,27 @@ def _train_progress():
     return progress
 
 
-def _run_training(recipe, out, resume, device) -> int:
+def _now() -> float:
+    """The clock of ``--max-minutes`` (a function, so tests can run it fast)."""
+    import time
+
+    return time.monotonic()
+
+
+def _run_training(recipe, out, resume, device, max_minutes: float | None = None) -> int:
     from composite_tasking.training.trainer import Trainer, TrainingDiverged
 
+    deadline = None if max_minutes is None else _now() + 60.0 * max_minutes
+    out_of_time = False
+
+    def should_stop() -> bool:
+        nonlocal out_of_time
+        out_of_time = deadline is not None and _now() >= deadline
+        return out_of_time
+
     try:
-        trainer = Trainer(recipe, out, resume=resume, device=device, progress=_train_progress())
+        trainer = Trainer(recipe, out, resume=resume, device=device, progress=_train_progress(),
+                          should_stop=should_stop)  # fmt: skip
         trainer.fit()
     except TrainingDiverged as e:
         print(f"ctn: training stopped: {e}", file=sys.stderr)
@@ -202,7 +228,13 @@ def _run_training(recipe, out, resume, device) -> int:
         print(f"\ninterrupted; the last complete epoch is saved in {out}: continue with --resume",
               file=sys.stderr)  # fmt: skip
         return 130
-    print(f"done: {trainer.epoch} epoch(s); newest model: {Path(out) / f'epoch-{trainer.epoch:04d}' / 'model'}")
+    newest = Path(out) / f"epoch-{trainer.epoch:04d}" / "model"
+    if out_of_time and trainer.epoch < recipe.epochs:
+        print(f"time limit of {max_minutes:g} min reached after {trainer.epoch} of {recipe.epochs} "
+              f"epoch(s) (an unfinished epoch is dropped); newest model: {newest}; "
+              f"continue with --resume")  # fmt: skip
+        return EXIT_OK
+    print(f"done: {trainer.epoch} epoch(s); newest model: {newest}")
     return EXIT_OK
 
 
@@ -218,7 +250,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"ctn train: {e}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        return _run_training(recipe, args.out, args.resume, args.device)
+        return _run_training(recipe, args.out, args.resume, args.device, args.max_minutes)
     except (FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"ctn train: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -234,7 +266,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         if args.epochs is not None:
             overrides["epochs"] = args.epochs
         recipe = load_recipe(args.config, overrides) if args.config else builtin_recipe("finetune", overrides)
-        return _run_training(recipe, args.out, args.resume, args.device)
+        return _run_training(recipe, args.out, args.resume, args.device, args.max_minutes)
     except (RecipeError, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"ctn finetune: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -313,7 +345,7 @@ def cmd_label(args: argparse.Namespace) -> int:
             palette_model=args.palette_model,
             device=args.device, batch_size=args.batch_size, tile=args.tile, precision=args.precision,
             overwrite=args.overwrite, shard=shard, store_image=not args.reference,
-            preview=None if args.no_preview else preview, progress=bar,
+            preview=None if args.no_preview else preview, progress=bar, writers=args.writers,
         )  # fmt: skip
     except KeyboardInterrupt:
         bar.close()
@@ -409,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --palette-from net: the palette network ('default' = bundled, or a folder)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:I")
     p.add_argument("--batch-size", type=_nonneg, default=4)
+    p.add_argument("--writers", type=_nonneg, default=None, metavar="N",
+                   help="threads writing the store when the model runs on a GPU (default "
+                        "min(4, cores - 1); 0: write in the labelling thread)")  # fmt: skip
     p.add_argument("--tile", type=_nonneg, default=1024, help="tile images larger than this (pixels per side)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="auto: bf16 autocast on GPUs, float32 on CPUs; bf16 on a CPU with native "
@@ -440,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--epochs", type=_nonneg, default=None, help="override the recipe's epochs")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:I")
+    p.add_argument("--max-minutes", type=_minutes, default=None, metavar="M",
+                   help="stop after M minutes of wall time, keeping the last finished epoch "
+                        "(continue with --resume)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("finetune", help="fine-tune a model on a store, a data set or a new rule")
@@ -451,6 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_nonneg, default=None, help="override the recipe's epochs")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--device", default="auto")
+    p.add_argument("--max-minutes", type=_minutes, default=None, metavar="M",
+                   help="stop after M minutes of wall time, keeping the last finished epoch")
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser(

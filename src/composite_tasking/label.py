@@ -15,34 +15,43 @@ A store remembers the model (sha256) and the rule it was written with; labelling
 it with another model or rule is refused unless ``overwrite`` is given, so pseudo-labels
 of different origins are never mixed silently.
 
-The pipeline: reading and writing overlap with the model. Three threads, two bounded
-queues (memory stays flat however many images there are):
+The pipeline: reading and writing overlap with the model. A reader thread, the calling
+thread and writer threads, two bounded queues (memory stays flat however many images
+there are):
 
 - a *reader* thread decodes the next images (:func:`.images.read_image`) and, with a
   palette folder, their palette PNGs, at most two batches ahead of the model;
 - the calling thread makes the palettes that need the model or a rule (semantic rules,
   the palette network, random rules), forms batches of consecutive images of one size
   and predicts them; it alone calls ``progress`` and ``should_stop`` and fills the
-  summary, so these behave as in a sequential loop (``done`` in input order);
-- a *writer* thread writes the predictions into the store in input order
-  (:meth:`.store.LabelStore.write_sample`, completion marker last), from a queue of at
-  most two batches; the thread blocks when it is full.
+  summary, so these behave as in a sequential loop (``done`` is sorted into input order
+  at the end);
+- ``writers`` *writer* threads (default ``min(4, cores - 1)``) take the predictions from
+  one queue in input order and write them into the store
+  (:meth:`.store.LabelStore.write_sample`, completion marker last); at most
+  ``max(2 * batch_size, batch_size + writers)`` images wait or are being written, and
+  the calling thread blocks when the queue is full. A store write (dozens of small
+  compressed files) is far slower than the model on a GPU; each image is its own group
+  and no two images' writes share a file, so the threads need no lock, and several
+  images finish in any order.
 
 PIL decoding and zarr's compression release the GIL for most of their work, so they
 run while the model computes. ``progress(done, total)`` is called, in the calling
 thread, once per image written or failed. When ``should_stop()`` says so, the images
 already predicted are still written and the rest is left for the next run. A failed
-write (a full disk, a :class:`~.store.StoreError`) stops the writer and is raised in the
-calling thread as the same exception, with a note naming the image when its message does
-not; images before it are complete, the failed one is redone by the next run. Both
-threads have ended when :func:`label_images` returns or raises: after an error in the
-calling thread the images already predicted are written first, after Ctrl-C only the
-image being written is finished. With a semantic rule the encoder features of a whole batch stay cached
-between the palette and the prediction (the Predictor's cache is raised to the batch
-size for the run). ``pipeline=False`` does everything one step after another in the
-calling thread: the reference the pipeline must equal, and a way to debug; the default
-pipelines when the model runs on a GPU (on a CPU the model keeps every core busy, so the
-writer only competes with it: docs/benchmarks.md).
+write (a full disk, a :class:`~.store.StoreError`) stops the writers (each finishes the
+image it is writing, the queued ones are dropped) and is raised in the calling thread as
+the same exception, with a note naming the image when its message does not; images
+before it are complete (with several writers, some after it may be too), the failed one
+is redone by the next run. All threads have ended when :func:`label_images` returns or
+raises: after an error in the calling thread the images already predicted are written
+first, after Ctrl-C each writer finishes only the image it is writing. With a semantic
+rule the encoder features of a whole batch stay cached between the palette and the
+prediction (the Predictor's cache is raised to the batch size for the run).
+``pipeline=False`` does everything one step after another in the calling thread: the
+reference the pipeline must equal, and a way to debug; the default pipelines when the
+model runs on a GPU (on a CPU the model keeps every core busy, so the writers only
+compete with it: docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -66,7 +75,8 @@ from .palette import load_rule, validate_palette
 from .store import LabelStore, StoreError
 from .tasks import get_task
 
-__all__ = ["LabelError", "LabelSummary", "label_images", "image_ids", "contact_sheet", "parse_shard"]
+__all__ = ["LabelError", "LabelSummary", "label_images", "image_ids", "contact_sheet", "parse_shard",
+           "default_writers"]
 
 
 class LabelError(ValueError):
@@ -270,24 +280,40 @@ class _Reader:
             self._thread.join()
 
 
-class _Writer:
-    """Writes labelled images into the store in the order given: by a thread from a queue
-    of at most ``depth`` images, or (``depth=0``) at once in the calling thread.
+def default_writers() -> int:
+    """Writer threads when pipelining and ``writers`` is not given: every core but the
+    labelling thread's, at most 4."""
+    return min(4, max(1, (os.cpu_count() or 1) - 1))
 
-    The first failed write stops the thread (later images are not written) and its
-    exception is raised in the labelling thread by :meth:`check` or :meth:`submit`.
+
+class _Writer:
+    """Writes labelled images into the store: by ``threads`` threads taking them from one
+    queue of at most ``depth`` images, or (``threads=0``) at once in the calling thread.
+
+    Each image is its own group of the store and its write touches no file another
+    image's write does (:meth:`.store.LabelStore.write_sample`), so the threads need no
+    lock. With one thread the images are written in the order given; with more they
+    start in that order and finish in any order.
+
+    The first failed write stops every thread: each finishes the image it is writing,
+    the queued ones are not written, and the exception is raised in the labelling thread
+    by :meth:`check` or :meth:`submit`. Every image submitted before the failed one was
+    taken by a thread before it, so it is written (or failed) when :meth:`close` returns.
     """
 
-    def __init__(self, write: Callable[..., None], depth: int):
+    def __init__(self, write: Callable[..., None], depth: int, threads: int = 1):
         self._write = write
-        self._written: queue.SimpleQueue = queue.SimpleQueue()  # ids, in the order written
+        self._written: queue.SimpleQueue = queue.SimpleQueue()  # ids, in the order finished
         self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        if depth > 0:
-            self._queue: queue.Queue = queue.Queue(maxsize=depth)
-            self._abort = threading.Event()
-            self._thread = threading.Thread(target=self._run, name="ctn-label-writer")
-            self._thread.start()
+        self._lock = threading.Lock()  # the first error is the one raised
+        self._threads: list[threading.Thread] = []
+        if threads > 0:
+            self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+            self._stop = threading.Event()  # a write failed, or interrupted: take no more
+            self._threads = [threading.Thread(target=self._run, name=f"ctn-label-writer-{i}")
+                             for i in range(threads)]  # fmt: skip
+            for t in self._threads:
+                t.start()
 
     def _write_one(self, item: tuple) -> None:
         try:
@@ -301,30 +327,31 @@ class _Writer:
     def _run(self) -> None:
         while True:
             item = self._queue.get()
-            if item is None:
-                return
-            if self._abort.is_set():
-                continue  # interrupted: drop what waits, the next run labels it
+            if item is None or self._stop.is_set():
+                return  # the end, or interrupted / failed: the next run labels what waits
             try:
                 self._write_one(item)
             except BaseException as e:
-                self._error = e
+                with self._lock:
+                    if self._error is None:
+                        self._error = e
+                self._stop.set()
                 return
 
     def _dead(self) -> bool:
-        return not self._thread.is_alive()
+        return not any(t.is_alive() for t in self._threads)
 
     def submit(self, item: tuple) -> None:
-        """Write ``(path, image_id, image, prediction)``, or queue it for the thread."""
-        if self._thread is None:
+        """Write ``(path, image_id, image, prediction)``, or queue it for the threads."""
+        if not self._threads:
             self._write_one(item)
             return
         self.check()
-        if not _put(self._queue, item, self._dead):
+        if not _put(self._queue, item, lambda: self._stop.is_set() or self._dead()):
             self.check()
 
     def written(self) -> list[str]:
-        """The ids written since the last call, in order."""
+        """The ids written since the last call, in the order they were finished."""
         out = []
         while True:
             try:
@@ -338,20 +365,25 @@ class _Writer:
             raise self._error
 
     def close(self, abort: bool = False) -> None:
-        """Let the thread write what waits (``abort``: only the image it is writing) and
-        end it. A second interrupt while waiting aborts."""
-        if self._thread is None:
+        """Let the threads write what waits (``abort``: only the images they are writing)
+        and end them. A second interrupt while waiting aborts."""
+        if not self._threads:
             return
         if abort:
-            self._abort.set()
+            self._stop.set()
         try:
-            _put(self._queue, None, self._dead)
-            self._thread.join()
+            self._end()
         except BaseException:
-            self._abort.set()
-            _put(self._queue, None, self._dead)
-            self._thread.join()
+            self._stop.set()
+            self._end()
             raise
+
+    def _end(self) -> None:
+        for _ in self._threads:  # one end mark per thread, behind what waits
+            if not _put(self._queue, None, self._dead):
+                break
+        for t in self._threads:
+            t.join()
 
 
 def label_images(
@@ -374,6 +406,7 @@ def label_images(
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     pipeline: bool | None = None,
+    writers: int | None = None,
 ) -> LabelSummary:
     """Label every image of ``inputs`` into ``store_path`` (see the module docstring).
 
@@ -384,7 +417,12 @@ def label_images(
     reference the pipeline must equal); None (default) pipelines when the model runs on a
     GPU: on a CPU the model already keeps every core busy, and the writer's compression
     competing for them made labelling slower (0.75x on the 2-core benchmark machine).
+    ``writers`` is the number of writer threads when pipelining (0: write in the calling
+    thread; None: :func:`default_writers`, ``min(4, cores - 1)``); ignored without
+    pipelining. ``summary.done`` lists the images written in input order.
     """
+    if writers is not None and (isinstance(writers, bool) or not isinstance(writers, int) or writers < 0):
+        raise LabelError(f"--writers takes an integer >= 0, got {writers!r}")
     inputs = list(inputs)
     store_path = Path(store_path)
     rule_obj = load_rule(rule)  # a bad rule is a usage error before anything is written
@@ -480,13 +518,18 @@ def label_images(
     if pipeline is None:  # the CPU is free while a GPU computes, not while a CPU does
         pipeline = predictor.device.type == "cuda"
     depth = 2 * batch_size if pipeline else 0  # images read ahead / waiting to be written
+    if not pipeline:
+        writers = 0
+    elif writers is None:
+        writers = default_writers()
     reader: _Reader | None = None
     writer: _Writer | None = None
     interrupted = False
     batch: list[tuple[Path, str, np.ndarray, np.ndarray]] = []
     try:
         reader = _Reader(todo, palette_dir, ahead=depth)
-        writer = _Writer(write, depth=depth)
+        # in the writers' hands: at most max(2 * batch size, batch size + writers) images
+        writer = _Writer(write, depth=max(batch_size, depth - writers), threads=writers)
         pos = 0
         pending: _Read | None = None  # read, of another size than the batch before
         while pos < total:
@@ -523,7 +566,7 @@ def label_images(
                 if len(sheet) < 12:
                     sheet.append((image, pred))
                 writer.submit((path, image_id, image, pred))
-                if not pipeline:
+                if not writers:
                     collect()
             batch = []
     except BaseException as e:
@@ -540,6 +583,8 @@ def label_images(
         while len(predictor._cache) > cache_size:
             predictor._cache.popitem(last=False)
     collect()
+    order = {image_id: k for k, (_, image_id) in enumerate(todo)}
+    summary.done.sort(key=order.__getitem__)  # writers finish in any order: report input order
     if preview is not None and sheet:
         summary.preview = contact_sheet(sheet, Path(preview))
     return summary

@@ -174,6 +174,8 @@ class _PaletteModel(nn.Module):
         n = encoded.batch_size
         if palette.shape[0] != n and n != 1:
             raise ValueError(f"{palette.shape[0]} palettes for {n} encoded images")
+        if palette.is_cuda and torch.cuda.is_current_stream_capturing():
+            return palette  # a CUDA graph capture: values are unknown until each replay
         lo, hi = int(palette.min()), int(palette.max())
         if lo < 0 or hi > self.num_tasks:
             raise ValueError(

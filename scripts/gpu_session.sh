@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# One session on a lent GPU machine, planned to end within ~9.5 minutes:
+#   1. the GPU benchmarks (gpupath, latency = Figure 5, region, precision, then label:
+#      model-only vs roofline, end to end, memory), each in its own process with a
+#      time limit, so one failure or overrun costs only its own rows;
+#   2. training the bundled CTN (training/recipes/ctn-synthetic.yaml) for the time that
+#      is left (ctn train --max-minutes), then bundling its newest epoch as float16;
+#   3. torch.compile, if time is left.
+# Everything lands in $OUT: bench-*.json/log, train.log, history.json, curves.png,
+# results.tar (all the small files) and the bundled model as ctn.tar.part-* (<= 15 MiB
+# each: the device tool returns files of at most 16 MiB). Rejoin with
+#   cat ctn.tar.part-* | tar -x -C src/composite_tasking/weights
+# The machine's image has PyTorch but not zarr: wheels in .whl/ (see docs/benchmarks.md).
+#
+#   bash scripts/gpu_session.sh            (on the GPU machine, in the repository root)
+# A dry run of the script's logic on a CPU (minutes):
+#   DEVICE=cpu BENCH_ARGS=--quick RECIPE=ctn-synthetic-cpu END_S=200 TRAIN_END_S=150 bash scripts/gpu_session.sh
+set -u
+DEVICE=${DEVICE:-cuda}
+RECIPE=${RECIPE:-training/recipes/ctn-synthetic.yaml}
+BENCH_ARGS=${BENCH_ARGS:-}
+OUT=${OUT:-/tmp/ctn-gpu-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+T0=$(date +%s)
+END=${END_S:-570}          # seconds from start by which everything must have ended
+TRAIN_END=${TRAIN_END_S:-480}  # training (and bundling) must end by then
+RUN=${RUN:-/tmp/ctn-gpu-run}
+rm -rf "$RUN"
+now() { echo $(( $(date +%s) - T0 )); }
+log() { echo "[$(now) s] $*"; }
+left() { echo $(( $1 - $(now) )); }
+pack() { (cd "$OUT" && tar -cf results.tar --exclude='results.tar' --exclude='ctn.tar.part-*' . 2>/dev/null); }
+
+if [ -d .whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1
+fi
+# composite_tasking.training lives in training/ (pyproject's package-dir); without an
+# install, a link puts it where the package expects it
+python3 -c "import composite_tasking.training" 2>/dev/null || [ -e src/composite_tasking/training ] || ln -s ../../training src/composite_tasking/training
+export PYTHONPATH=$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
+nproc --all | tee -a "$OUT/gpu.txt"; df -h /dev/shm /tmp | tee -a "$OUT/gpu.txt"
+python3 -c "import torch, zarr, composite_tasking as c; print('torch', torch.__version__, torch.cuda.get_device_name(), 'zarr', zarr.__version__)" \
+    2>&1 | tee -a "$OUT/gpu.txt"
+
+bench() {  # bench NAME[,NAME] SECONDS
+    local t=$2
+    [ "$t" -gt 5 ] || { log "skip $1 (no time)"; return; }
+    log "bench $1 (limit $t s)"
+    timeout -k 5 "$t" python3 benchmarks/run.py --device "$DEVICE" $BENCH_ARGS --only "$1" --json "$OUT/bench-${1//,/-}.json" \
+        >"$OUT/bench-${1//,/-}.md" 2>"$OUT/bench-${1//,/-}.log"
+    log "bench $1: exit $?"
+    pack
+}
+
+bench gpupath,latency,region,precision 90
+bench label $(( $(left 300) < 150 ? $(left 300) : 150 ))
+
+# training: whatever is left before TRAIN_END (bundling takes ~15 s), at least 3 min
+mins=$(python3 -c "print(max(3.0, ($(left "$TRAIN_END") - 45) / 60))")
+log "train for $mins min"
+timeout -k 10 $(python3 -c "print(int($mins * 60 + 60))") \
+    python3 -m composite_tasking.cli train --config "$RECIPE" \
+    --out "$RUN" --device "$DEVICE" --max-minutes "$mins" >"$OUT/train.log" 2>&1
+log "train: exit $?"
+tr '\r' '\n' <"$OUT/train.log" | grep -v '|' | tail -5
+cp $RUN/history.json $RUN/curves.png "$OUT/" 2>/dev/null
+python3 - "$RUN/history.json" <<'EOF' 2>&1 | tee -a "$OUT/train-summary.txt"
+import json, sys
+for h in json.load(open(sys.argv[1])):
+    m = h.get("val", {}).get("metrics", {})
+    print(h["epoch"], round(h["images_per_s"]), {k: round(v, 3) for k, v in h["train_loss"].items()},
+          {t: round(next(iter(v.values())), 2) for t, v in m.items()})
+EOF
+python3 scripts/bundle_model.py $RUN --name ctn --note "GPU run of training/recipes/ctn-synthetic.yaml (scripts/gpu_session.sh)" \
+    && (tar -cf - -C src/composite_tasking/weights ctn | split -b 15M - "$OUT/ctn.tar.part-")
+pack
+
+bench compile $(left "$END")
+log "done"
+ls -la "$OUT"
