@@ -572,6 +572,9 @@ def _run(ctx: Context, tmp: Path):
                       extra={"key": f"phase_{rule}_{p}", "seconds_total": acc[p], "images": n})  # fmt: skip
 
     # ---- memory: fresh ctn label children on few and many small images
+    if os.environ.get("CTN_BENCH_LABEL_MEMORY", "1") == "0":  # a short GPU lease
+        yield Row(NAME, "peak RSS, ctn label", None, "MB", notes="left out (CTN_BENCH_LABEL_MEMORY=0)")
+        return
     small, many = plan.mem_counts
     scratch = scratch_dir(tmp, need_bytes=many * 2**20 + 2**30)
     try:

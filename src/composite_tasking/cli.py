@@ -446,8 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "min(4, cores - 1); 0: write in the labelling thread)")  # fmt: skip
     p.add_argument("--tile", type=_nonneg, default=1024, help="tile images larger than this (pixels per side)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="auto: bf16 autocast on GPUs, float32 on CPUs; bf16 on a CPU with native "
-                        "bf16 is ~1.7x faster with labels that differ slightly (docs/benchmarks.md)")  # fmt: skip
+                   help="auto: float32 (on GPUs too: bf16 did not pay on an H200); bf16 on a CPU "
+                        "with native bf16 is ~1.7x faster with labels that differ slightly "
+                        "(docs/benchmarks.md)")  # fmt: skip
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="skip images already complete (the default)")
     g.add_argument("--overwrite", action="store_true", help="relabel everything, also with another model or rule")

@@ -1,8 +1,8 @@
 """The Predictor: a checkpoint turned into per-task pseudo-labels for images and palettes.
 
 - loads a checkpoint (``"default"`` = the bundled model) without unpickling anything;
-- device ``auto`` (CUDA if present), ``torch.inference_mode``, channels_last, and
-  bf16 (or fp16) autocast on GPUs;
+- device ``auto`` (CUDA if present), ``torch.inference_mode``, channels_last, float32
+  by default and bf16 (or fp16) autocast when asked (``precision``);
 - batches images of equal size (:meth:`Predictor.predict_batch`);
 - tiles images larger than ``tile`` pixels on a side into overlapping tiles and blends
   the seams with linear ramps over the overlap;
@@ -142,7 +142,11 @@ class Predictor:
         if precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"precision is auto, fp32, bf16 or fp16, not {precision!r}")
         self.autocast = None
-        if precision == "bf16" or (precision == "auto" and self.device.type == "cuda"):
+        # auto = float32 everywhere: on CPUs for labels that do not depend on the CPU; on
+        # an H200 bf16 autocast did not pay (0.98x the float32 time at 4 x 512 x 512,
+        # 1.28x at 1 x 256 x 256: the decoder is bound by launches and elementwise work,
+        # and float32 convolutions already run on TF32 tensor cores; docs/benchmarks.md)
+        if precision == "bf16":
             if self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
                 self.autocast = torch.float16
             else:
@@ -155,8 +159,11 @@ class Predictor:
         self._cache: OrderedDict[Hashable, list] = OrderedDict()
         self.cache_size = int(cache_size)
         self.tasks = tuple(self.model.config.tasks)
-        #: decode only the pixels a palette asks for (CTNs; exact there, see model.region)
-        self.region_decoding = isinstance(self.model, CompositeTaskingNet)
+        #: decode only the pixels a palette asks for (CTNs; exact there, see model.region).
+        #: Not on CUDA: there the decoder is bound by kernel launches, not arithmetic, and
+        #: decoding windows level by level took 1.5x the whole image's time at 5-50%
+        #: coverage on an H200 (docs/benchmarks.md, "region"); on CPUs it pays.
+        self.region_decoding = isinstance(self.model, CompositeTaskingNet) and self.device.type != "cuda"
         self._palette_spec = palette_model
         self._palette_net = None
         self.palette_info: CheckpointInfo | None = None

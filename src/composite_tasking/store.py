@@ -156,6 +156,7 @@ the same label values, label values unique, label arrays of integer dtype).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -168,7 +169,9 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 import zarr
+import zarr.api.asynchronous as zarr_async
 from zarr.codecs import BloscCodec, ZstdCodec
+from zarr.core.sync import sync as zarr_sync  # how zarr's own synchronous API runs coroutines
 
 from .tasks import IGNORE, NO_TASK, TASK_NAMES, TASKS, get_task
 
@@ -677,6 +680,26 @@ class StoredSample:
 # ------------------------------------------------------------------------------- store
 
 
+async def _all(coros) -> None:
+    """Run the coroutines concurrently until *every one* has ended, then raise the first
+    failure. (Nothing of the image is still being written when ``write_sample`` raises,
+    so a retry never races with a write of its own image.)"""
+    results = await asyncio.gather(*coros, return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+
+
+def _label_array_kw(name: str) -> dict:
+    return {"fill_value": NO_TASK if name == "palette" else IGNORE, "dimension_names": ["y", "x"]}
+
+
+def _map_array_kw(name: str) -> dict:
+    if name == "normals":
+        return {"fill_value": 0.0, "dimension_names": ["c", "y", "x"], "attributes": _map_attrs(name)}
+    return {"fill_value": float("nan"), "dimension_names": ["y", "x"], "attributes": _map_attrs(name)}
+
+
 class LabelStore:
     """A label store on the local file system (see the module docstring for the layout).
 
@@ -856,9 +879,10 @@ class LabelStore:
 
     # --------------------------------------------------------------------- writing
 
-    def _write_array(self, group: zarr.Group, name: str, data: np.ndarray, *, fill_value,
-                     dimension_names, attributes: dict | None = None) -> None:  # fmt: skip
-        """Write one array; every array the store writes goes through here."""
+    @staticmethod
+    def _array_kwargs(name: str, data: np.ndarray, *, fill_value, dimension_names,
+                      attributes: dict | None = None) -> dict:  # fmt: skip
+        """How every array of the store is created: chunks, codecs, fill value, names."""
         h, w = data.shape[-2:]
         cy, cx = chunk_shape(h, w)
         if data.ndim == 3:
@@ -866,27 +890,58 @@ class LabelStore:
         else:
             chunks = (cy, cx)
         codecs = _FLOAT_CODECS if np.issubdtype(data.dtype, np.floating) else _INT_CODECS
-        arr = group.create_array(
-            name, shape=data.shape, dtype=data.dtype, chunks=chunks, compressors=codecs,
-            fill_value=fill_value, dimension_names=dimension_names,
-            attributes=attributes or {}, overwrite=True,
-        )  # fmt: skip
+        return dict(shape=data.shape, dtype=data.dtype, chunks=chunks, compressors=codecs,
+                    fill_value=fill_value, dimension_names=dimension_names,
+                    attributes=attributes or {}, overwrite=True)  # fmt: skip
+
+    def _write_array(self, group: zarr.Group, name: str, data: np.ndarray, **kw) -> None:
+        """Write one array (one zarr call after another: corrections)."""
+        arr = group.create_array(name, **self._array_kwargs(name, data, **kw))
         arr[...] = data
 
     def _write_label(self, labels_group: zarr.Group, name: str, data: np.ndarray,
                      with_source: bool) -> None:  # fmt: skip
         g = labels_group.create_group(name, overwrite=True,
                                       attributes=_label_group_attrs(name, with_source))  # fmt: skip
-        fill = NO_TASK if name == "palette" else IGNORE
-        self._write_array(g, "0", data, fill_value=fill, dimension_names=["y", "x"])
+        self._write_array(g, "0", data, **_label_array_kw(name))
 
     def _write_map(self, maps_group: zarr.Group, name: str, data: np.ndarray) -> None:
-        if name == "normals":
-            fill, dims = 0.0, ["c", "y", "x"]
-        else:
-            fill, dims = float("nan"), ["y", "x"]
-        self._write_array(maps_group, name, data, fill_value=fill, dimension_names=dims,
-                          attributes=_map_attrs(name))
+        self._write_array(maps_group, name, data, **_map_array_kw(name))
+
+    # The arrays of a new image, all at once: one ``write_sample`` is ~30 small files,
+    # and zarr's synchronous API waits for each file in turn on its one event loop (so
+    # writer threads queue behind each other there). Issued together as coroutines, the
+    # file writes and compressions overlap.
+    async def _awrite_array(self, group, name: str, data: np.ndarray, **kw) -> None:
+        arr = await group.create_array(name, **self._array_kwargs(name, data, **kw))
+        await arr.setitem(Ellipsis, data)
+
+    async def _awrite_parts(self, group, prep: "_Prepared", label_names: list[str],
+                            map_names: list[str], store_image: bool) -> None:  # fmt: skip
+        async def label(lg, name: str) -> None:
+            g = await lg.create_group(name, overwrite=True,
+                                      attributes=_label_group_attrs(name, store_image))  # fmt: skip
+            await self._awrite_array(g, "0", prep.labels[name], **_label_array_kw(name))
+
+        async def labels() -> None:
+            lg = await group.create_group(
+                "labels", attributes={"ome": {"version": OME_VERSION, "labels": label_names}})
+            await _all(label(lg, n) for n in label_names)
+
+        async def maps() -> None:
+            mg = await group.create_group("maps")
+            data = {"normals": prep.normals, **prep.maps}
+            await _all(self._awrite_array(mg, n, data[n], **_map_array_kw(n)) for n in map_names)
+
+        jobs = []
+        if prep.image is not None and store_image:
+            jobs.append(self._awrite_array(group, "0", prep.image, fill_value=0,
+                                           dimension_names=["c", "y", "x"]))  # fmt: skip
+        if label_names:
+            jobs.append(labels())
+        if map_names:
+            jobs.append(maps())
+        await _all(jobs)
 
     def write_sample(
         self,
@@ -953,21 +1008,9 @@ class LabelStore:
             **extra,
         }
         group = root.create_group(image_id, attributes={NS: {**own, "complete": False}})
-        if prep.image is not None and store_image:
-            self._write_array(group, "0", prep.image, fill_value=0,
-                              dimension_names=["c", "y", "x"])  # fmt: skip
-        if label_names:
-            lg = group.create_group("labels")
-            for name in label_names:
-                self._write_label(lg, name, prep.labels[name], with_source=store_image)
-            lg.attrs.put({"ome": {"version": OME_VERSION, "labels": label_names}})
-        if map_names:
-            mg = group.create_group("maps")
-            if prep.normals is not None:
-                self._write_map(mg, "normals", prep.normals)
-            for name in MAP_NAMES:
-                if name in prep.maps:
-                    self._write_map(mg, name, prep.maps[name])
+        agroup = zarr_sync(zarr_async.open_group(store=str(self.path), path=image_id, mode="r+",
+                                                 zarr_format=3))  # fmt: skip
+        zarr_sync(self._awrite_parts(agroup, prep, label_names, map_names, store_image))
         final: dict[str, Any] = {}
         if store_image:
             final["ome"] = _image_ome(image_id)
