@@ -12,9 +12,10 @@ device, timed in turns (round-robin, median of the rounds), ratio to the first c
 1. float32, NCHW tensors (the plain PyTorch baseline);
 2. float32, channels_last;
 3. bf16 autocast, NCHW;
-4. bf16 autocast, channels_last: what the :class:`~composite_tasking.inference.Predictor`
-   runs on a GPU (and on CPUs with native bf16); where the device has no native bf16
-   rows 3-5 are left out;
+4. bf16 autocast, channels_last: the :class:`~composite_tasking.inference.Predictor`
+   with ``precision="bf16"`` (its default on GPUs until this benchmark showed that bf16
+   does not pay there: the default is float32 + channels_last, case 2); where the device
+   has no native bf16 rows 3-5 are left out;
 5. the same with the plain conditioning (``fast_conditioning = False``): no
    palette-dependent shapes, the form that CUDA graphs and ``torch.compile`` can take
    whole;
@@ -104,7 +105,7 @@ def gpupath(ctx: Context):
         cases += [
             ("bf16 autocast, NCHW", lambda: run(images, dtype=torch.bfloat16), ""),
             ("bf16 autocast, channels_last", lambda: run(cl, dtype=torch.bfloat16, memory=torch.channels_last),
-             "what the Predictor runs"),
+             "the Predictor with precision bf16"),
             ("bf16 autocast, channels_last, plain conditioning",
              lambda: run(cl, fast=False, dtype=torch.bfloat16, memory=torch.channels_last),
              "static shapes (graphable)"),

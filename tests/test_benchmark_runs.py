@@ -1,4 +1,4 @@
-"""The region, stroke, precision and training benchmarks run and report what they claim
+"""The region, stroke, precision, training, gpupath and compile benchmarks run and report what they claim
 (quick sizes; timings are not checked, only that the rows are there and consistent)."""
 
 import json
@@ -16,7 +16,7 @@ def rows(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "region.json"
     r = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--threads", "1",
-         "--only", "region,stroke,precision,training", "--json", str(out)],
+         "--only", "region,stroke,precision,training,gpupath,compile", "--json", str(out)],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
@@ -71,3 +71,25 @@ def test_training_rows(rows):
     assert [r["extra"]["precision"] for r in train] == (["fp32", "bf16"] if cpu_has_bf16() else ["fp32"])
     assert all(r["value"] > 0 and r["unit"] == "images/s" for r in train)
     assert train[0]["ratio"] == 1.0
+
+
+def test_gpupath_rows_on_a_cpu(rows):
+    from composite_tasking.device import cpu_has_bf16
+
+    gp = [r for r in rows if r["benchmark"] == "gpupath"]
+    timed = [r for r in gp if r["value"] is not None]
+    cases = [r["case"].split(": ", 1)[1] for r in timed]
+    expected = ["float32, NCHW", "float32, channels_last"]
+    if cpu_has_bf16():
+        expected += ["bf16 autocast, NCHW", "bf16 autocast, channels_last",
+                     "bf16 autocast, channels_last, plain conditioning"]
+    assert cases == expected
+    assert timed[0]["ratio"] == 1.0 and all(r["value"] > 0 and r["unit"] == "ms" for r in timed)
+    # every fast case computes the same function (float32 layouts to rounding, bf16 to bf16)
+    assert timed[1]["extra"]["max_abs_diff"] < 1e-3
+    assert all(r["extra"]["max_abs_diff"] < 0.1 for r in timed[2:])
+    # the CUDA-only cases say so instead of inventing numbers
+    cuda_only = [r for r in gp if r["value"] is None]
+    assert len(cuda_only) == 2 and all(r["notes"] == "CUDA only" for r in cuda_only)
+    comp = [r for r in rows if r["benchmark"] == "compile"]
+    assert len(comp) == 1 and comp[0]["value"] is None and "CUDA only" in comp[0]["notes"]
