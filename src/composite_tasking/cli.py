@@ -462,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
     p.add_argument("--rule", default="mosaic",
                    help="default mosaic: every task somewhere in each image (R2 needs semantics the "
-                        "bundled CPU-trained model does not predict yet)")  # fmt: skip
+                        "bundled model predicts only in part)")  # fmt: skip
     p.add_argument("--model", default="default")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
