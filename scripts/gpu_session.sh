@@ -6,9 +6,10 @@
 #   2. training the bundled CTN (training/recipes/ctn-synthetic.yaml) for the time that
 #      is left (ctn train --max-minutes), then bundling its newest epoch as float16;
 #   3. torch.compile, if time is left.
-# Everything lands in $OUT: bench-*.json/log, train.log, history.json, curves.png,
-# results.tar (all the small files) and the bundled model as ctn.tar.part-* (<= 15 MiB
-# each: the device tool returns files of at most 16 MiB). Rejoin with
+# What comes back is at most 8 files (the device tool's limit): $OUT/results.tar (the
+# small files: bench-*.json/md/log, gpu.txt, train.log, history.json, curves.png,
+# train-summary.txt; rewritten after every stage) and the bundled model as
+# $OUT/ctn.tar.part-* (<= 15 MiB each: files come back only up to 16 MiB). Rejoin with
 #   cat ctn.tar.part-* | tar -x -C src/composite_tasking/weights
 # The machine's image has PyTorch but not zarr: wheels in .whl/ (see docs/benchmarks.md).
 #
@@ -20,7 +21,11 @@ DEVICE=${DEVICE:-cuda}
 RECIPE=${RECIPE:-training/recipes/ctn-synthetic.yaml}
 BENCH_ARGS=${BENCH_ARGS:-}
 OUT=${OUT:-/tmp/ctn-gpu-out}
-mkdir -p "$OUT"
+LOGS=${LOGS:-/tmp/ctn-gpu-logs}  # the small files, packed into $OUT/results.tar
+rm -rf "$LOGS"; mkdir -p "$OUT" "$LOGS"
+# ctn label's peak memory on 1000 images takes minutes of store writes: not in a short
+# lease (CTN_BENCH_LABEL_MEMORY=1 to include it)
+export CTN_BENCH_LABEL_MEMORY=${CTN_BENCH_LABEL_MEMORY:-0}
 export PYTHONUNBUFFERED=1
 T0=$(date +%s)
 END=${END_S:-570}          # seconds from start by which everything must have ended
@@ -30,7 +35,7 @@ rm -rf "$RUN"
 now() { echo $(( $(date +%s) - T0 )); }
 log() { echo "[$(now) s] $*"; }
 left() { echo $(( $1 - $(now) )); }
-pack() { (cd "$OUT" && tar -cf results.tar --exclude='results.tar' --exclude='ctn.tar.part-*' . 2>/dev/null); }
+pack() { tar -cf "$OUT/results.tar" -C "$LOGS" . 2>/dev/null; }
 
 if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -40,17 +45,17 @@ fi
 # install, a link puts it where the package expects it
 python3 -c "import composite_tasking.training" 2>/dev/null || [ -e src/composite_tasking/training ] || ln -s ../../training src/composite_tasking/training
 export PYTHONPATH=$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
-nproc --all | tee -a "$OUT/gpu.txt"; df -h /dev/shm /tmp | tee -a "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$LOGS/gpu.txt"
+nproc --all | tee -a "$LOGS/gpu.txt"; df -h /dev/shm /tmp | tee -a "$LOGS/gpu.txt"
 python3 -c "import torch, zarr, composite_tasking as c; print('torch', torch.__version__, torch.cuda.get_device_name(), 'zarr', zarr.__version__)" \
-    2>&1 | tee -a "$OUT/gpu.txt"
+    2>&1 | tee -a "$LOGS/gpu.txt"
 
 bench() {  # bench NAME[,NAME] SECONDS
     local t=$2
     [ "$t" -gt 5 ] || { log "skip $1 (no time)"; return; }
     log "bench $1 (limit $t s)"
-    timeout -k 5 "$t" python3 benchmarks/run.py --device "$DEVICE" $BENCH_ARGS --only "$1" --json "$OUT/bench-${1//,/-}.json" \
-        >"$OUT/bench-${1//,/-}.md" 2>"$OUT/bench-${1//,/-}.log"
+    timeout -k 5 "$t" python3 benchmarks/run.py --device "$DEVICE" $BENCH_ARGS --only "$1" --json "$LOGS/bench-${1//,/-}.json" \
+        >"$LOGS/bench-${1//,/-}.md" 2>"$LOGS/bench-${1//,/-}.log"
     log "bench $1: exit $?"
     pack
 }
@@ -63,11 +68,11 @@ mins=$(python3 -c "print(max(3.0, ($(left "$TRAIN_END") - 45) / 60))")
 log "train for $mins min"
 timeout -k 10 $(python3 -c "print(int($mins * 60 + 60))") \
     python3 -m composite_tasking.cli train --config "$RECIPE" \
-    --out "$RUN" --device "$DEVICE" --max-minutes "$mins" >"$OUT/train.log" 2>&1
+    --out "$RUN" --device "$DEVICE" --max-minutes "$mins" >"$LOGS/train.log" 2>&1
 log "train: exit $?"
-tr '\r' '\n' <"$OUT/train.log" | grep -v '|' | tail -5
-cp $RUN/history.json $RUN/curves.png "$OUT/" 2>/dev/null
-python3 - "$RUN/history.json" <<'EOF' 2>&1 | tee -a "$OUT/train-summary.txt"
+tr '\r' '\n' <"$LOGS/train.log" | grep -v '|' | tail -5
+cp $RUN/history.json $RUN/curves.png "$LOGS/" 2>/dev/null
+python3 - "$RUN/history.json" <<'EOF' 2>&1 | tee -a "$LOGS/train-summary.txt"
 import json, sys
 for h in json.load(open(sys.argv[1])):
     m = h.get("val", {}).get("metrics", {})
@@ -80,4 +85,4 @@ pack
 
 bench compile $(left "$END")
 log "done"
-ls -la "$OUT"
+ls -la "$OUT" "$LOGS"
