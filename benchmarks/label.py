@@ -9,13 +9,13 @@ and imports are never timed). Images are synthetic scenes
 (:func:`composite_tasking.synthetic.generate`) written as JPEGs.
 
 1. **Model only**: images/s of the CTN forward ``predictor.model(images, palettes)``
-   under ``torch.inference_mode`` and the Predictor's precision (fp32 on the CPU, bf16
-   or fp16 autocast on CUDA), inputs already on the device, R1r mosaic palettes. The
+   under ``torch.inference_mode`` and the Predictor's precision (fp32 by default on
+   the CPU and on CUDA; bf16 autocast with ``precision="bf16"``), inputs already on the device, R1r mosaic palettes. The
    FLOPs of one forward are counted with ``torch.utils.flop_counter.FlopCounterMode``
    (convolutions and matrix products only; one multiply-add = 2 FLOPs, checked on a
    matmul in the same run); achieved GFLOP/s = FLOPs per image x images/s, and the
    ratio column gives the fraction of the device's **measured** peak in the precision
-   the model runs in (fp32 on the CPU; bf16 / fp16 on CUDA, where fp32 is measured
+   the model runs in (fp32 by default; bf16 / fp16 when asked; on CUDA fp32 is measured
    too, TF32 as torch leaves it): the best of a large square matmul and a large 3x3
    convolution (channels last), each timed once per round. Both, because a matmul
    alone is not the peak everywhere: on an AMD EPYC (Zen 5) torch's MKL sgemm reached
@@ -37,7 +37,16 @@ and imports are never timed). Images are synthetic scenes
    (the Predictor's model calls with their tensor conversions and copies), *decode*
    (output -> per-task labels and confidences), *write* (the store) and *other* (the
    rest of the loop) are rows of their own.
-3. **Memory**: ``ctn label --no-preview`` as a fresh subprocess on 100 and on 1000 small
+3. **Store writes**: the same 256 x 256 prediction (the model's output under an R1r
+   mosaic palette) written for 24 images (8 with ``--quick``) into a fresh store, as
+   ``label_images`` writes when pipelining, independent of the model: (a) decoded and
+   written in the labelling thread, (b) decoded there and written by
+   ``default_writers()`` threads, (c) decoded and written by ``default_writer_processes()``
+   spawned processes (the raw output handed over); images/s and the ratio to (a). The
+   processes' start-up (spawn, imports, store open) is timed apart and not in (c)'s
+   images/s: ``label_images`` starts them before the first batch and uses them from 64
+   images on.
+4. **Memory**: ``ctn label --no-preview`` as a fresh subprocess on 100 and on 1000 small
    images (32 x 32 on the CPU, 64 x 64 on CUDA; 20 vs 100 with ``--quick``): the peak
    RSS of that child alone and its RSS when the labelling had returned, ratio
    1000 / 100 (target: flat). The peak is the child's own ``VmHWM`` (Linux), cross-
@@ -91,6 +100,7 @@ class Plan:
     matmul_n: int
     conv: tuple[int, int, int]  # peak conv 3x3: (batch, channels, size)
     matmul_reps: int  # matmuls / convs per timing (CUDA: amortise the launch)
+    write_images: int = 24  # store-write scaling: images written per case (256 x 256)
 
 
 def plan_for(ctx: Context) -> Plan:
@@ -99,7 +109,7 @@ def plan_for(ctx: Context) -> Plan:
         return Plan(model_cases=((64, LABEL_BATCH, 1), (128, 2, 1)), e2e_size=64, e2e_images=8,
                     rounds=1, mem_size=64 if cuda else 32, mem_counts=(20, 100),
                     matmul_n=4096 if cuda else 1024, conv=(8, 256, 32) if cuda else (2, 128, 32),
-                    matmul_reps=10 if cuda else 1)  # fmt: skip
+                    matmul_reps=10 if cuda else 1, write_images=8)  # fmt: skip
     if cuda:
         return Plan(model_cases=((256, LABEL_BATCH, 8), (256, 32, 2), (512, LABEL_BATCH, 4), (512, 16, 2)),
                     e2e_size=256, e2e_images=32, rounds=3, mem_size=64, mem_counts=(100, 1000),
@@ -349,13 +359,84 @@ def ctn_label_args(inputs: list[str], store: Path, ckpt: Path, rule: str, ctx: C
             "--device", ctx.device, "--batch-size", str(LABEL_BATCH), "--no-preview"]  # fmt: skip
 
 
+# ----------------------------------------------------------------------------- store writes
+
+
+def store_write_scaling(predictor, tmp: Path, n_images: int, seed: int, size: int = 256) -> dict:
+    """Seconds to decode and write ``n_images`` copies of one prediction into a fresh store:
+    {"thread": ..., "threads": ..., "processes": ..., "startup": ..., counts}. The writer
+    classes and the limits on images in flight are label_images's (batch 4)."""
+    from composite_tasking.inference import Prediction, decode_labels
+    from composite_tasking.label import (_ProcessWriter, _Writer, _write_prediction, default_writer_processes,
+                                         default_writers)
+    from composite_tasking.palette import MosaicRule
+    from composite_tasking.store import LabelStore
+    from composite_tasking.synthetic import generate
+
+    image = generate(seed, 0, size)["image"]
+    (pal, out), = predictor.predict_batch([image], [MosaicRule().palette((size, size), rng=seed)], decode=False)
+    attrs = {"rule": "mosaic", "palette_origin": "semantics", "model": predictor.model_id,
+             "model_sha256": predictor.model_sha256, "precision": predictor.precision}  # fmt: skip
+    source = str(tmp / "image.png")
+    depth = 2 * LABEL_BATCH  # label_images: images read ahead / waiting to be written
+    result = {"images": n_images, "threads_n": default_writers(), "processes_n": default_writer_processes()}
+
+    def fresh(name: str) -> tuple[Path, LabelStore]:
+        path = tmp / f"writes-{name}.zarr"
+        return path, LabelStore(path, mode="w")
+
+    def check(path: Path) -> None:
+        done = LabelStore(path, mode="r").ids()
+        if len(done) != n_images:
+            raise RuntimeError(f"store writes {path.name}: {len(done)} of {n_images} images written")
+        shutil.rmtree(path)
+
+    for name, threads in (("thread", 0), ("threads", result["threads_n"])):
+        path, store = fresh(name)
+
+        def write(path_, image_id, image_, pred, store=store):
+            _write_prediction(store, image_id, image_, pred, attrs, True, source)
+
+        writer = _Writer(write, depth=max(LABEL_BATCH, depth - threads), threads=threads)
+        t0 = time.perf_counter()
+        try:
+            for k in range(n_images):  # label_images decodes in the labelling thread (predict_batch)
+                pred = Prediction(pal, out, decode_labels(out, pal, predictor.tasks))
+                writer.submit((source, f"img-{k:04d}", image, pred))
+        finally:
+            writer.close()
+        result[name] = time.perf_counter() - t0
+        writer.check()
+        check(path)
+
+    n = result["processes_n"]
+    path, _ = fresh("processes")
+    t0 = time.perf_counter()
+    writer = _ProcessWriter(path, attrs, True, predictor.tasks, limit=max(LABEL_BATCH, depth - n) + n, processes=n)
+    try:
+        if not writer.ready(timeout=600):
+            raise RuntimeError("store writes: the writer processes did not start")
+        result["startup"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for k in range(n_images):
+            writer.submit((source, f"img-{k:04d}", image, pal, out))
+        writer.close()
+        result["processes"] = time.perf_counter() - t0
+    finally:
+        writer.close(abort=True)
+    writer.check()
+    check(path)
+    return result
+
+
 # ----------------------------------------------------------------------------- the benchmark
 
 
 @benchmark(NAME, order=30,
            ratio_to="per row: images/s -> model-only images/s at the same size with ctn label's "
                     "batch (4); GFLOP/s -> the best measured matmul or conv in the model's precision; "
-                    "ms/image -> the whole labelling's ms/image; MB -> the smaller run")  # fmt: skip
+                    "ms/image -> the whole labelling's ms/image; store writes -> the labelling "
+                    "thread's; MB -> the smaller run")  # fmt: skip
 def run(ctx: Context):
     """ctn label: model-only images/s + roofline, end-to-end / model-only, RSS 100 vs 1000 images."""
     with tempfile.TemporaryDirectory(prefix="ctn-bench-label-") as tmp:
@@ -487,6 +568,11 @@ def _run(ctx: Context, tmp: Path):
     shutil.rmtree(warm)
     _say("ctn label subprocess done", t_start)
 
+    # ---- store writes: labelling thread, writer threads, writer processes
+    writes = store_write_scaling(predictor, tmp, plan.write_images, ctx.seed)
+    writes_load = _load()
+    _say("store writes done", t_start)
+
     # ---- rows: peak, model only
     ref_dtype = peak_dtypes[-1]  # what the model runs in
     best = {key: max(v) for key, v in peaks.items()}
@@ -570,6 +656,26 @@ def _run(ctx: Context, tmp: Path):
             yield Row(NAME, f"  {rule}: {p}", acc[p] / n * 1e3, "ms/image", ratio=acc[p] / total,
                       notes=notes, digits=1,
                       extra={"key": f"phase_{rule}_{p}", "seconds_total": acc[p], "images": n})  # fmt: skip
+
+    # ---- rows: store writes (decode + write) by the labelling thread, threads, processes
+    k = writes["images"]
+    ref_w = k / writes["thread"]
+    cases = [("thread", "the labelling thread", "decoded and written one after the other, as pipeline=False or "
+                                                "writers=0"),
+             ("threads", f"{writes['threads_n']} writer thread(s) (default_writers())",
+              "decoded in the labelling thread, written by the threads, as label_images below 64 images"),
+             ("processes", f"{writes['processes_n']} writer process(es) (default_writer_processes())",
+              f"the raw output handed over, decoded and written by the processes, as label_images from 64 "
+              f"images on; their start-up ({writes['startup']:.1f} s: spawn, imports, store open) is not in it")]
+    for key, who, how in cases:
+        ips = k / writes[key]
+        yield Row(NAME, f"store writes, 256x256, {who}", ips, "images/s", ratio=ips / ref_w,
+                  notes=f"{how}; {k} images (one mosaic prediction, R1r), fresh store in the temporary "
+                        f"folder; ratio to the labelling thread; load {writes_load or 0:.1f}",
+                  extra={"key": f"store_writes_{key}", "seconds": writes[key], "images": k,
+                         "workers": {"thread": 0, "threads": writes["threads_n"],
+                                     "processes": writes["processes_n"]}[key],
+                         **({"startup_s": writes["startup"]} if key == "processes" else {})})  # fmt: skip
 
     # ---- memory: fresh ctn label children on few and many small images
     if os.environ.get("CTN_BENCH_LABEL_MEMORY", "1") == "0":  # a short GPU lease

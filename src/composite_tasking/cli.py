@@ -442,8 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:I")
     p.add_argument("--batch-size", type=_nonneg, default=4)
     p.add_argument("--writers", type=_nonneg, default=None, metavar="N",
-                   help="threads writing the store when the model runs on a GPU (default "
-                        "min(4, cores - 1); 0: write in the labelling thread)")  # fmt: skip
+                   help="writers of the store when the model runs on a GPU: processes that also "
+                        "decode the labels from 64 images on (default min(8, cores - 2)), "
+                        "threads below (default min(4, cores - 1)); 0: write in the "
+                        "labelling thread")  # fmt: skip
     p.add_argument("--tile", type=_nonneg, default=1024, help="tile images larger than this (pixels per side)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="auto: float32 (on GPUs too: bf16 did not pay on an H200); bf16 on a CPU "

@@ -34,7 +34,7 @@ from .model.region import Window, change_box, palette_reach, reach_box
 from .palette import Rule, load_rule, validate_palette
 from .tasks import IGNORE, TASKS, decode_task, get_task
 
-__all__ = ["Predictor", "Prediction", "TaskOutput", "resolve_model", "PALETTE_SOURCES"]
+__all__ = ["Predictor", "Prediction", "TaskOutput", "decode_labels", "resolve_model", "PALETTE_SOURCES"]
 
 PALETTE_SOURCES = ("semantics", "net")
 #: probability at and above which an edge / salient pixel is labelled 1
@@ -95,6 +95,39 @@ class Prediction:
             conf[name] = t.confidence
         sample["confidence"] = conf
         return sample
+
+
+def decode_labels(output: np.ndarray, palette: np.ndarray, tasks) -> dict[str, TaskOutput]:
+    """Per-task labels and confidences of the composite ``output`` (3, H, W) float32
+    where ``palette`` (H, W) asks for each of ``tasks`` (names; numpy in, numpy out).
+
+    Needs no model: ``ctn label``'s writer processes decode with it
+    (:meth:`Predictor.decode_labels` is this with the Predictor's tasks).
+    """
+    out = torch.from_numpy(np.ascontiguousarray(output))[None]
+    pal = torch.from_numpy(np.asarray(palette)).long()[None]
+    result = {}
+    for task in TASKS:
+        if task.name not in tasks:
+            continue
+        valid = pal == task.palette_value
+        if not bool(valid.any()):
+            continue
+        pred = decode_task(out, task, valid)
+        conf = torch.where(valid, pred.confidence, torch.full_like(pred.confidence, float("nan")))
+        conf = conf[0].numpy().astype(np.float32)
+        v = valid[0].numpy()
+        if task.kind == "classes":
+            result[task.name] = TaskOutput(pred.label[0].numpy().astype(np.uint8), None, conf)
+        elif task.kind == "probability":
+            prob = pred.label[0].numpy().astype(np.float32)
+            lab = np.full(prob.shape, IGNORE, np.uint8)
+            lab[v] = (prob[v] >= THRESHOLD).astype(np.uint8)
+            result[task.name] = TaskOutput(lab, prob, conf)
+        else:
+            n = pred.label[0].numpy().transpose(1, 2, 0).astype(np.float32)
+            result[task.name] = TaskOutput(np.ascontiguousarray(n), None, conf)
+    return result
 
 
 def _empty_task_output(task, shape: tuple[int, int]) -> TaskOutput:
@@ -337,31 +370,9 @@ class Predictor:
         return palette_reach(self.model.decoder)
 
     def decode_labels(self, output: np.ndarray, palette: np.ndarray) -> dict[str, TaskOutput]:
-        """Per-task labels and confidences where the palette asks (numpy in, numpy out)."""
-        out = torch.from_numpy(np.ascontiguousarray(output))[None]
-        pal = torch.from_numpy(np.asarray(palette)).long()[None]
-        result = {}
-        for task in TASKS:
-            if task.name not in self.tasks:
-                continue
-            valid = pal == task.palette_value
-            if not bool(valid.any()):
-                continue
-            pred = decode_task(out, task, valid)
-            conf = torch.where(valid, pred.confidence, torch.full_like(pred.confidence, float("nan")))
-            conf = conf[0].numpy().astype(np.float32)
-            v = valid[0].numpy()
-            if task.kind == "classes":
-                result[task.name] = TaskOutput(pred.label[0].numpy().astype(np.uint8), None, conf)
-            elif task.kind == "probability":
-                prob = pred.label[0].numpy().astype(np.float32)
-                lab = np.full(prob.shape, IGNORE, np.uint8)
-                lab[v] = (prob[v] >= THRESHOLD).astype(np.uint8)
-                result[task.name] = TaskOutput(lab, prob, conf)
-            else:
-                n = pred.label[0].numpy().transpose(1, 2, 0).astype(np.float32)
-                result[task.name] = TaskOutput(np.ascontiguousarray(n), None, conf)
-        return result
+        """Per-task labels and confidences where the palette asks (numpy in, numpy out);
+        :func:`decode_labels` with this model's tasks."""
+        return decode_labels(output, palette, self.tasks)
 
     # ------------------------------------------------------------------ palettes
     def semantics(self, image: np.ndarray, key: Hashable | None = None) -> np.ndarray:
@@ -422,8 +433,14 @@ class Predictor:
         return Prediction(palette, out, self.decode_labels(out, palette))
 
     @torch.inference_mode()
-    def predict_batch(self, images: list[np.ndarray], palettes: list[np.ndarray]) -> list[Prediction]:
-        """Images of one size (no larger than ``tile``) in one forward pass."""
+    def predict_batch(self, images: list[np.ndarray], palettes: list[np.ndarray],
+                      decode: bool = True) -> list[Prediction] | list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+        """Images of one size (no larger than ``tile``) in one forward pass.
+
+        ``decode=False``: ``(palette, output)`` pairs instead of Predictions, the
+        validated uint8 palette and the composite output (3, H, W) float32, not decoded
+        into labels (:func:`decode_labels` does that, e.g. in another process).
+        """
         if not images:
             return []
         shapes = {np.asarray(im).shape for im in images}
@@ -431,7 +448,15 @@ class Predictor:
             raise ValueError(f"predict_batch needs images of one size, got {sorted(shapes)}")
         h, w = np.asarray(images[0]).shape[:2]
         if max(h, w) > self.tile:
-            return [self.predict(im, p) for im, p in zip(images, palettes)]
+            if decode:
+                return [self.predict(im, p) for im, p in zip(images, palettes)]
+            raw = []
+            for im, p in zip(images, palettes):  # as predict, without decode_labels
+                p = validate_palette(p)
+                if p.shape != (h, w):
+                    raise ValueError(f"palette shape {p.shape} differs from the image's {(h, w)}")
+                raw.append((p, self.decode(self.encode(im), p)))
+            return raw
         pals = [validate_palette(p) for p in palettes]
         x = self._image_tensor(images)
         pt = torch.from_numpy(np.stack(pals)).to(self.device).long()
@@ -442,4 +467,6 @@ class Predictor:
             else:
                 out = self.model.decode(enc, pt)
             out = out.float().cpu().numpy()
+        if not decode:
+            return list(zip(pals, out))
         return [Prediction(p, o, self.decode_labels(o, p)) for p, o in zip(pals, out)]

@@ -34,6 +34,16 @@ there are):
   compressed files) is far slower than the model on a GPU; each image is its own group
   and no two images' writes share a file, so the threads need no lock, and several
   images finish in any order.
+- or, with ``writer_processes`` (default: from 64 images on), ``writers`` *writer
+  processes* (default ``min(8, cores - 2)``, spawned) that also decode the network's
+  output into labels: the calling thread hands them each image's palette and raw output
+  (as many in flight as above). On an H200 the forward took 5.2 ms per image, decoding
+  17.7 and a store write 100-130, nearly all of it pure Python (zarr's metadata, its
+  event loop; torch's small ops), so threads hardly overlapped (1.2x with 4). Each
+  process imports torch and opens the store once: seconds, which fewer images do not
+  repay. They ignore Ctrl-C: the calling thread stops them, each after its image. A
+  script that labels with them must guard its top level with
+  ``if __name__ == "__main__":`` (spawned processes import the main module).
 
 PIL decoding and zarr's compression release the GIL for most of their work, so they
 run while the model computes. ``progress(done, total)`` is called, in the calling
@@ -41,11 +51,12 @@ thread, once per image written or failed. When ``should_stop()`` says so, the im
 already predicted are still written and the rest is left for the next run. A failed
 write (a full disk, a :class:`~.store.StoreError`) stops the writers (each finishes the
 image it is writing, the queued ones are dropped) and is raised in the calling thread as
-the same exception, with a note naming the image when its message does not; images
-before it are complete (with several writers, some after it may be too), the failed one
-is redone by the next run. All threads have ended when :func:`label_images` returns or
-raises: after an error in the calling thread the images already predicted are written
-first, after Ctrl-C each writer finishes only the image it is writing. With a semantic
+the same exception (from a writer process: a copy of it), with a note naming the image
+when its message does not; images before it are complete (with several writers, some
+after it may be too), the failed one is redone by the next run. All threads and writer
+processes have ended when :func:`label_images` returns or raises: after an error in the
+calling thread the images already predicted are written first, after Ctrl-C each writer
+finishes only the image it is writing. With a semantic
 rule the encoder features of a whole batch stay cached between the palette and the
 prediction (the Predictor's cache is raised to the batch size for the run).
 ``pipeline=False`` does everything one step after another in the calling thread: the
@@ -56,11 +67,16 @@ compete with it: docs/benchmarks.md).
 
 from __future__ import annotations
 
+import concurrent.futures
+import concurrent.futures.process
 import hashlib
+import multiprocessing
 import os
+import pickle
 import queue
 import re
 import shutil
+import signal
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -70,13 +86,17 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .images import ImageReadError, read_image, scan_inputs
-from .inference import Prediction, Predictor
+from .inference import Prediction, Predictor, decode_labels
 from .palette import load_rule, validate_palette
 from .store import LabelStore, StoreError
 from .tasks import get_task
 
 __all__ = ["LabelError", "LabelSummary", "label_images", "image_ids", "contact_sheet", "parse_shard",
-           "default_writers"]
+           "default_writers", "default_writer_processes"]
+
+#: with ``writer_processes=None``, writer processes are used from this many images on:
+#: starting one costs seconds (it imports torch), which fewer images do not repay
+PROCESS_MIN_IMAGES = 64
 
 
 class LabelError(ValueError):
@@ -286,7 +306,28 @@ def default_writers() -> int:
     return min(4, max(1, (os.cpu_count() or 1) - 1))
 
 
-class _Writer:
+class _WriterBase:
+    """What both writers report to the labelling thread: the ids written, the first error."""
+
+    _written: queue.SimpleQueue  # ids, in the order finished
+    _error: BaseException | None
+
+    def written(self) -> list[str]:
+        """The ids written since the last call, in the order they were finished."""
+        out = []
+        while True:
+            try:
+                out.append(self._written.get_nowait())
+            except queue.Empty:
+                return out
+
+    def check(self) -> None:
+        """Raise the exception of a failed write, here."""
+        if self._error is not None:
+            raise self._error
+
+
+class _Writer(_WriterBase):
     """Writes labelled images into the store: by ``threads`` threads taking them from one
     queue of at most ``depth`` images, or (``threads=0``) at once in the calling thread.
 
@@ -350,20 +391,6 @@ class _Writer:
         if not _put(self._queue, item, lambda: self._stop.is_set() or self._dead()):
             self.check()
 
-    def written(self) -> list[str]:
-        """The ids written since the last call, in the order they were finished."""
-        out = []
-        while True:
-            try:
-                out.append(self._written.get_nowait())
-            except queue.Empty:
-                return out
-
-    def check(self) -> None:
-        """Raise the exception of a failed write, here."""
-        if self._error is not None:
-            raise self._error
-
     def close(self, abort: bool = False) -> None:
         """Let the threads write what waits (``abort``: only the images they are writing)
         and end them. A second interrupt while waiting aborts."""
@@ -384,6 +411,182 @@ class _Writer:
                 break
         for t in self._threads:
             t.join()
+
+
+def _write_prediction(store: LabelStore, image_id: str, image: np.ndarray, pred: Prediction,
+                      attrs: dict, store_image: bool, image_source: str) -> None:
+    """One labelled image into the store: what every writer (thread or process) does."""
+    store.write_sample(
+        image_id,
+        pred.to_sample(image),
+        provenance=dict.fromkeys(pred.tasks, "pseudo"),
+        attrs=attrs,
+        store_image=store_image,
+        image_source=image_source,
+        overwrite=True,
+    )
+
+
+def default_writer_processes() -> int:
+    """Writer processes when they are used and ``writers`` is not given: every core but
+    the labelling thread's and one more (the reader, the main process's own work), at
+    least 1, at most 8."""
+    return min(8, max(1, (os.cpu_count() or 1) - 2))
+
+
+# what a writer process holds (set by _init_writer_process, in that process only)
+_WORKER: dict = {}
+
+
+def _init_writer_process(store_path: str, attrs: dict, store_image: bool, tasks: tuple[str, ...],
+                         barrier) -> None:  # fmt: skip
+    """The initializer of a writer process: ignore Ctrl-C (the labelling process stops
+    the writers, each after the image it is writing), one torch thread (the processes
+    are the parallelism), the store opened once, the write arguments every image shares.
+    A failure is kept and raised by each write, so that it reaches the labelling thread."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _WORKER.update(barrier=barrier, lock=threading.Lock())
+    parent = multiprocessing.parent_process()
+    if parent is not None:  # the labelling process killed: finish the current image, then go
+        threading.Thread(target=_exit_with_parent, args=(parent.sentinel,), daemon=True).start()
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+        _WORKER.update(store=LabelStore(store_path, mode="r+"), attrs=attrs, store_image=store_image,
+                       tasks=tuple(tasks))  # fmt: skip
+    except BaseException as e:  # noqa: BLE001 - raised by every write
+        _WORKER["error"] = e
+
+
+def _exit_with_parent(sentinel) -> None:
+    # a pool's worker waits for work forever: without this it would outlive a killed parent
+    import multiprocessing.connection
+
+    multiprocessing.connection.wait([sentinel])
+    with _WORKER["lock"]:
+        os._exit(1)
+
+
+def _writer_process_ready(timeout: float) -> int:
+    """Returns once every writer process of the pool has started (one call per process)."""
+    _WORKER["barrier"].wait(timeout)
+    return os.getpid()
+
+
+def _process_write(path: str, image_id: str, image: np.ndarray, palette: np.ndarray,
+                   output: np.ndarray) -> str:  # fmt: skip
+    """In a writer process: decode the network's ``output`` (3, H, W) under ``palette``
+    into per-task labels and write the image into the store; returns ``image_id``."""
+    if "error" in _WORKER:
+        raise _WORKER["error"]
+    try:
+        with _WORKER["lock"]:
+            pred = Prediction(palette, output, decode_labels(output, palette, _WORKER["tasks"]))
+            _write_prediction(_WORKER["store"], image_id, image, pred, _WORKER["attrs"],
+                              _WORKER["store_image"], path)  # fmt: skip
+    except Exception as e:
+        try:  # it goes back pickled: one that does not come back whole, as text
+            pickle.loads(pickle.dumps(e))
+        except Exception:
+            raise RuntimeError(f"{type(e).__name__}: {e}") from None
+        raise
+    return image_id
+
+
+class _ProcessWriter(_WriterBase):
+    """:class:`_Writer`'s work in ``processes`` worker processes (spawned), which also
+    decode the network's output into labels: both are pure Python in large part (zarr's
+    metadata and its event loop, torch's small ops), so threads hardly overlap them.
+
+    :meth:`submit` takes ``(path, image_id, image, palette, output)``; at most ``limit``
+    images are handed over and not yet written (:meth:`submit` waits). The first failed
+    write stops the writing: the images not yet started are cancelled, those the
+    processes are writing are finished, and the exception (noted with the image, as
+    :class:`_Writer` does) is raised in the labelling thread by :meth:`check` or
+    :meth:`submit`. The processes are started at once (they import torch and open the
+    store while the model predicts the first batch); :meth:`ready` waits for them.
+    """
+
+    def __init__(self, store_path: Path, attrs: dict, store_image: bool, tasks, limit: int, processes: int):
+        ctx = multiprocessing.get_context("spawn")  # the parent has threads (and maybe CUDA)
+        self._limit = max(1, limit)
+        self._written: queue.SimpleQueue = queue.SimpleQueue()  # ids, in the order finished
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._items: dict[concurrent.futures.Future, tuple] = {}  # handed over, not settled
+        self._closed = False
+        self._executor = concurrent.futures.ProcessPoolExecutor(
+            max_workers=processes, mp_context=ctx, initializer=_init_writer_process,
+            initargs=(str(store_path), attrs, store_image, tuple(tasks), ctx.Barrier(processes)))  # fmt: skip
+        try:  # one task per process, each waiting for all: every process is started now
+            self._starting = [self._executor.submit(_writer_process_ready, 300.0) for _ in range(processes)]
+        except BaseException:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            raise
+
+    def ready(self, timeout: float | None = None) -> bool:
+        """Wait until every process has started (imports done, store open)."""
+        done, _ = concurrent.futures.wait(self._starting, timeout=timeout)
+        return len(done) == len(self._starting) and not any(f.cancelled() or f.exception() for f in done)
+
+    def _settle(self, fut: concurrent.futures.Future) -> None:
+        """A finished write: its id to :meth:`written`, or the first error (once per future,
+        from the executor's thread or the labelling thread)."""
+        with self._lock:
+            item = self._items.pop(fut, None)
+            if item is None or fut.cancelled():
+                return
+            e = fut.exception()
+            if e is None:
+                self._written.put(item[1])
+                return
+            if self._error is not None:
+                return
+            if isinstance(e, Exception) and item[1] not in str(e):
+                e.add_note(f"while writing image {item[1]!r} ({item[0]}) into the label store")
+            self._error = e
+            # a broken pool fails every future itself (cancelling one under it upsets it)
+            waiting = [] if isinstance(e, concurrent.futures.process.BrokenProcessPool) else list(self._items)
+        for f in waiting:  # not started yet: not written (running ones finish)
+            f.cancel()
+
+    def submit(self, item: tuple) -> None:
+        """Hand ``(path, image_id, image, palette, output)`` to the processes."""
+        self.check()
+        while True:
+            with self._lock:
+                pending = list(self._items)
+            if len(pending) < self._limit:
+                break
+            done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+            for f in done:
+                self._settle(f)
+            self.check()
+        path, image_id, image, palette, output = item
+        try:
+            fut = self._executor.submit(_process_write, str(Path(path).resolve()), image_id, image,
+                                        palette, output)  # fmt: skip
+        except BaseException:  # a broken pool: its futures hold why
+            self.check()
+            raise
+        with self._lock:
+            self._items[fut] = (path, image_id)
+        fut.add_done_callback(self._settle)
+
+    def close(self, abort: bool = False) -> None:
+        """Let the processes write what was handed over (``abort``, or after a failed
+        write: only the images they are writing) and end them. A second interrupt while
+        waiting stops waiting: the processes still finish their images (they ignore
+        Ctrl-C) and are joined when the interpreter exits."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._executor.shutdown(wait=True, cancel_futures=abort or self._error is not None)
+        except BaseException:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 def label_images(
@@ -407,6 +610,7 @@ def label_images(
     should_stop: Callable[[], bool] | None = None,
     pipeline: bool | None = None,
     writers: int | None = None,
+    writer_processes: bool | None = None,
 ) -> LabelSummary:
     """Label every image of ``inputs`` into ``store_path`` (see the module docstring).
 
@@ -419,10 +623,17 @@ def label_images(
     competing for them made labelling slower (0.75x on the 2-core benchmark machine).
     ``writers`` is the number of writer threads when pipelining (0: write in the calling
     thread; None: :func:`default_writers`, ``min(4, cores - 1)``); ignored without
-    pipelining. ``summary.done`` lists the images written in input order.
+    pipelining. ``writer_processes``: write (and decode the labels) in ``writers``
+    processes instead of threads (None: :func:`default_writer_processes`,
+    ``min(8, cores - 2)``); None (default) when pipelining at least
+    :data:`PROCESS_MIN_IMAGES` (64) images, True / False forces it; never without
+    pipelining or with ``writers=0``. ``summary.done`` lists the images written in input
+    order.
     """
     if writers is not None and (isinstance(writers, bool) or not isinstance(writers, int) or writers < 0):
         raise LabelError(f"--writers takes an integer >= 0, got {writers!r}")
+    if writer_processes not in (None, True, False):
+        raise LabelError(f"writer_processes is None, True or False, got {writer_processes!r}")
     inputs = list(inputs)
     store_path = Path(store_path)
     rule_obj = load_rule(rule)  # a bad rule is a usage error before anything is written
@@ -472,20 +683,12 @@ def label_images(
     total = len(todo)
     batch_size = max(1, batch_size)
     own_palette = palette_dir is None and rule_obj.needs_semantics  # from the image's own features
-    model_id, model_sha256 = predictor.model_id, predictor.model_sha256
+    write_attrs = {"rule": rule_obj.name, "palette_origin": origin,
+                   "model": predictor.model_id, "model_sha256": predictor.model_sha256,
+                   "precision": predictor.precision}  # fmt: skip
 
     def write(path: Path, image_id: str, image: np.ndarray, pred: Prediction) -> None:
-        store.write_sample(
-            image_id,
-            pred.to_sample(image),
-            provenance=dict.fromkeys(pred.tasks, "pseudo"),
-            attrs={"rule": rule_obj.name, "palette_origin": origin,
-                   "model": model_id, "model_sha256": model_sha256,
-                   "precision": predictor.precision},  # fmt: skip
-            store_image=store_image,
-            image_source=str(Path(path).resolve()),
-            overwrite=True,
-        )
+        _write_prediction(store, image_id, image, pred, write_attrs, store_image, str(Path(path).resolve()))
 
     def make_palette(item: _Read) -> np.ndarray:
         if palette_dir is not None:
@@ -520,16 +723,23 @@ def label_images(
     depth = 2 * batch_size if pipeline else 0  # images read ahead / waiting to be written
     if not pipeline:
         writers = 0
-    elif writers is None:
-        writers = default_writers()
+    # writer processes (decoding too) when there are enough images to repay their start
+    processes = bool(pipeline and writers != 0 and total > 0
+                     and (total >= PROCESS_MIN_IMAGES if writer_processes is None else writer_processes))
+    if writers is None:
+        writers = default_writer_processes() if processes else default_writers()
     reader: _Reader | None = None
-    writer: _Writer | None = None
+    writer: _Writer | _ProcessWriter | None = None
     interrupted = False
     batch: list[tuple[Path, str, np.ndarray, np.ndarray]] = []
     try:
         reader = _Reader(todo, palette_dir, ahead=depth)
         # in the writers' hands: at most max(2 * batch size, batch size + writers) images
-        writer = _Writer(write, depth=max(batch_size, depth - writers), threads=writers)
+        if processes:
+            writer = _ProcessWriter(store_path.resolve(), write_attrs, store_image, predictor.tasks,
+                                    limit=max(batch_size, depth - writers) + writers, processes=writers)  # fmt: skip
+        else:
+            writer = _Writer(write, depth=max(batch_size, depth - writers), threads=writers)
         pos = 0
         pending: _Read | None = None  # read, of another size than the batch before
         while pos < total:
@@ -556,6 +766,21 @@ def label_images(
                 batch.append((item.path, item.image_id, item.image, palette))
                 pos += 1
             if not batch:
+                continue
+            if processes:  # the network's outputs: the writer processes decode them
+                if own_palette:  # as predictor.predict, from the cached features, undecoded
+                    raw = []
+                    for b in batch:
+                        pal = validate_palette(b[3])
+                        raw.append((pal, predictor.decode(predictor.encode(b[2], key=b[1]), pal)))
+                else:
+                    raw = predictor.predict_batch([b[2] for b in batch], [b[3] for b in batch], decode=False)
+                for (path, image_id, image, _), (pal, out) in zip(batch, raw):
+                    predictor.forget(image_id)
+                    if preview is not None and len(sheet) < 12:  # decoded here for the contact sheet
+                        sheet.append((image, Prediction(pal, out, decode_labels(out, pal, predictor.tasks))))
+                    writer.submit((path, image_id, image, pal, out))
+                batch = []
                 continue
             if own_palette:  # the palette came from this image's own features: decode them again
                 preds = [predictor.predict(b[2], b[3], key=b[1]) for b in batch]
