@@ -420,8 +420,10 @@ class Predictor:
 
     # ------------------------------------------------------------------ all in one
     def predict(self, image: np.ndarray, palette: np.ndarray | None = None, rule: str | Rule | None = None,
-                key: Hashable | None = None, rng=None) -> Prediction:  # fmt: skip
-        """Predict one image under ``palette`` (or one made by ``rule``)."""
+                key: Hashable | None = None, rng=None,
+                decode: bool = True) -> Prediction | tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Predict one image under ``palette`` (or one made by ``rule``); ``decode=False``:
+        the ``(palette, output)`` pair, not decoded into labels (see :meth:`predict_batch`)."""
         if palette is None:
             if rule is None:
                 raise ValueError("give a palette or a rule")
@@ -430,6 +432,8 @@ class Predictor:
         if palette.shape != np.asarray(image).shape[:2]:
             raise ValueError(f"palette shape {palette.shape} differs from the image's {np.asarray(image).shape[:2]}")
         out = self.decode(self.encode(image, key), palette)
+        if not decode:
+            return palette, out
         return Prediction(palette, out, self.decode_labels(out, palette))
 
     @torch.inference_mode()
@@ -448,15 +452,7 @@ class Predictor:
             raise ValueError(f"predict_batch needs images of one size, got {sorted(shapes)}")
         h, w = np.asarray(images[0]).shape[:2]
         if max(h, w) > self.tile:
-            if decode:
-                return [self.predict(im, p) for im, p in zip(images, palettes)]
-            raw = []
-            for im, p in zip(images, palettes):  # as predict, without decode_labels
-                p = validate_palette(p)
-                if p.shape != (h, w):
-                    raise ValueError(f"palette shape {p.shape} differs from the image's {(h, w)}")
-                raw.append((p, self.decode(self.encode(im), p)))
-            return raw
+            return [self.predict(im, p, decode=decode) for im, p in zip(images, palettes)]
         pals = [validate_palette(p) for p in palettes]
         x = self._image_tensor(images)
         pt = torch.from_numpy(np.stack(pals)).to(self.device).long()

@@ -768,11 +768,8 @@ def label_images(
             if not batch:
                 continue
             if processes:  # the network's outputs: the writer processes decode them
-                if own_palette:  # as predictor.predict, from the cached features, undecoded
-                    raw = []
-                    for b in batch:
-                        pal = validate_palette(b[3])
-                        raw.append((pal, predictor.decode(predictor.encode(b[2], key=b[1]), pal)))
+                if own_palette:  # from the cached features, undecoded
+                    raw = [predictor.predict(b[2], b[3], key=b[1], decode=False) for b in batch]
                 else:
                     raw = predictor.predict_batch([b[2] for b in batch], [b[3] for b in batch], decode=False)
                 for (path, image_id, image, _), (pal, out) in zip(batch, raw):
