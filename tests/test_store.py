@@ -288,26 +288,67 @@ def test_chunks_whole_image_when_small_tiles_when_large(store, rng):
 
 def _fail_on_call(monkeypatch, n):
     """Make the n-th array write raise, as a crash or a full disk would (new images write
-    their arrays concurrently through ``_awrite_array``, corrections one by one through
-    ``_write_array``)."""
-    original, original_async = LabelStore._write_array, LabelStore._awrite_array
+    their arrays through ``_write_new_array``, corrections through ``_write_array``)."""
+    original, original_new = LabelStore._write_array, LabelStore._write_new_array
     calls = {"n": 0}
 
-    def flaky(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise OSError("disk full (simulated)")
-        return original(self, *args, **kwargs)
+    def counted(fn):
+        def flaky(self, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise OSError("disk full (simulated)")
+            return fn(self, *args, **kwargs)
 
-    async def flaky_async(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise OSError("disk full (simulated)")
-        return await original_async(self, *args, **kwargs)
+        return flaky
 
-    monkeypatch.setattr(LabelStore, "_write_array", flaky)
-    monkeypatch.setattr(LabelStore, "_awrite_array", flaky_async)
+    monkeypatch.setattr(LabelStore, "_write_array", counted(original))
+    monkeypatch.setattr(LabelStore, "_write_new_array", counted(original_new))
     return calls
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("h, w", [(H, W), (2 * TILE + 40, 2 * TILE + 8)])  # whole, tiled
+def test_new_images_are_written_file_for_file_as_zarr_writes_them(tmp_path, rng, monkeypatch, h, w):
+    """write_sample writes a new image as plain files (composite_tasking._zarr_files); the
+    same image written through zarr's API gives the same files, byte for byte (the image
+    group's timestamps aside): metadata documents, chunk names, compressed chunks, and no
+    file for chunks that hold only the fill value."""
+    from composite_tasking import _zarr_files
+
+    sample = make_sample(rng, h, w)
+    sample["saliency_prob"][:] = np.nan  # a map with nothing in it: no chunk file
+    sample["normals"][: h // 2] = 0.0
+    sample["normals"][0, 0] = -0.0  # zarr compares a float fill of 0 bit for bit
+    stores = {}
+    for way in ("files", "zarr"):
+        if way == "zarr":
+            def unsupported(kwargs):
+                raise _zarr_files.Unsupported("test: through zarr's API")
+
+            monkeypatch.setattr(_zarr_files, "prepare_array", unsupported)
+        store = LabelStore.create(tmp_path / f"{way}.zarr")
+        store.write_sample("img", sample, provenance=ALL_PSEUDO, attrs={"rule": "random"})
+        stores[way] = store
+    fast, ref = (_files(stores[k].path / "img") for k in ("files", "zarr"))
+    assert sorted(fast) == sorted(ref)
+    assert "maps/saliency_prob/zarr.json" in ref and not any(k.startswith("maps/saliency_prob/c") for k in ref)
+    if h > TILE:
+        assert "labels/semseg/0/c/2/2" in ref  # edge chunks, padded with the fill value
+    for key in ref:
+        if key == "zarr.json":
+            a, b = json.loads(fast[key]), json.loads(ref[key])
+            for doc in (a, b):
+                for stamp in ("created", "updated"):
+                    doc["attributes"]["composite_tasking"].pop(stamp)
+            assert a == b
+        else:
+            assert fast[key] == ref[key], key
+    got = stores["files"].read_sample("img")
+    assert np.array_equal(got.labels["normals"], sample["normals"])
+    assert np.array_equal(got.maps["edges_prob"], sample["edges_prob"], equal_nan=True)
 
 
 def test_interrupted_write_is_not_listed_and_is_rewritten(store, sample, monkeypatch):

@@ -156,7 +156,6 @@ the same label values, label values unique, label arrays of integer dtype).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -169,10 +168,9 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 import zarr
-import zarr.api.asynchronous as zarr_async
 from zarr.codecs import BloscCodec, ZstdCodec
-from zarr.core.sync import sync as zarr_sync  # how zarr's own synchronous API runs coroutines
 
+from . import _zarr_files
 from .tasks import IGNORE, NO_TASK, TASK_NAMES, TASKS, get_task
 
 __all__ = [
@@ -680,16 +678,6 @@ class StoredSample:
 # ------------------------------------------------------------------------------- store
 
 
-async def _all(coros) -> None:
-    """Run the coroutines concurrently until *every one* has ended, then raise the first
-    failure. (Nothing of the image is still being written when ``write_sample`` raises,
-    so a retry never races with a write of its own image.)"""
-    results = await asyncio.gather(*coros, return_exceptions=True)
-    for r in results:
-        if isinstance(r, BaseException):
-            raise r
-
-
 def _label_array_kw(name: str) -> dict:
     return {"fill_value": NO_TASK if name == "palette" else IGNORE, "dimension_names": ["y", "x"]}
 
@@ -908,40 +896,46 @@ class LabelStore:
     def _write_map(self, maps_group: zarr.Group, name: str, data: np.ndarray) -> None:
         self._write_array(maps_group, name, data, **_map_array_kw(name))
 
-    # The arrays of a new image, all at once: one ``write_sample`` is ~30 small files,
-    # and zarr's synchronous API waits for each file in turn on its one event loop (so
-    # writer threads queue behind each other there). Issued together as coroutines, the
-    # file writes and compressions overlap.
-    async def _awrite_array(self, group, name: str, data: np.ndarray, **kw) -> None:
-        arr = await group.create_array(name, **self._array_kwargs(name, data, **kw))
-        await arr.setitem(Ellipsis, data)
-
-    async def _awrite_parts(self, group, prep: "_Prepared", label_names: list[str],
-                            map_names: list[str], store_image: bool) -> None:  # fmt: skip
-        async def label(lg, name: str) -> None:
-            g = await lg.create_group(name, overwrite=True,
-                                      attributes=_label_group_attrs(name, store_image))  # fmt: skip
-            await self._awrite_array(g, "0", prep.labels[name], **_label_array_kw(name))
-
-        async def labels() -> None:
-            lg = await group.create_group(
-                "labels", attributes={"ome": {"version": OME_VERSION, "labels": label_names}})
-            await _all(label(lg, n) for n in label_names)
-
-        async def maps() -> None:
-            mg = await group.create_group("maps")
-            data = {"normals": prep.normals, **prep.maps}
-            await _all(self._awrite_array(mg, n, data[n], **_map_array_kw(n)) for n in map_names)
-
-        jobs = []
+    # A new image is written as plain files (``_zarr_files``: zarr's own metadata
+    # documents, chunks encoded with zarr's codecs): through zarr's API each of its ~13
+    # arrays costs ~2 ms of Python beyond compression, which bound ``ctn label`` on a GPU
+    # (docs/benchmarks.md). Where that module cannot write an array (a codec or layout it
+    # does not know), zarr's API writes the image.
+    @staticmethod
+    def _new_image_nodes(prep: "_Prepared", label_names: list[str], map_names: list[str],
+                         store_image: bool) -> list[tuple[str, dict, np.ndarray | None]]:  # fmt: skip
+        """The groups and arrays of a new image below its group, parents first:
+        (path, group attributes or array keyword arguments, array data or None)."""
+        nodes: list[tuple[str, dict, np.ndarray | None]] = []
         if prep.image is not None and store_image:
-            jobs.append(self._awrite_array(group, "0", prep.image, fill_value=0,
-                                           dimension_names=["c", "y", "x"]))  # fmt: skip
+            nodes.append(("0", LabelStore._array_kwargs("0", prep.image, fill_value=0,
+                                                        dimension_names=["c", "y", "x"]),
+                          prep.image))  # fmt: skip
         if label_names:
-            jobs.append(labels())
+            nodes.append(("labels", {"ome": {"version": OME_VERSION, "labels": label_names}}, None))
+            for name in label_names:
+                nodes.append((f"labels/{name}", _label_group_attrs(name, store_image), None))
+                data = prep.labels[name]
+                nodes.append((f"labels/{name}/0", LabelStore._array_kwargs("0", data, **_label_array_kw(name)),
+                              data))  # fmt: skip
         if map_names:
-            jobs.append(maps())
-        await _all(jobs)
+            nodes.append(("maps", {}, None))
+            maps = {"normals": prep.normals, **prep.maps}
+            for name in map_names:
+                nodes.append((f"maps/{name}", LabelStore._array_kwargs(name, maps[name], **_map_array_kw(name)),
+                              maps[name]))  # fmt: skip
+        return nodes
+
+    def _write_new_array(self, folder: Path, kwargs: dict, data: np.ndarray, template) -> None:
+        """One array of a new image: as files with ``template``, else through zarr."""
+        if template is not None:
+            _zarr_files.write_array(folder, data, template)
+        else:
+            rel = folder.relative_to(self.path).as_posix()
+            parent, _, name = rel.rpartition("/")
+            arr = zarr.open_group(str(self.path), path=parent, mode="r+", zarr_format=3).create_array(
+                name, **kwargs)
+            arr[...] = data
 
     def write_sample(
         self,
@@ -986,9 +980,9 @@ class LabelStore:
                                       image_sha256)  # fmt: skip
 
         # ---- nothing has been written up to here
-        root = self._open("r+")
-        if image_id in root:
-            del root[image_id]
+        folder = self.path / image_id
+        if folder.exists():  # an earlier write of this id (complete, or cut short anywhere)
+            shutil.rmtree(folder)
         now = _now()
         label_names = [n for n in LABEL_NAMES if n in prep.labels]
         map_names = (["normals"] if prep.normals is not None else []) + [
@@ -1007,15 +1001,22 @@ class LabelStore:
             "updated": now,
             **extra,
         }
-        group = root.create_group(image_id, attributes={NS: {**own, "complete": False}})
-        agroup = zarr_sync(zarr_async.open_group(store=str(self.path), path=image_id, mode="r+",
-                                                 zarr_format=3))  # fmt: skip
-        zarr_sync(self._awrite_parts(agroup, prep, label_names, map_names, store_image))
+        nodes = self._new_image_nodes(prep, label_names, map_names, store_image)
+        try:
+            templates = [None if data is None else _zarr_files.prepare_array(kw) for _, kw, data in nodes]
+        except _zarr_files.Unsupported:
+            templates = [None] * len(nodes)
+        _zarr_files.write_group(folder, {NS: {**own, "complete": False}})
+        for (rel, kw, data), template in zip(nodes, templates):
+            if data is None:
+                _zarr_files.write_group(folder / rel, kw)
+            else:
+                self._write_new_array(folder / rel, kw, data, template)
         final: dict[str, Any] = {}
         if store_image:
             final["ome"] = _image_ome(image_id)
         final[NS] = {**own, "complete": True}
-        group.attrs.put(final)
+        _zarr_files.replace_group_attrs(folder, final)  # the completion marker, last
 
     def _image_info(self, chk: _Checker, prep: _Prepared, sample: Mapping, store_image: bool,
                     source, sha256: str | None) -> dict:  # fmt: skip
@@ -1158,7 +1159,7 @@ class LabelStore:
         if "labels" in group:
             lg = group["labels"]
             for name in lg.attrs.get("ome", {}).get("labels", []):
-                if name not in lg:
+                if name not in lg or "0" not in lg[name]:  # an interrupted write
                     continue
                 arr = np.asarray(lg[name]["0"][...])
                 if name == "palette":
