@@ -443,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_nonneg, default=4)
     p.add_argument("--writers", type=_nonneg, default=None, metavar="N",
                    help="writers of the store when the model runs on a GPU: processes that also "
-                        "decode the labels from 64 images on (default min(8, cores - 2)), "
+                        "decode the labels from 64 images on (default min(12, cores - 2)), "
                         "threads below (default min(4, cores - 1)); 0: write in the "
                         "labelling thread")  # fmt: skip
     p.add_argument("--tile", type=_nonneg, default=1024, help="tile images larger than this (pixels per side)")

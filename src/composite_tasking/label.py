@@ -35,7 +35,7 @@ there are):
   and no two images' writes share a file, so the threads need no lock, and several
   images finish in any order.
 - or, with ``writer_processes`` (default: from 64 images on), ``writers`` *writer
-  processes* (default ``min(8, cores - 2)``, spawned) that also decode the network's
+  processes* (default ``min(12, cores - 2)``, spawned) that also decode the network's
   output into labels: the calling thread hands them each image's palette and raw output
   (as many in flight as above). On an H200 the forward took 5.2 ms per image, decoding
   17.7 and a store write 100-130, nearly all of it pure Python (zarr's metadata, its
@@ -430,8 +430,8 @@ def _write_prediction(store: LabelStore, image_id: str, image: np.ndarray, pred:
 def default_writer_processes() -> int:
     """Writer processes when they are used and ``writers`` is not given: every core but
     the labelling thread's and one more (the reader, the main process's own work), at
-    least 1, at most 8."""
-    return min(8, max(1, (os.cpu_count() or 1) - 2))
+    least 1, at most 12."""
+    return min(12, max(1, (os.cpu_count() or 1) - 2))
 
 
 # what a writer process holds (set by _init_writer_process, in that process only)
@@ -625,7 +625,7 @@ def label_images(
     thread; None: :func:`default_writers`, ``min(4, cores - 1)``); ignored without
     pipelining. ``writer_processes``: write (and decode the labels) in ``writers``
     processes instead of threads (None: :func:`default_writer_processes`,
-    ``min(8, cores - 2)``); None (default) when pipelining at least
+    ``min(12, cores - 2)``); None (default) when pipelining at least
     :data:`PROCESS_MIN_IMAGES` (64) images, True / False forces it; never without
     pipelining or with ``writers=0``. ``summary.done`` lists the images written in input
     order.
