@@ -267,7 +267,8 @@ def decode_task(output: torch.Tensor, task: str | int | Task, valid: torch.Tenso
         conf = (2.0 * label - 1.0).abs()
         label = torch.where(valid, label, torch.full_like(label, math.nan))
     else:  # vector
-        norm = out.norm(dim=1, keepdim=True)
+        # not out.norm(dim=1): torch's strided norm over channels is ~60x slower on a CPU
+        norm = out.square().sum(dim=1, keepdim=True).sqrt()
         label = out / norm.clamp_min(1e-12)
         conf = (norm / (1.0 + norm)).squeeze(1)
         label = torch.where(valid.unsqueeze(1), label, torch.zeros_like(label))
