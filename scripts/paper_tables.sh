@@ -21,18 +21,8 @@
 #     FT_N=8 FT_EPOCHS=1 EVAL_N=8 EVAL_SIZE=64 TRAIN_MIN=6 FT_MIN=3 END_S=1500 \
 #     bash scripts/paper_tables.sh
 #
-# MHN and STN are trained with R1r (the paper's Table 1 rows "R1r / MHN, STN"), not on
-# complete labels: the trainer cannot supervise every task at every pixel. Missing for
-# that (the rows "S / STN, MHN", the paper's Delta_m reference):
-#   - training/recipe.py Recipe.validate: load_rule(self.rule) refuses rule "S"
-#     (palette.load_rule knows R2, R3, mosaic, random, S:<task>, files);
-#   - training/trainer.py: with rule S the training set needs some palette rule to be
-#     built (the evaluator uses "mosaic", its palette then unused), and Trainer._losses
-#     must, instead of one net(image, palette), encode once and for each task k decode
-#     with the constant palette k (MHN: head k only; STN: network k only; CTN: 5 decodes)
-#     and sum w_k * composite_loss(out_k, palette_k, {k: target_k}) over the five tasks;
-#     calling model.encode/decode bypasses DDP's forward, so torchrun would need care.
-# Then `rule: S` in table-mhn.yaml / table-stn.yaml gives the complete-label rows.
+# MHN and STN train on complete labels (rule S), as the paper's baselines; the CTNs
+# with their rules.
 set -u
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-/tmp/ctn-tables-out}

@@ -219,6 +219,22 @@ def test_baselines_compose_their_heads_by_the_palette(kind):
         torch.testing.assert_close(out[mask], head[mask])
 
 
+@torch.inference_mode()
+@pytest.mark.parametrize("kind", ["ctn", "mhn", "stn"])
+def test_palette_none_gives_every_task_everywhere(kind):
+    """forward(image, None) (rule S, complete labels) = each single-task palette's output,
+    stacked in task order, from one encoding."""
+    torch.manual_seed(0)
+    m = build_model(f"{kind}-resnet18").eval()
+    x = torch.rand(2, 3, 40, 56)
+    every = m(x, None)
+    assert every.shape == (2, m.num_tasks, 3, 40, 56)
+    enc = m.encode(x)
+    for k in range(m.num_tasks):
+        one = m.decode(enc, torch.full((2, 40, 56), k + 1, dtype=torch.long))
+        torch.testing.assert_close(every[:, k], one)
+
+
 def test_imagenet_weights_load_from_torch_cache_and_missing_ones_say_where(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     path = imagenet_weights_path("resnet18")

@@ -25,7 +25,7 @@ import yaml
 from composite_tasking.model import load_checkpoint
 from composite_tasking.model.checkpoint import CheckpointError
 from composite_tasking.training import trainer as trainer_mod
-from composite_tasking.training.recipe import Recipe
+from composite_tasking.training.recipe import Recipe, RecipeError
 from composite_tasking.training.trainer import LATEST, Trainer, TrainingDiverged
 
 ALL_TASKS = {"semseg", "parts", "edges", "saliency", "normals"}
@@ -159,6 +159,47 @@ def test_loss_falls_on_a_fixed_set(tmp_path):
     losses = [h["train_loss"]["total"] for h in history]
     assert len(losses) == 4 and all(math.isfinite(v) for v in losses)
     assert losses[-1] < 0.6 * losses[0], losses
+
+
+@pytest.mark.parametrize("preset", ["mhn-resnet18", "stn-resnet18"])
+def test_rule_s_trains_every_task_at_every_pixel(tmp_path, preset):
+    """Rule S (complete labels, the paper's MHN / STN baselines): the loss is every task's
+    loss at every labelled pixel, whatever palette the data carries; a label changed
+    anywhere changes it. A few epochs on a fixed set lower it."""
+    from composite_tasking.training.losses import composite_loss
+
+    recipe = make_recipe(model={"preset": preset, "pretrained": False}, rule="S", val=None, augment=None,
+                         epochs=3, schedule={"kind": "none"},
+                         train={"kind": "synthetic", "seed": 1, "n": 4, "size": 32})  # fmt: skip
+    trainer = Trainer(recipe, tmp_path / "run", device="cpu")
+    batch = next(iter(trainer._loader(trainer.train_set, 0, shuffle=False)))
+    targets = {t: batch[t] for t in ALL_TASKS}
+    model = trainer.model.eval()
+    with torch.no_grad():
+        got = trainer._losses(model, batch["image"], batch["palette"], targets)
+        assert set(got) == ALL_TASKS | {"total"}
+        total = 0.0
+        for k, task in enumerate(model.config.tasks):  # by hand: one single-task palette per task
+            pal = torch.full_like(batch["palette"], k + 1)
+            one = composite_loss(model(batch["image"], pal), pal, {task: targets[task]}, recipe.loss_weights)
+            torch.testing.assert_close(got[task], one[task])
+            total += float(one["total"])
+        assert float(got["total"]) == pytest.approx(total, rel=1e-5)
+        # the data's palette does not matter; every pixel's label does
+        other = trainer._losses(model, batch["image"], torch.zeros_like(batch["palette"]), targets)
+        assert float(other["total"]) == pytest.approx(float(got["total"]), rel=1e-6)
+        sal = targets["saliency"].clone()
+        sal[:, 0, 0] = 1 - sal[:, 0, 0].clamp(max=1)
+        changed = trainer._losses(model, batch["image"], batch["palette"], {**targets, "saliency": sal})
+        assert float(changed["saliency"]) != float(got["saliency"])
+    history = trainer.fit()
+    losses = [h["train_loss"]["total"] for h in history]
+    assert len(losses) == 3 and losses[-1] < losses[0], losses
+
+
+def test_rule_s_is_refused_for_the_palette_network():
+    with pytest.raises(RecipeError, match="rule S"):
+        make_recipe(model={"preset": "palette-resnet18", "pretrained": False}, rule="S")
 
 
 def test_curves_and_history(run_a):
@@ -429,7 +470,7 @@ import json, math, os, sys
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from composite_tasking.training.recipe import Recipe
+from composite_tasking.training.recipe import Recipe, RecipeError
 from composite_tasking.training.trainer import Trainer
 
 

@@ -99,7 +99,7 @@ class Recipe:
     init: str | None = None  # a checkpoint to start from (fine-tuning)
     train: dict[str, Any] = field(default_factory=lambda: {"kind": "synthetic", "seed": 0, "n": 2000, "size": 128})
     val: dict[str, Any] | None = field(default_factory=lambda: {"kind": "synthetic", "seed": 10_000, "n": 100, "size": 128})
-    rule: str = "mosaic"
+    rule: str = "mosaic"  # or S: complete labels, every task's loss at every pixel (the MHN/STN baselines)
     val_rule: str = "S"  # S = every task everywhere, one encoding decoded five times
     loss_weights: dict[str, float] | None = None
     focal_gamma: float = 2.0
@@ -142,8 +142,13 @@ class Recipe:
             spec = getattr(self, key)
             if spec is not None:
                 parse_data_spec(spec)
+        is_palette_net = self.model.get("preset", "").startswith("palette")
+        if self.rule == "S" and is_palette_net:
+            raise RecipeError(f"rule S (every task everywhere) trains a CTN, MHN or STN, not a palette "
+                              f"network: give the palette network a rule to learn{where}")  # fmt: skip
         try:
-            load_rule(self.rule)
+            if self.rule != "S":
+                load_rule(self.rule)
             if self.val_rule != "S":
                 load_rule(self.val_rule)
         except ValueError as e:

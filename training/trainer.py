@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from composite_tasking.device import cpu_has_bf16, pick_device
 from composite_tasking.model import build_model, load_checkpoint, save_checkpoint
 from composite_tasking.model.checkpoint import CheckpointError, _sha256
+from composite_tasking.tasks import get_task
 
 from .losses import LossResult, composite_loss, palette_loss
 from .recipe import DataSpec, Recipe, parse_data_spec
@@ -215,6 +216,7 @@ class Trainer:
             m = recipe.model
             self.model = build_model(m.get("preset", "ctn-resnet34"), pretrained=m.get("pretrained", False))
         self.model.to(self.device).to(memory_format=torch.channels_last)
+        self._task_names = tuple(getattr(self.model.config, "tasks", ()))  # decode_all's order
         opt = recipe.optimizer
         self.optimizer = torch.optim.Adam(
             _param_groups(self.model, float(opt.get("lr_encoder", 1e-5)), float(opt.get("lr_decoder", 1e-3))),
@@ -224,7 +226,9 @@ class Trainer:
         sch = recipe.schedule
         self.schedule = _Schedule(sch.get("kind", "plateau"), float(sch.get("factor", 0.3)),
                                   int(sch.get("patience", 12)), list(sch.get("milestones", [])))  # fmt: skip
-        self.train_set = build_dataset(recipe.train, recipe.rule, recipe.augment, recipe.seed)
+        # rule S (complete labels: every task everywhere) needs no palette from the data
+        train_rule = "mosaic" if recipe.rule == "S" else recipe.rule
+        self.train_set = build_dataset(recipe.train, train_rule, recipe.augment, recipe.seed)
         self.val_set = None
         if recipe.val is not None and self.rank == 0:
             rule = recipe.rule if self.is_palette_net else ("mosaic" if recipe.val_rule == "S" else recipe.val_rule)
@@ -398,6 +402,23 @@ class Trainer:
         """The CTN's composite loss, or the palette network's cross-entropy against the
         rule's palette (the dataset's palette is the target, not an input, then)."""
         r = self.recipe
+        if r.rule == "S":  # complete labels: every task's output and loss at every pixel
+            with self._autocast():
+                outputs = net(image, None)  # (N, T, 3, H, W), one forward (DDP-safe)
+            result = LossResult()
+            result.pixels = {}
+            total = outputs.sum() * 0.0
+            for k, task in enumerate(self._task_names):
+                if task not in targets:
+                    continue
+                everywhere = torch.full_like(palette, get_task(task).palette_value)
+                one = composite_loss(outputs[:, k], everywhere, {task: targets[task]}, r.loss_weights,
+                                     r.focal_gamma)  # fmt: skip
+                result[task] = one[task]
+                result.pixels[task] = one.pixels[task]
+                total = total + one["total"]
+            result["total"] = total
+            return result
         with self._autocast():
             output = net(image) if self.is_palette_net else net(image, palette)
         if self.is_palette_net:

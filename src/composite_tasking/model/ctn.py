@@ -194,8 +194,23 @@ class _PaletteModel(nn.Module):
     def _crop(self, out: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return out[..., : size[0], : size[1]]
 
-    def forward(self, image: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(image), palette)
+    def forward(self, image: torch.Tensor, palette: torch.Tensor | None) -> torch.Tensor:
+        """The composite output (N, 3, H, W) under ``palette``; with ``palette=None`` every
+        task everywhere (rule S: complete labels), (N, T, 3, H, W) in task order, from one
+        encoding (as :meth:`decode_all`)."""
+        encoded = self.encode(image)
+        if palette is None:
+            return self.decode_all(encoded)
+        return self.decode(encoded, palette)
+
+    def decode_all(self, encoded: Encoded) -> torch.Tensor:
+        """Every task everywhere, (N, T, 3, H, W): the encoding decoded under each
+        single-task palette in turn (the CTN: T decodes of one encoding)."""
+        n, f = encoded.batch_size, encoded.features[0]
+        device = (f[0] if isinstance(f, list) else f).device
+        outs = [self.decode(encoded, torch.full((n, *encoded.size), v, dtype=torch.long, device=device))
+                for v in range(1, self.num_tasks + 1)]  # fmt: skip
+        return torch.stack(outs, dim=1)
 
 
 class CompositeTaskingNet(_PaletteModel):
@@ -325,6 +340,10 @@ class MultiHeadNet(_PaletteModel):
         """The output of task k's head everywhere, (N, 3, H, W)."""
         return self._crop(self.decoders[k](encoded.features), encoded.size)
 
+    def decode_all(self, encoded: Encoded) -> torch.Tensor:
+        """Every head everywhere, (N, T, 3, H, W): one encoding, each head once."""
+        return torch.stack([self.decode_task(encoded, k) for k in range(self.num_tasks)], dim=1)
+
     def decode(self, encoded: Encoded, palette: torch.Tensor) -> torch.Tensor:
         palette = self._check_palette(encoded, palette)
         n = palette.shape[0]
@@ -357,6 +376,12 @@ class SingleTaskNets(_PaletteModel):
         _check_image(image)
         x = _pad_to_stride(image)
         return Encoded([enc(x) for enc in self.encoders], (image.shape[-2], image.shape[-1]))
+
+    def decode_all(self, encoded: Encoded) -> torch.Tensor:
+        """Every network everywhere, (N, T, 3, H, W): each task's decoder on its encoder's
+        features once."""
+        outs = [self._crop(self.decoders[k](encoded.features[k]), encoded.size) for k in range(self.num_tasks)]
+        return torch.stack(outs, dim=1)
 
     def decode(self, encoded: Encoded, palette: torch.Tensor) -> torch.Tensor:
         palette = self._check_palette(encoded, palette)
