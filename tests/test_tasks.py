@@ -129,3 +129,40 @@ def test_anchors_are_in_the_sigmoid_range_and_distinct():
             assert a.min() >= 0 and a.max() <= 1
             assert len(np.unique(a.numpy(), axis=0)) == task.num_classes
             torch.testing.assert_close(a * 255, torch.tensor(task.anchors_255, dtype=torch.float32))
+
+
+def test_numpy_decode_labels_equals_torch_decode_task():
+    """prediction.decode_labels (numpy, only at the pixels asked for: the writer processes
+    use it without torch) gives decode_task's labels and confidences (torch, the whole
+    map, used by training and evaluation), up to float rounding."""
+    from composite_tasking.prediction import THRESHOLD, decode_labels
+
+    rng = np.random.default_rng(0)
+    h, w = 48, 64
+    out = (rng.normal(size=(3, h, w)) * 3).astype(np.float32)
+    pal = rng.integers(0, len(TASKS) + 1, (h, w)).astype(np.uint8)
+    got = decode_labels(out, pal, TASK_NAMES)
+    assert set(got) == set(TASK_NAMES)
+    o = torch.from_numpy(out)[None]
+    for task in TASKS:
+        valid = torch.from_numpy(pal == task.palette_value)[None]
+        ref = decode_task(o, task, valid)
+        v = valid[0].numpy()
+        g = got[task.name]
+        assert np.isnan(g.confidence[~v]).all()
+        np.testing.assert_allclose(g.confidence[v], ref.confidence[0].numpy()[v], rtol=1e-5, atol=1e-6)
+        if task.kind == "classes":
+            assert (g.label[~v] == IGNORE).all()
+            assert (g.label[v] == ref.label[0].numpy()[v]).mean() > 0.999
+        elif task.kind == "probability":
+            p = ref.label[0].numpy()
+            np.testing.assert_allclose(g.prob[v], p[v], rtol=1e-5, atol=1e-6)
+            assert np.isnan(g.prob[~v]).all() and (g.label[~v] == IGNORE).all()
+            assert ((g.label[v] == 1) == (p[v] >= THRESHOLD)).mean() > 0.999
+        else:
+            n = ref.label[0].numpy().transpose(1, 2, 0)
+            np.testing.assert_allclose(g.label[v], n[v], rtol=1e-5, atol=1e-6)
+            assert (g.label[~v] == 0).all()
+    # a task the palette asks nowhere, or one not wanted, is left out
+    assert set(decode_labels(out, np.zeros_like(pal), TASK_NAMES)) == set()
+    assert set(decode_labels(out, pal, ("edges",))) == {"edges"}

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Hashable
 
@@ -32,13 +31,12 @@ from .model.checkpoint import CheckpointInfo
 from .model.ctn import _pad_to_stride
 from .model.region import Window, change_box, palette_reach, reach_box
 from .palette import Rule, load_rule, validate_palette
-from .tasks import IGNORE, TASKS, decode_task, get_task
+from .prediction import THRESHOLD, Prediction, TaskOutput, decode_labels, empty_task_output  # noqa: F401
+from .tasks import TASKS, get_task
 
 __all__ = ["Predictor", "Prediction", "TaskOutput", "decode_labels", "resolve_model", "PALETTE_SOURCES"]
 
 PALETTE_SOURCES = ("semantics", "net")
-#: probability at and above which an edge / salient pixel is labelled 1
-THRESHOLD = 0.5
 
 
 def resolve_model(spec: str | Path) -> Path:
@@ -59,84 +57,6 @@ def resolve_model(spec: str | Path) -> Path:
         raise CheckpointError(f"model {str(spec)!r} not found: give 'default', a checkpoint folder "
                               "or a training run folder")  # fmt: skip
     return p
-
-
-@dataclass
-class TaskOutput:
-    """One task's pseudo-label for one image, defined where the palette asked for it.
-
-    ``label``: class map uint8 (semseg, parts) or 0/1 map (edges, saliency, thresholded at
-    0.5), 255 elsewhere; for normals (H, W, 3) float32 unit vectors, zeros elsewhere.
-    ``prob``: probability map (edges, saliency) float32, NaN elsewhere; else None.
-    ``confidence``: float32 in [0, 1], NaN elsewhere.
-    """
-
-    label: np.ndarray
-    prob: np.ndarray | None
-    confidence: np.ndarray
-
-
-@dataclass
-class Prediction:
-    palette: np.ndarray  # (H, W) uint8
-    output: np.ndarray  # (3, H, W) float32 composite output
-    tasks: dict[str, TaskOutput]
-
-    def to_sample(self, image: np.ndarray | None = None) -> dict:
-        """The canonical sample (labels, palette) plus float maps, for the label store."""
-        sample: dict = {"palette": self.palette}
-        if image is not None:
-            sample["image"] = image
-        conf = {}
-        for name, t in self.tasks.items():
-            sample[name] = t.label
-            if t.prob is not None:
-                sample[f"{name}_prob"] = t.prob
-            conf[name] = t.confidence
-        sample["confidence"] = conf
-        return sample
-
-
-def decode_labels(output: np.ndarray, palette: np.ndarray, tasks) -> dict[str, TaskOutput]:
-    """Per-task labels and confidences of the composite ``output`` (3, H, W) float32
-    where ``palette`` (H, W) asks for each of ``tasks`` (names; numpy in, numpy out).
-
-    Needs no model: ``ctn label``'s writer processes decode with it
-    (:meth:`Predictor.decode_labels` is this with the Predictor's tasks).
-    """
-    out = torch.from_numpy(np.ascontiguousarray(output))[None]
-    pal = torch.from_numpy(np.asarray(palette)).long()[None]
-    result = {}
-    for task in TASKS:
-        if task.name not in tasks:
-            continue
-        valid = pal == task.palette_value
-        if not bool(valid.any()):
-            continue
-        pred = decode_task(out, task, valid)
-        conf = torch.where(valid, pred.confidence, torch.full_like(pred.confidence, float("nan")))
-        conf = conf[0].numpy().astype(np.float32)
-        v = valid[0].numpy()
-        if task.kind == "classes":
-            result[task.name] = TaskOutput(pred.label[0].numpy().astype(np.uint8), None, conf)
-        elif task.kind == "probability":
-            prob = pred.label[0].numpy().astype(np.float32)
-            lab = np.full(prob.shape, IGNORE, np.uint8)
-            lab[v] = (prob[v] >= THRESHOLD).astype(np.uint8)
-            result[task.name] = TaskOutput(lab, prob, conf)
-        else:
-            n = pred.label[0].numpy().transpose(1, 2, 0).astype(np.float32)
-            result[task.name] = TaskOutput(np.ascontiguousarray(n), None, conf)
-    return result
-
-
-def _empty_task_output(task, shape: tuple[int, int]) -> TaskOutput:
-    """A task's output where the palette asks for nothing (see :class:`TaskOutput`)."""
-    nan = np.full(shape, np.nan, np.float32)
-    if task.kind == "vector":
-        return TaskOutput(np.zeros((*shape, 3), np.float32), None, nan)
-    prob = nan.copy() if task.kind == "probability" else None
-    return TaskOutput(np.full(shape, IGNORE, np.uint8), prob, nan)
 
 
 def _ramp(n: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
@@ -353,8 +273,8 @@ class Predictor:
                 continue
             old = previous.tasks.get(task.name)
             if old is None:  # new in this palette: empty everywhere but the box
-                old = _empty_task_output(task, palette.shape)
-            part = crop.get(task.name) or _empty_task_output(task, (box.y1 - box.y0, box.x1 - box.x0))
+                old = empty_task_output(task, palette.shape)
+            part = crop.get(task.name) or empty_task_output(task, (box.y1 - box.y0, box.x1 - box.x0))
             merged = TaskOutput(old.label.copy(), None if old.prob is None else old.prob.copy(),
                                 old.confidence.copy())  # fmt: skip
             merged.label[sl] = part.label

@@ -37,13 +37,14 @@ there are):
 - or, with ``writer_processes`` (default: from 64 images on), ``writers`` *writer
   processes* (default ``min(12, cores - 2)``, spawned) that also decode the network's
   output into labels: the calling thread hands them each image's palette and raw output
-  (as many in flight as above). On an H200 the forward took 5.2 ms per image, decoding
-  17.7 and a store write 100-130, nearly all of it pure Python (zarr's metadata, its
-  event loop; torch's small ops), so threads hardly overlapped (1.2x with 4). Each
-  process imports torch and opens the store once: seconds, which fewer images do not
-  repay. They ignore Ctrl-C: the calling thread stops them, each after its image. A
-  script that labels with them must guard its top level with
-  ``if __name__ == "__main__":`` (spawned processes import the main module).
+  (as many in flight as above). On an H200 the forward took ~4 ms per image, decoding
+  6 and a store write 42, work that holds the GIL, so threads hardly overlap it. Each
+  process (:mod:`._writer_process`: numpy decoding, no torch) opens the store once; a
+  spawned interpreter's start is not repaid by a few images. They ignore Ctrl-C: the
+  calling thread stops them, each after its image. A script that labels with them must
+  guard its top level with ``if __name__ == "__main__":`` (spawned processes import the
+  main module; whatever it imports at its top, torch included, each process imports
+  too).
 
 PIL decoding and zarr's compression release the GIL for most of their work, so they
 run while the model computes. ``progress(done, total)`` is called, in the calling
@@ -72,11 +73,9 @@ import concurrent.futures.process
 import hashlib
 import multiprocessing
 import os
-import pickle
 import queue
 import re
 import shutil
-import signal
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -86,6 +85,8 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .images import ImageReadError, read_image, scan_inputs
+from ._writer_process import _init_writer_process, _process_write, _writer_process_ready
+from ._writer_process import write_prediction as _write_prediction
 from .inference import Prediction, Predictor, decode_labels
 from .palette import load_rule, validate_palette
 from .store import LabelStore, StoreError
@@ -95,7 +96,7 @@ __all__ = ["LabelError", "LabelSummary", "label_images", "image_ids", "contact_s
            "default_writers", "default_writer_processes"]
 
 #: with ``writer_processes=None``, writer processes are used from this many images on:
-#: starting one costs seconds (it imports torch), which fewer images do not repay
+#: starting them (spawned interpreters) costs time that fewer images do not repay
 PROCESS_MIN_IMAGES = 64
 
 
@@ -413,20 +414,6 @@ class _Writer(_WriterBase):
             t.join()
 
 
-def _write_prediction(store: LabelStore, image_id: str, image: np.ndarray, pred: Prediction,
-                      attrs: dict, store_image: bool, image_source: str) -> None:
-    """One labelled image into the store: what every writer (thread or process) does."""
-    store.write_sample(
-        image_id,
-        pred.to_sample(image),
-        provenance=dict.fromkeys(pred.tasks, "pseudo"),
-        attrs=attrs,
-        store_image=store_image,
-        image_source=image_source,
-        overwrite=True,
-    )
-
-
 def default_writer_processes() -> int:
     """Writer processes when they are used and ``writers`` is not given: every core but
     the labelling thread's and one more (the reader, the main process's own work), at
@@ -434,78 +421,19 @@ def default_writer_processes() -> int:
     return min(12, max(1, (os.cpu_count() or 1) - 2))
 
 
-# what a writer process holds (set by _init_writer_process, in that process only)
-_WORKER: dict = {}
-
-
-def _init_writer_process(store_path: str, attrs: dict, store_image: bool, tasks: tuple[str, ...],
-                         barrier) -> None:  # fmt: skip
-    """The initializer of a writer process: ignore Ctrl-C (the labelling process stops
-    the writers, each after the image it is writing), one torch thread (the processes
-    are the parallelism), the store opened once, the write arguments every image shares.
-    A failure is kept and raised by each write, so that it reaches the labelling thread."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _WORKER.update(barrier=barrier, lock=threading.Lock())
-    parent = multiprocessing.parent_process()
-    if parent is not None:  # the labelling process killed: finish the current image, then go
-        threading.Thread(target=_exit_with_parent, args=(parent.sentinel,), daemon=True).start()
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-        _WORKER.update(store=LabelStore(store_path, mode="r+"), attrs=attrs, store_image=store_image,
-                       tasks=tuple(tasks))  # fmt: skip
-    except BaseException as e:  # noqa: BLE001 - raised by every write
-        _WORKER["error"] = e
-
-
-def _exit_with_parent(sentinel) -> None:
-    # a pool's worker waits for work forever: without this it would outlive a killed parent
-    import multiprocessing.connection
-
-    multiprocessing.connection.wait([sentinel])
-    with _WORKER["lock"]:
-        os._exit(1)
-
-
-def _writer_process_ready(timeout: float) -> int:
-    """Returns once every writer process of the pool has started (one call per process)."""
-    _WORKER["barrier"].wait(timeout)
-    return os.getpid()
-
-
-def _process_write(path: str, image_id: str, image: np.ndarray, palette: np.ndarray,
-                   output: np.ndarray) -> str:  # fmt: skip
-    """In a writer process: decode the network's ``output`` (3, H, W) under ``palette``
-    into per-task labels and write the image into the store; returns ``image_id``."""
-    if "error" in _WORKER:
-        raise _WORKER["error"]
-    try:
-        with _WORKER["lock"]:
-            pred = Prediction(palette, output, decode_labels(output, palette, _WORKER["tasks"]))
-            _write_prediction(_WORKER["store"], image_id, image, pred, _WORKER["attrs"],
-                              _WORKER["store_image"], path)  # fmt: skip
-    except Exception as e:
-        try:  # it goes back pickled: one that does not come back whole, as text
-            pickle.loads(pickle.dumps(e))
-        except Exception:
-            raise RuntimeError(f"{type(e).__name__}: {e}") from None
-        raise
-    return image_id
-
-
 class _ProcessWriter(_WriterBase):
     """:class:`_Writer`'s work in ``processes`` worker processes (spawned), which also
-    decode the network's output into labels: both are pure Python in large part (zarr's
-    metadata and its event loop, torch's small ops), so threads hardly overlap them.
+    decode the network's output into labels (numpy, :mod:`.prediction`): both hold the GIL
+    much of the time, so threads hardly overlap them. The processes run
+    :mod:`._writer_process`, which leaves torch alone.
 
     :meth:`submit` takes ``(path, image_id, image, palette, output)``; at most ``limit``
     images are handed over and not yet written (:meth:`submit` waits). The first failed
     write stops the writing: the images not yet started are cancelled, those the
     processes are writing are finished, and the exception (noted with the image, as
     :class:`_Writer` does) is raised in the labelling thread by :meth:`check` or
-    :meth:`submit`. The processes are started at once (they import torch and open the
-    store while the model predicts the first batch); :meth:`ready` waits for them.
+    :meth:`submit`. The processes are started at once (they open the store while the
+    model predicts the first batch); :meth:`ready` waits for them.
     """
 
     def __init__(self, store_path: Path, attrs: dict, store_image: bool, tasks, limit: int, processes: int):

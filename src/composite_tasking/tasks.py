@@ -26,11 +26,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
+# torch is imported where it is used: the task table, its anchors as numpy and
+# decode_labels_numpy serve the store's writer processes, which do without torch
+# (~400 MB and a second of start-up each)
 
 __all__ = [
     "IGNORE",
@@ -132,11 +136,18 @@ class Task:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def anchors(self, device=None, dtype=torch.float32) -> torch.Tensor:
-        """Class anchors in the sigmoid output space [0, 1], shape (C, 3)."""
+    def anchors(self, device=None, dtype=None) -> torch.Tensor:
+        """Class anchors in the sigmoid output space [0, 1], shape (C, 3) (float32 unless
+        ``dtype``)."""
+        import torch
+
+        return torch.tensor(self.anchors_numpy(), dtype=dtype or torch.float32, device=device)
+
+    def anchors_numpy(self) -> np.ndarray:
+        """:meth:`anchors` as a float32 numpy array (the same values)."""
         if self.kind != "classes":
             raise ValueError(f"task {self.name!r} has no class anchors (kind {self.kind!r})")
-        return torch.tensor(self.anchors_255, dtype=dtype, device=device) / 255.0
+        return np.asarray(self.anchors_255, dtype=np.float32) / np.float32(255.0)
 
     def class_colors(self) -> np.ndarray:
         """RGB colour of each class (the anchors double as the paper's class colours)."""
@@ -211,6 +222,8 @@ def class_probabilities(output: torch.Tensor, anchors: torch.Tensor) -> torch.Te
     ``output`` is the raw network output (N, 3, H, W); ``anchors`` (C, 3) in [0, 1].
     Returns (N, C, H, W). The distances are measured in the sigmoid space of the output.
     """
+    import torch
+
     o = torch.sigmoid(output.float())
     d = _anchor_distances(o, anchors)
     return torch.softmax(1.0 / (d + ANCHOR_EPS), dim=1)
@@ -249,6 +262,8 @@ def decode_task(output: torch.Tensor, task: str | int | Task, valid: torch.Tenso
     - vector: ``||o|| / (1 + ||o||)``; a short raw vector means the decoder's evidence
       for a direction is weak (the cosine loss leaves the length free).
     """
+    import torch
+
     task = get_task(task)
     n, c, h, w = output.shape
     if c != 3:
@@ -287,6 +302,8 @@ def decode_output(output: torch.Tensor, palette: torch.Tensor) -> dict[str, Task
             f"palette shape {tuple(palette.shape)} does not match output "
             f"{tuple(output.shape)} (expected (N, H, W))"
         )
+    import torch
+
     present = torch.unique(palette).tolist()
     result = {}
     for task in TASKS:

@@ -1,0 +1,128 @@
+"""Predictions as numpy: the per-task labels of a composite output, decoded without torch.
+
+:func:`decode_labels` turns the network's composite output (3, H, W) and its Task
+Palette into each task's label, probability and confidence, only where the palette asks
+for the task. It is numpy only, so that ``ctn label``'s writer processes, which decode
+and write the store, need not import torch (~400 MB and seconds of start-up each); the
+Predictor decodes with it too, so every path gives the same labels. It computes what
+:func:`composite_tasking.tasks.decode_task` (torch, used by training and evaluation on
+the device) computes, pixel for pixel up to float rounding (``tests/test_tasks.py``
+compares the two).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .tasks import IGNORE, TASKS
+
+__all__ = ["TaskOutput", "Prediction", "decode_labels", "empty_task_output", "THRESHOLD"]
+
+#: probability at and above which an edge / salient pixel is labelled 1
+THRESHOLD = 0.5
+
+
+@dataclass
+class TaskOutput:
+    """One task's pseudo-label for one image, defined where the palette asked for it.
+
+    ``label``: class map uint8 (semseg, parts) or 0/1 map (edges, saliency, thresholded at
+    0.5), 255 elsewhere; for normals (H, W, 3) float32 unit vectors, zeros elsewhere.
+    ``prob``: probability map (edges, saliency) float32, NaN elsewhere; else None.
+    ``confidence``: float32 in [0, 1], NaN elsewhere.
+    """
+
+    label: np.ndarray
+    prob: np.ndarray | None
+    confidence: np.ndarray
+
+
+@dataclass
+class Prediction:
+    palette: np.ndarray  # (H, W) uint8
+    output: np.ndarray  # (3, H, W) float32 composite output
+    tasks: dict[str, TaskOutput]
+
+    def to_sample(self, image: np.ndarray | None = None) -> dict:
+        """The canonical sample (labels, palette) plus float maps, for the label store."""
+        sample: dict = {"palette": self.palette}
+        if image is not None:
+            sample["image"] = image
+        conf = {}
+        for name, t in self.tasks.items():
+            sample[name] = t.label
+            if t.prob is not None:
+                sample[f"{name}_prob"] = t.prob
+            conf[name] = t.confidence
+        sample["confidence"] = conf
+        return sample
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.float32(1.0) / (np.float32(1.0) + np.exp(-x))
+
+
+def decode_labels(output: np.ndarray, palette: np.ndarray, tasks) -> dict[str, TaskOutput]:
+    """Per-task labels and confidences of the composite ``output`` (3, H, W) float32
+    where ``palette`` (H, W) asks for each of ``tasks`` (names); numpy in, numpy out,
+    computed only at the pixels each task is asked for.
+
+    As :func:`composite_tasking.tasks.decode_task`: classes are the nearest anchor to the
+    sigmoid of the output (eq. 5), confidence ``1 - d1 / d2`` (nearest over second
+    nearest distance); probabilities the mean of the three sigmoids, labelled 1 from
+    :data:`THRESHOLD`, confidence ``|2p - 1|``; normals the output divided by its length,
+    confidence ``length / (1 + length)``.
+    """
+    out = np.asarray(output, dtype=np.float32)
+    pal = np.asarray(palette)
+    if out.ndim != 3 or out.shape[0] != 3 or out.shape[1:] != pal.shape:
+        raise ValueError(f"expected output (3, H, W) and palette (H, W), got {out.shape} and {pal.shape}")
+    shape = pal.shape
+    result = {}
+    for task in TASKS:
+        if task.name not in tasks:
+            continue
+        valid = pal == task.palette_value
+        if not valid.any():
+            continue
+        o = out[:, valid]  # (3, K): only the pixels asked for this task
+        conf = np.full(shape, np.nan, np.float32)
+        if task.kind == "classes":
+            s = _sigmoid(o)
+            anchors = task.anchors_numpy()  # (C, 3)
+            d = np.sqrt(np.square(s[None, :, :] - anchors[:, :, None]).sum(axis=1))  # (C, K)
+            nearest = d.argmin(axis=0)
+            k = np.arange(d.shape[1])
+            d1 = d[nearest, k]
+            d[nearest, k] = np.inf
+            d2 = d.min(axis=0)
+            conf[valid] = np.float32(1.0) - d1 / np.maximum(d2, np.float32(1e-12))
+            label = np.full(shape, IGNORE, np.uint8)
+            label[valid] = nearest.astype(np.uint8)
+            result[task.name] = TaskOutput(label, None, conf)
+        elif task.kind == "probability":
+            p = _sigmoid(o).mean(axis=0, dtype=np.float32)
+            prob = np.full(shape, np.nan, np.float32)
+            prob[valid] = p
+            conf[valid] = np.abs(np.float32(2.0) * p - np.float32(1.0))
+            label = np.full(shape, IGNORE, np.uint8)
+            label[valid] = (p >= THRESHOLD).astype(np.uint8)
+            result[task.name] = TaskOutput(label, prob, conf)
+        else:  # vector
+            length = np.sqrt(np.square(o).sum(axis=0))
+            normals = np.zeros((*shape, 3), np.float32)
+            normals[valid] = (o / np.maximum(length, np.float32(1e-12))).T
+            conf[valid] = length / (np.float32(1.0) + length)
+            result[task.name] = TaskOutput(normals, None, conf)
+    return result
+
+
+def empty_task_output(task, shape: tuple[int, int]) -> TaskOutput:
+    """A task's output where the palette asks for nothing (see :class:`TaskOutput`)."""
+    nan = np.full(shape, np.nan, np.float32)
+    if task.kind == "vector":
+        return TaskOutput(np.zeros((*shape, 3), np.float32), None, nan)
+    prob = nan.copy() if task.kind == "probability" else None
+    return TaskOutput(np.full(shape, IGNORE, np.uint8), prob, nan)
