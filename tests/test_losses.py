@@ -104,3 +104,12 @@ def test_gradients_are_finite_even_exactly_on_an_anchor():
     loss = focal_anchor_loss(o, torch.tensor([1]), anchors)
     loss.backward()
     assert torch.isfinite(o.grad).all()
+
+
+def test_a_float16_output_with_no_pixel_asked_gives_zero_not_nan():
+    """fp16 autocast: summing a large float16 output overflows to inf, and inf * 0 is NaN;
+    the loss's zero is taken in float32."""
+    out = torch.full((2, 3, 256, 256), -20.0, dtype=torch.float16)
+    pal = torch.zeros((2, 256, 256), dtype=torch.long)
+    res = composite_loss(out, pal, {"edges": torch.zeros((2, 256, 256), dtype=torch.uint8)})
+    assert float(res["total"]) == 0.0

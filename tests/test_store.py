@@ -377,6 +377,30 @@ def test_interrupted_write_is_not_listed_and_is_rewritten(store, sample, monkeyp
     assert np.array_equal(got.labels["saliency"], sample["saliency"])
 
 
+def test_an_overwrite_cut_short_while_deleting_leaves_the_image_incomplete(store, sample, monkeypatch):
+    """Replacing a complete image deletes its folder first; a deletion that stops half way
+    (Ctrl-C, a file held open on Windows) must not leave the old completion marker on
+    what remains: the image is unmarked before anything is deleted."""
+    import shutil as shutil_mod
+
+    from composite_tasking import store as store_mod
+
+    store.write_sample("img", sample, provenance=ALL_PSEUDO)
+    real_rmtree = shutil_mod.rmtree
+
+    def half_rmtree(path, *args, **kwargs):
+        real_rmtree(Path(path) / "labels")
+        raise PermissionError("a chunk file is open elsewhere (simulated)")
+
+    monkeypatch.setattr(store_mod.shutil, "rmtree", half_rmtree)
+    with pytest.raises(PermissionError, match="simulated"):
+        store.write_sample("img", sample, provenance=ALL_PSEUDO, overwrite=True)
+    monkeypatch.undo()
+    assert not store.is_complete("img") and store.ids() == []
+    store.write_sample("img", sample, provenance=ALL_PSEUDO)  # rewritten without overwrite=True
+    assert np.array_equal(store.read_sample("img").labels["semseg"], sample["semseg"])
+
+
 def test_interrupted_update_leaves_the_image_incomplete(store, sample, monkeypatch):
     store.write_sample("img", sample, provenance=ALL_PSEUDO)
     fixed = np.where(sample["semseg"] == IGNORE, 0, sample["semseg"]).astype(np.uint8)

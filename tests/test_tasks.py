@@ -166,3 +166,18 @@ def test_numpy_decode_labels_equals_torch_decode_task():
     # a task the palette asks nowhere, or one not wanted, is left out
     assert set(decode_labels(out, np.zeros_like(pal), TASK_NAMES)) == set()
     assert set(decode_labels(out, pal, ("edges",))) == {"edges"}
+
+
+def test_numpy_decode_labels_confidence_stays_in_range_at_a_class_boundary():
+    """A sigmoid output almost equidistant from two anchors: the numpy decoder ranks the
+    anchors by a matmul whose rounding may swap the two nearest; it keeps the exact
+    nearest, so the confidence is never negative (the store refuses values below 0)."""
+    from composite_tasking.prediction import decode_labels
+
+    o = np.array([2.3929693698883057, 0.10005974769592285, 0.10005925595760345], np.float32).reshape(3, 1, 1)
+    pal = np.full((1, 1), get_task("parts").palette_value, np.uint8)
+    got = decode_labels(o, pal, ["parts"])["parts"]
+    assert 0.0 <= got.confidence[0, 0] <= 1.0
+    ref = decode_task(torch.from_numpy(o)[None], "parts")
+    d = np.linalg.norm(get_task("parts").anchors_numpy() - 1 / (1 + np.exp(-o.reshape(3))), axis=1)
+    assert got.label[0, 0] in set(np.flatnonzero(d <= d.min() + 1e-6)) and ref.confidence.min() >= 0

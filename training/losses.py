@@ -78,7 +78,7 @@ def composite_loss(
     are skipped."""
     weights = DEFAULT_WEIGHTS if weights is None else weights
     o = output.float().permute(0, 2, 3, 1)  # (N, H, W, 3)
-    zero = output.sum() * 0.0
+    zero = output.float().sum() * 0.0  # float16 sums overflow to inf, and inf * 0 is NaN
     result = LossResult()
     result.pixels = {}
     total = zero

@@ -407,7 +407,7 @@ class Trainer:
                 outputs = net(image, None)  # (N, T, 3, H, W), one forward (DDP-safe)
             result = LossResult()
             result.pixels = {}
-            total = outputs.sum() * 0.0
+            total = outputs.float().sum() * 0.0  # float16 sums overflow to inf, and inf * 0 is NaN
             for k, task in enumerate(self._task_names):
                 if task not in targets:
                     continue

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.group import GroupMetadata
 from zarr.storage import MemoryStore
 
-__all__ = ["Unsupported", "group_document", "write_group", "write_array", "replace_group_attrs"]
+__all__ = ["Unsupported", "group_document", "prepare_array", "write_group", "write_array", "replace_group_attrs"]
 
 
 class Unsupported(Exception):
@@ -75,7 +76,7 @@ def _template(key: str) -> tuple[bytes, str, tuple[int, ...], Any, tuple]:
     """(zarr.json bytes, dtype '<..', chunk shape, fill value, encoders) of the array that
     zarr creates with the JSON-encoded keyword arguments ``key``."""
     kw = json.loads(key)
-    kw["compressors"] = tuple(numcodecs_to_zarr(c) for c in kw["compressors"])
+    kw["compressors"] = tuple(_zarr_codec(c) for c in kw["compressors"])
     arr = zarr.create_array(store=MemoryStore(), **kw)
     meta = arr.metadata
     doc = meta.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes()
@@ -97,7 +98,7 @@ def _template(key: str) -> tuple[bytes, str, tuple[int, ...], Any, tuple]:
     return doc, dtype.str, tuple(spec["chunk_grid"]["configuration"]["chunk_shape"]), fill, encoders
 
 
-def numcodecs_to_zarr(spec: dict):
+def _zarr_codec(spec: dict):
     """A zarr codec from its JSON dict (``to_dict()``), for the template's arguments."""
     from zarr.registry import get_codec_class
 
@@ -123,18 +124,24 @@ def _write_file(path: str, data: bytes) -> None:
         f.write(data)
 
 
+def _write_document(path: str, data: bytes) -> None:
+    """A ``zarr.json`` in one step (a temporary file, then a rename), as zarr's own store
+    writes it: a reader listing the store meanwhile never meets an empty document."""
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    _write_file(tmp, data)
+    os.replace(tmp, path)
+
+
 def write_group(path: Path, attributes: dict) -> None:
     """A new group (its folder and ``zarr.json``) at ``path``."""
     os.makedirs(path, exist_ok=True)
-    _write_file(os.path.join(path, "zarr.json"), group_document(attributes))
+    _write_document(os.path.join(path, "zarr.json"), group_document(attributes))
 
 
 def replace_group_attrs(path: Path, attributes: dict) -> None:
     """Replace a group's ``zarr.json`` in one step (a temporary file, then a rename): a
     reader or a killed writer sees the old document or the new one, never a torn one."""
-    tmp = os.path.join(path, f".zarr.json.{os.getpid()}.tmp")
-    _write_file(tmp, group_document(attributes))
-    os.replace(tmp, os.path.join(path, "zarr.json"))
+    _write_document(os.path.join(path, "zarr.json"), group_document(attributes))
 
 
 def prepare_array(kwargs: dict) -> tuple:
@@ -167,7 +174,7 @@ def write_array(path: Path, data: np.ndarray, template: tuple) -> None:
         raise ValueError(f"array of {data.ndim} dimensions for chunks {chunks}")
     data = data.astype(dtype, copy=False)
     os.makedirs(path, exist_ok=True)
-    _write_file(os.path.join(path, "zarr.json"), doc)
+    _write_document(os.path.join(path, "zarr.json"), doc)
     grid = [-(-n // c) for n, c in zip(data.shape, chunks)]
     made: set[str] = set()
     for index in np.ndindex(*grid):

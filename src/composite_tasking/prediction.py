@@ -61,7 +61,8 @@ class Prediction:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return np.float32(1.0) / (np.float32(1.0) + np.exp(-x))
+    with np.errstate(over="ignore"):  # exp(88+) is inf, and 1 / inf the right 0
+        return np.float32(1.0) / (np.float32(1.0) + np.exp(-x))
 
 
 def decode_labels(output: np.ndarray, palette: np.ndarray, tasks) -> dict[str, TaskOutput]:
@@ -101,6 +102,8 @@ def decode_labels(output: np.ndarray, palette: np.ndarray, tasks) -> dict[str, T
             second = score.argmin(axis=1)
             d1 = np.sqrt(np.square(s - anchors[nearest]).sum(axis=1))
             d2 = np.sqrt(np.square(s - anchors[second]).sum(axis=1))
+            swap = d2 < d1  # the ranking's rounding near a class boundary: trust the exact distances
+            nearest, d1, d2 = np.where(swap, second, nearest), np.minimum(d1, d2), np.maximum(d1, d2)
             conf[valid] = np.float32(1.0) - d1 / np.maximum(d2, np.float32(1e-12))
             label = np.full(shape, IGNORE, np.uint8)
             label[valid] = nearest.astype(np.uint8)

@@ -982,10 +982,7 @@ class LabelStore:
         image_info = self._image_info(chk, prep, sample, store_image, image_source,
                                       image_sha256)  # fmt: skip
 
-        # ---- nothing has been written up to here
         folder = self.path / image_id
-        if folder.exists():  # an earlier write of this id (complete, or cut short anywhere)
-            shutil.rmtree(folder)
         now = _now()
         label_names = [n for n in LABEL_NAMES if n in prep.labels]
         map_names = (["normals"] if prep.normals is not None else []) + [
@@ -1009,7 +1006,14 @@ class LabelStore:
             templates = [None if data is None else _zarr_files.prepare_array(kw) for _, kw, data in nodes]
         except _zarr_files.Unsupported:
             templates = [None] * len(nodes)
-        _zarr_files.write_group(folder, {NS: {**own, "complete": False}})
+
+        # ---- nothing has been written up to here
+        incomplete = {NS: {**own, "complete": False}}
+        if folder.exists():  # an earlier write of this id (complete, or cut short anywhere)
+            if (folder / "zarr.json").is_file():  # first unmark it: deleting can stop half way
+                _zarr_files.replace_group_attrs(folder, incomplete)
+            shutil.rmtree(folder)
+        _zarr_files.write_group(folder, incomplete)
         for (rel, kw, data), template in zip(nodes, templates):
             if data is None:
                 _zarr_files.write_group(folder / rel, kw)

@@ -205,7 +205,10 @@ class _PaletteModel(nn.Module):
 
     def decode_all(self, encoded: Encoded) -> torch.Tensor:
         """Every task everywhere, (N, T, 3, H, W): the encoding decoded under each
-        single-task palette in turn (the CTN: T decodes of one encoding)."""
+        single-task palette in turn (the CTN: T decodes of one encoding). Training a CTN
+        this way (rule S) normalises each decode with one task's batch statistics, while
+        evaluation uses running statistics pooled over tasks; the paper trains the CTN
+        with palettes and only its MHN / STN baselines on complete labels."""
         n, f = encoded.batch_size, encoded.features[0]
         device = (f[0] if isinstance(f, list) else f).device
         outs = [self.decode(encoded, torch.full((n, *encoded.size), v, dtype=torch.long, device=device))
