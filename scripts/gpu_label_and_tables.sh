@@ -11,13 +11,7 @@ set -u
 OUT=${OUT:-/tmp/ctn-gpu-out}
 L=/tmp/ctn-label-logs
 rm -rf "$L"; mkdir -p "$OUT" "$L"
-if [ -d .whl ]; then  # the machine's image has PyTorch but not zarr
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl >"$L/pip.log" 2>&1 && export PYTHONPATH=/tmp/site
-fi
-python3 -c "import composite_tasking.training" 2>/dev/null || [ -e src/composite_tasking/training ] \
-    || ln -s ../../training src/composite_tasking/training
-export PYTHONPATH=$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+. scripts/device_env.sh "$L/pip.log"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$L/gpu.txt" 2>&1
 nproc --all >>"$L/gpu.txt"
 t0=$(date +%s)

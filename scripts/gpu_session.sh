@@ -37,14 +37,8 @@ log() { echo "[$(now) s] $*"; }
 left() { echo $(( $1 - $(now) )); }
 pack() { tar -cf "$OUT/results.tar" -C "$LOGS" . 2>/dev/null; }
 
-if [ -d .whl ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1
-fi
-# composite_tasking.training lives in training/ (pyproject's package-dir); without an
-# install, a link puts it where the package expects it
-python3 -c "import composite_tasking.training" 2>/dev/null || [ -e src/composite_tasking/training ] || ln -s ../../training src/composite_tasking/training
-export PYTHONPATH=$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}
+. scripts/device_env.sh "$LOGS/pip.log"
+python3 -c "import zarr" || exit 1  # the label benchmark and the store need it
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$LOGS/gpu.txt"
 nproc --all | tee -a "$LOGS/gpu.txt"; df -h /dev/shm /tmp | tee -a "$LOGS/gpu.txt"
 python3 -c "import torch, zarr, composite_tasking as c; print('torch', torch.__version__, torch.cuda.get_device_name(), 'zarr', zarr.__version__)" \

@@ -52,18 +52,7 @@ pack() { tar -cf "$OUT/results.tar.tmp" -C "$LOGS" . 2>/dev/null && mv "$OUT/res
 clean_log() { tr '\r' '\n' <"$1" | grep -v '|' >"$1.tmp"; mv "$1.tmp" "$1"; }  # no tqdm spam
 
 rm -rf "$LOGS" "$RUN"; mkdir -p "$OUT" "$LOGS/recipes" "$LOGS/train" "$LOGS/eval" "$RUN"
-# zarr (the label store) is not needed here; installed as gpu_session.sh does, if its
-# wheels are there and fit this Python (a failure is only logged)
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl >"$LOGS/pip.log" 2>&1 && export PYTHONPATH=/tmp/site \
-        || echo "[0 s] .whl install failed (see pip.log); going on without it" >>"$LOGS/timings.txt"
-fi
-# composite_tasking.training lives in training/ (pyproject's package-dir); without an
-# install, a link puts it where the package expects it
-python3 -c "import composite_tasking.training" 2>/dev/null || [ -e src/composite_tasking/training ] \
-    || ln -s ../../training src/composite_tasking/training
-export PYTHONPATH=$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}
+. scripts/device_env.sh "$LOGS/pip.log" 2>>"$LOGS/timings.txt"  # zarr is not needed here
 log "start: DEVICE=$DEVICE TRAIN_MIN=$TRAIN_MIN FT_MIN=$FT_MIN FT_N=$FT_N FT_EPOCHS=$FT_EPOCHS EVAL_N=$EVAL_N" \
     "EVAL_SIZE=$EVAL_SIZE END_S=$END overrides: SIZE=$SIZE BATCH=$BATCH STEPS=$STEPS EPOCHS=$EPOCHS" \
     "VAL_N=$VAL_N BN_BATCHES=$BN_BATCHES WORKERS=$WORKERS"
