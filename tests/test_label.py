@@ -520,6 +520,13 @@ def test_a_semantic_rule_encodes_each_image_once_with_batches_larger_than_the_ca
     assert summary.done == [f.name for f in files]
     assert encoded == [1] * 6  # one encoder pass per image: palette and prediction share it
     assert tiny_predictor.cache_size == 4 and not tiny_predictor._cache
+    # where the decoder is not region-limited (CUDA), one pass per batch
+    monkeypatch.setattr(tiny_predictor, "region_decoding", False)
+    encoded.clear()
+    summary = label_images(files, tmp_path / "r2-batched.zarr", rule="R2", model=tiny_predictor, batch_size=6,
+                           preview=None)  # fmt: skip
+    assert summary.done == [f.name for f in files] and encoded == [6]
+    assert not tiny_predictor._cache
 
 
 def test_precision_is_chosen_and_recorded_per_image(tmp_path, small_folder, tiny_checkpoint):
@@ -793,3 +800,35 @@ def test_predict_batch_without_decoding_gives_the_outputs_that_decode_into_the_p
                 assert np.array_equal(t.label, pred.tasks[name].label)
                 assert np.array_equal(t.confidence, pred.tasks[name].confidence, equal_nan=True)
     assert tiny_predictor.predict_batch([], [], decode=False) == []
+
+
+def test_predict_batch_with_a_semantic_rule_makes_each_images_palette_from_its_own_semantics(
+        tiny_predictor, tiny_checkpoint):  # fmt: skip
+    """predict_batch(rule=R2): one encoder pass for the batch, decoded for semantics
+    everywhere, then under each image's R2 palette: the palettes are the ones the rule makes
+    from each image's predicted semantics, and the outputs those of one image at a time (up
+    to the float rounding of another batch size); tiled images go one at a time."""
+    from composite_tasking.inference import Predictor
+    from composite_tasking.palette import load_rule
+
+    tiled = Predictor(tiny_checkpoint, device="cpu", tile=64, overlap=16)
+    batched = Predictor(tiny_checkpoint, device="cpu")
+    batched.region_decoding = False  # as on CUDA: the batch in one pass
+    r2 = load_rule("R2")
+    for predictor, size in ((batched, (32, 40)), (tiny_predictor, (32, 40)), (tiled, (64, 80))):
+        images = [generate(4, i, size)["image"] for i in range(3)]
+        batch = predictor.predict_batch(images, rule="R2", decode=False)
+        for image, (pal, out) in zip(images, batch):
+            sem = predictor.semantics(image)
+            assert np.array_equal(pal, r2.palette(semantics=sem))
+            one = predictor.predict(image, pal)
+            np.testing.assert_allclose(out, one.output, rtol=1e-4, atol=1e-4)
+        single = predictor.predict_batch(images[:1], rule="R2")[0]
+        alone = predictor.predict(images[0], rule="R2")
+        assert np.array_equal(single.palette, alone.palette)
+        np.testing.assert_allclose(single.output, alone.output, rtol=1e-5, atol=1e-5)
+    assert not tiled._cache and not tiny_predictor._cache and not batched._cache
+    with pytest.raises(ValueError, match="palettes or a semantic rule"):
+        tiny_predictor.predict_batch(images, None)
+    with pytest.raises(ValueError, match="no palette from semantics"):
+        tiny_predictor.predict_batch(images, rule="mosaic")

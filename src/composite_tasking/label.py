@@ -610,7 +610,8 @@ def label_images(
     summary.skipped_complete = [i for f, i in zip(files, ids) if not overwrite and i in complete]
     total = len(todo)
     batch_size = max(1, batch_size)
-    own_palette = palette_dir is None and rule_obj.needs_semantics  # from the image's own features
+    # a semantic rule on the model's own semantics: made in predict_batch, from the same encoder pass
+    own_palette = palette_dir is None and palette_from != "net" and rule_obj.needs_semantics
     write_attrs = {"rule": rule_obj.name, "palette_origin": origin,
                    "model": predictor.model_id, "model_sha256": predictor.model_sha256,
                    "precision": predictor.precision}  # fmt: skip
@@ -623,8 +624,8 @@ def label_images(
             return item.palette
         if palette_from == "net":
             return predictor.palette_from_net(item.image)
-        if rule_obj.needs_semantics:
-            return predictor.palette_for(item.image, rule_obj, key=item.image_id)
+        if own_palette:
+            return None  # made from the batch's own semantics by predict_batch
         return rule_obj.palette(item.image.shape[:2], rng=image_rng(seed, item.image_id))
 
     sheet: list[tuple[np.ndarray, Prediction]] = []
@@ -643,9 +644,6 @@ def label_images(
             count(image_id)
         writer.check()
 
-    # a batch's features stay cached from its palettes to its predictions
-    cache_size = predictor.cache_size
-    predictor.cache_size = max(cache_size, batch_size)
     if pipeline is None:  # the CPU is free while a GPU computes, not while a CPU does
         pipeline = predictor.device.type == "cuda"
     depth = 2 * batch_size if pipeline else 0  # images read ahead / waiting to be written
@@ -695,24 +693,19 @@ def label_images(
                 pos += 1
             if not batch:
                 continue
+            images = [b[2] for b in batch]
+            palettes = None if own_palette else [b[3] for b in batch]
+            rule_arg = rule_obj if own_palette else None  # semantic rules: palettes from the same pass
             if processes:  # the network's outputs: the writer processes decode them
-                if own_palette:  # from the cached features, undecoded
-                    raw = [predictor.predict(b[2], b[3], key=b[1], decode=False) for b in batch]
-                else:
-                    raw = predictor.predict_batch([b[2] for b in batch], [b[3] for b in batch], decode=False)
+                raw = predictor.predict_batch(images, palettes, decode=False, rule=rule_arg)
                 for (path, image_id, image, _), (pal, out) in zip(batch, raw):
-                    predictor.forget(image_id)
                     if preview is not None and len(sheet) < 12:  # decoded here for the contact sheet
                         sheet.append((image, Prediction(pal, out, decode_labels(out, pal, predictor.tasks))))
                     writer.submit((path, image_id, image, pal, out))
                 batch = []
                 continue
-            if own_palette:  # the palette came from this image's own features: decode them again
-                preds = [predictor.predict(b[2], b[3], key=b[1]) for b in batch]
-            else:
-                preds = predictor.predict_batch([b[2] for b in batch], [b[3] for b in batch])
+            preds = predictor.predict_batch(images, palettes, rule=rule_arg)
             for (path, image_id, image, _), pred in zip(batch, preds):
-                predictor.forget(image_id)
                 if len(sheet) < 12:
                     sheet.append((image, pred))
                 writer.submit((path, image_id, image, pred))
@@ -727,11 +720,6 @@ def label_images(
             reader.close()
         if writer is not None:  # writes what was predicted (interrupted: stops after the current image)
             writer.close(abort=interrupted)
-        for b in batch:
-            predictor.forget(b[1])
-        predictor.cache_size = cache_size
-        while len(predictor._cache) > cache_size:
-            predictor._cache.popitem(last=False)
     collect()
     order = {image_id: k for k, (_, image_id) in enumerate(todo)}
     summary.done.sort(key=order.__getitem__)  # writers finish in any order: report input order
