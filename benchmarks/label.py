@@ -373,7 +373,8 @@ def store_write_scaling(predictor, tmp: Path, n_images: int, seed: int, size: in
     {"thread": ..., "threads": ..., "processes": ..., "startup": ..., counts}. The writer
     classes and the limits on images in flight are label_images's (batch 4)."""
     from composite_tasking.inference import Prediction, decode_labels
-    from composite_tasking.label import (_ProcessWriter, _Writer, _write_prediction, default_writer_processes,
+    from composite_tasking._writer_process import write_prediction
+    from composite_tasking.label import (_ProcessWriter, _Writer, default_writer_processes,
                                          default_writers)
     from composite_tasking.palette import MosaicRule
     from composite_tasking.store import LabelStore
@@ -401,7 +402,7 @@ def store_write_scaling(predictor, tmp: Path, n_images: int, seed: int, size: in
         path, store = fresh(name)
 
         def write(path_, image_id, image_, pred, store=store):
-            _write_prediction(store, image_id, image_, pred, attrs, True, source)
+            write_prediction(store, image_id, image_, pred, attrs, True, source)
 
         writer = _Writer(write, depth=max(LABEL_BATCH, depth - threads), threads=threads)
         t0 = time.perf_counter()

@@ -31,7 +31,7 @@ from .model.checkpoint import CheckpointInfo
 from .model.ctn import _pad_to_stride
 from .model.region import Window, change_box, palette_reach, reach_box
 from .palette import Rule, load_rule, validate_palette
-from .prediction import THRESHOLD, Prediction, TaskOutput, decode_labels, empty_task_output  # noqa: F401
+from .prediction import Prediction, TaskOutput, decode_labels, empty_task_output
 from .tasks import TASKS, get_task
 
 __all__ = ["Predictor", "Prediction", "TaskOutput", "decode_labels", "resolve_model", "PALETTE_SOURCES"]

@@ -85,8 +85,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .images import ImageReadError, read_image, scan_inputs
-from ._writer_process import _init_writer_process, _process_write, _writer_process_ready
-from ._writer_process import write_prediction as _write_prediction
+from ._writer_process import _init_writer_process, _process_write, _writer_process_ready, write_prediction
 from .inference import Prediction, Predictor, decode_labels
 from .palette import load_rule, validate_palette
 from .store import LabelStore, StoreError
@@ -617,7 +616,7 @@ def label_images(
                    "precision": predictor.precision}  # fmt: skip
 
     def write(path: Path, image_id: str, image: np.ndarray, pred: Prediction) -> None:
-        _write_prediction(store, image_id, image, pred, write_attrs, store_image, str(Path(path).resolve()))
+        write_prediction(store, image_id, image, pred, write_attrs, store_image, str(Path(path).resolve()))
 
     def make_palette(item: _Read) -> np.ndarray:
         if palette_dir is not None:

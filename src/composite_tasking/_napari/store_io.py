@@ -371,7 +371,7 @@ def _sample_of(g: _Group) -> tuple[dict, dict, dict[str, np.ndarray], list]:
             prob = np.asarray(prob_item[0], np.float32)
             sample[f"{name}_prob"] = prob
             if label_item is None:  # the store keeps a thresholded map of each probability
-                from ..inference import THRESHOLD
+                from ..prediction import THRESHOLD
 
                 lab = np.full(prob.shape, IGNORE, np.uint8)
                 defined = ~np.isnan(prob)
