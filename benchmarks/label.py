@@ -40,7 +40,11 @@ and imports are never timed). Images are synthetic scenes
    of *read*, *palette* (the rule; R2's semantics forward counts as forward), *forward*
    (the Predictor's model calls with their tensor conversions and copies), *decode*
    (output -> per-task labels and confidences), *write* (the store) and *other* (the
-   rest of the loop) are rows of their own.
+   rest of the loop) are rows of their own. The pipelined runs report where the
+   labelling thread's time went from ``label_images``'s own clock
+   (``LabelSummary.timings``: waiting for the reader, palettes, starting batches on the
+   device, waiting for their outputs, handing them to the writers, waiting for the
+   writers at the end) and how busy the writers were: which side holds the other up.
 3. **Store writes**: the same 256 x 256 prediction (the model's output under an R1r
    mosaic palette) written for 24 images (8 with ``--quick``) into a fresh store, as
    ``label_images`` writes when pipelining, independent of the model: (a) decoded and
@@ -49,7 +53,8 @@ and imports are never timed). Images are synthetic scenes
    spawned processes (the raw output handed over); images/s and the ratio to (a). The
    processes' start-up (spawn, imports, store open) is timed apart and not in (c)'s
    images/s: ``label_images`` starts them before the first batch and uses them from 64
-   images on.
+   images on. (c) is run once more with the store in ``/dev/shm`` (RAM) where there is
+   one: the difference is the file system's cost of creating the files and folders.
 4. **Memory**: ``ctn label --no-preview`` as a fresh subprocess on 100 and on 1000 small
    images (32 x 32 on the CPU, 64 x 64 on CUDA; 20 vs 100 with ``--quick``): the peak
    RSS of that child alone and its RSS when the labelling had returned, ratio
@@ -250,7 +255,7 @@ class Phases:
 def instrumented(phases: Phases):
     """Wrap the labelling's steps (module and class attributes) for the ``with`` block."""
     import composite_tasking.label as label_mod
-    from composite_tasking.inference import Predictor
+    from composite_tasking.inference import PendingBatch, Predictor
     from composite_tasking.palette import MosaicRule, RandomRule, SemanticRule, SingleTaskRule
     from composite_tasking.store import LabelStore
 
@@ -258,6 +263,7 @@ def instrumented(phases: Phases):
                (Predictor, "palette_for", "palette"), (Predictor, "semantics", "palette"),
                (Predictor, "encode", "forward"), (Predictor, "decode", "forward"),
                (Predictor, "predict", "forward"), (Predictor, "predict_batch", "forward"),
+               (Predictor, "start_batch", "forward"), (PendingBatch, "result", "forward"),
                (Predictor, "decode_labels", "decode")]  # fmt: skip
     targets += [(cls, "palette", "palette") for cls in (MosaicRule, RandomRule, SemanticRule, SingleTaskRule)]
     saved = []
@@ -416,23 +422,36 @@ def store_write_scaling(predictor, tmp: Path, n_images: int, seed: int, size: in
         writer.check()
         check(path)
 
-    n = result["processes_n"]
-    path, _ = fresh("processes")
-    t0 = time.perf_counter()
-    writer = _ProcessWriter(path, attrs, True, predictor.tasks, limit=max(LABEL_BATCH, depth - n) + n, processes=n)
-    try:
-        if not writer.ready(timeout=600):
-            raise RuntimeError("store writes: the writer processes did not start")
-        result["startup"] = time.perf_counter() - t0
+    def processes(path: Path) -> tuple[float, float]:
+        """(start-up, writing) seconds of the writer processes into a fresh store at ``path``."""
+        n = result["processes_n"]
+        LabelStore(path, mode="w")
         t0 = time.perf_counter()
-        for k in range(n_images):
-            writer.submit((source, f"img-{k:04d}", image, pal, out))
-        writer.close()
-        result["processes"] = time.perf_counter() - t0
-    finally:
-        writer.close(abort=True)
-    writer.check()
-    check(path)
+        writer = _ProcessWriter(path, attrs, True, predictor.tasks, limit=max(LABEL_BATCH, depth - n) + n,
+                                processes=n)  # fmt: skip
+        try:
+            if not writer.ready(timeout=600):
+                raise RuntimeError("store writes: the writer processes did not start")
+            startup = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for k in range(n_images):
+                writer.submit((source, f"img-{k:04d}", image, pal, out))
+            writer.close()
+            seconds = time.perf_counter() - t0
+        finally:
+            writer.close(abort=True)
+        writer.check()
+        check(path)
+        return startup, seconds
+
+    result["startup"], result["processes"] = processes(tmp / "writes-processes.zarr")
+    # the same into RAM (tmpfs): how much of it is the file system's creating files and folders
+    shm = scratch_dir(tmp, need_bytes=n_images * 2**20 + 2**28)
+    if shm != tmp:
+        try:
+            result["shm_startup"], result["processes_shm"] = processes(shm / "writes-processes.zarr")
+        finally:
+            shutil.rmtree(shm, ignore_errors=True)
     return result
 
 
@@ -534,6 +553,7 @@ def _run(ctx: Context, tmp: Path):
     e2e_seq_times: dict[str, list[float]] = defaultdict(list)  # pipeline=False
     e2e_steady: dict[str, list[float]] = defaultdict(list)  # pipelined, images/s over the second half
     e2e_phases: dict[str, dict[str, float]] = {r: defaultdict(float) for r in ("mosaic", "R2")}
+    e2e_timings: dict[str, dict[str, float]] = {r: defaultdict(float) for r in ("mosaic", "R2")}  # pipelined
     loads: list[float] = []
     files_per_image: dict[str, float] = {}
     for r in range(plan.rounds):
@@ -566,6 +586,10 @@ def _run(ctx: Context, tmp: Path):
                 if len(summary.done) != n_images or summary.failed:
                     raise RuntimeError(f"label_images {rule}: {len(summary.done)} done, failed {summary.failed}")
                 (e2e_times if pipelined else e2e_seq_times)[rule].append(dt / n_images)
+                if pipelined:
+                    for k, v in summary.timings.items():
+                        e2e_timings[rule][k] += v
+                    e2e_timings[rule]["images"] += n_images
                 if pipelined and n_images >= PROCESS_MIN_IMAGES:  # from the first image written to the last
                     e2e_steady[rule].append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
                 if rule not in files_per_image:
@@ -689,6 +713,26 @@ def _run(ctx: Context, tmp: Path):
                       notes=notes, digits=1,
                       extra={"key": f"phase_{rule}_{p}", "seconds_total": acc[p], "images": n})  # fmt: skip
 
+    # ---- rows: the pipelined runs, from label_images's own clock (summary.timings): where
+    # the labelling thread's time went, and how busy the writers were
+    from composite_tasking.label import TIMINGS
+
+    for rule in ("mosaic", "R2"):
+        acc = e2e_timings[rule]
+        n, total = acc["images"], acc["total"]
+        for key in TIMINGS:
+            yield Row(NAME, f"  {rule} pipelined, labelling thread: {key}", acc[key] / n * 1e3, "ms/image",
+                      ratio=acc[key] / total, notes=_TIMING_NOTES[key], digits=2,
+                      extra={"key": f"timing_{rule}_{key}", "seconds_total": acc[key], "images": n})  # fmt: skip
+        workers = acc["writers"] / plan.rounds
+        busy = acc["writers_busy"] / (total * workers) if workers else None
+        yield Row(NAME, f"  {rule} pipelined, writers busy", acc["writers_busy"] / n * 1e3, "ms/image",
+                  ratio=busy,
+                  notes=f"decoding + writing, summed over the {workers:g} writer(s); ratio = share of their "
+                        f"time (wall of the labelling x writers) spent on it",
+                  digits=2, extra={"key": f"timing_{rule}_writers_busy", "seconds_total": acc["writers_busy"],
+                                   "writers": workers, "images": n})  # fmt: skip
+
     # ---- rows: store writes (decode + write) by the labelling thread, threads, processes
     k = writes["images"]
     ref_w = k / writes["thread"]
@@ -699,15 +743,20 @@ def _run(ctx: Context, tmp: Path):
              ("processes", f"{writes['processes_n']} writer process(es) (default_writer_processes())",
               f"the raw output handed over, decoded and written by the processes, as label_images from 64 "
               f"images on; their start-up ({writes['startup']:.1f} s: spawn, imports, store open) is not in it")]
+    if "processes_shm" in writes:
+        cases.append(("processes_shm", f"{writes['processes_n']} writer process(es), store on tmpfs",
+                      f"as the row above, the store in /dev/shm (RAM): what the file system's creating files "
+                      f"and folders costs (start-up {writes['shm_startup']:.1f} s, not in it)"))
     for key, who, how in cases:
         ips = k / writes[key]
+        where = "/dev/shm" if key == "processes_shm" else "the temporary folder"
         yield Row(NAME, f"store writes, 256x256, {who}", ips, "images/s", ratio=ips / ref_w,
-                  notes=f"{how}; {k} images (one mosaic prediction, R1r), fresh store in the temporary "
-                        f"folder; ratio to the labelling thread; load {writes_load or 0:.1f}",
+                  notes=f"{how}; {k} images (one mosaic prediction, R1r), fresh store in {where}; ratio "
+                        f"to the labelling thread; load {writes_load or 0:.1f}",
                   extra={"key": f"store_writes_{key}", "seconds": writes[key], "images": k,
-                         "workers": {"thread": 0, "threads": writes["threads_n"],
-                                     "processes": writes["processes_n"]}[key],
-                         **({"startup_s": writes["startup"]} if key == "processes" else {})})  # fmt: skip
+                         "workers": {"thread": 0, "threads": writes["threads_n"]}.get(key, writes["processes_n"]),
+                         **({"startup_s": writes["startup"]} if key == "processes" else {}),
+                         **({"startup_s": writes["shm_startup"]} if key == "processes_shm" else {})})  # fmt: skip
 
     # ---- memory: fresh ctn label children on few and many small images
     if os.environ.get("CTN_BENCH_LABEL_MEMORY", "1") == "0":  # a short GPU lease
@@ -757,6 +806,17 @@ def _run(ctx: Context, tmp: Path):
                             "not the model-loading peak)", digits=0,
                       extra={"key": f"mem_end_{count}"})  # fmt: skip
 
+
+_TIMING_NOTES = {
+    "read": "waiting for the reader thread (JPEG decoding)",
+    "palette": "making palettes (the rule; R2's are made in the batch's forward)",
+    "predict": "starting batches on the device (Predictor.start_batch; on a CPU the whole forward; "
+               "R2: its semantics pass and rule too)",
+    "wait": "waiting for a started batch's outputs (and, with writer threads, decoding its labels)",
+    "hand": "handing images to the writers, waiting while they hold as many as they may",
+    "finish": "after the last batch: waiting for the writers to finish",
+    "other": "the rest: scan, store open, starting the writers, the loop",
+}
 
 _PHASE_NOTES = {
     "read": "read_image: JPEG decode to RGB",

@@ -38,9 +38,14 @@ def test_label_benchmark_rows(label_run):
                 "mem_peak_20", "mem_peak_100"}  # fmt: skip
     expected |= {f"phase_{rule}_{p}" for rule in ("mosaic", "R2")
                  for p in ("read", "palette", "forward", "decode", "write", "other")}  # fmt: skip
+    timings = ("read", "palette", "predict", "wait", "hand", "finish", "other")
+    expected |= {f"timing_{rule}_{k}" for rule in ("mosaic", "R2") for k in (*timings, "writers_busy")}
+    expected |= {"store_writes_thread", "store_writes_threads", "store_writes_processes"}
+    if Path("/dev/shm").is_dir():
+        expected.add("store_writes_processes_shm")
     assert expected <= set(rows), sorted(expected - set(rows))
     for key, row in rows.items():
-        if key.startswith("phase_"):
+        if key.startswith(("phase_", "timing_")):
             continue
         assert row["value"] is not None and row["value"] > 0, (key, row)
         assert row["ratio"] is None or row["ratio"] > 0, (key, row)
@@ -54,6 +59,12 @@ def test_label_benchmark_rows(label_run):
         shares = [rows[f"phase_{rule}_{p}"]["ratio"] for p in ("read", "palette", "forward",
                                                                "decode", "write", "other")]  # fmt: skip
         assert sum(shares) == pytest.approx(1.0, abs=1e-6)
+        # the pipelined runs' own clock: the labelling thread's time, all of it
+        shares = [rows[f"timing_{rule}_{k}"]["ratio"] for k in timings]
+        assert sum(shares) == pytest.approx(1.0, abs=1e-6) and min(shares) >= 0
+        assert rows[f"timing_{rule}_predict"]["value"] > 0  # on a CPU the forward itself
+        busy = rows[f"timing_{rule}_writers_busy"]
+        assert busy["value"] > 0 and 0 < busy["ratio"] <= 1 and busy["extra"]["writers"] >= 1
     # roofline: FLOPs counted, multiply-add = 2 FLOPs, fraction of a measured peak
     g = rows["model_gflops_64_b4"]["extra"]
     assert g["flops_per_multiply_add"] == 2

@@ -492,7 +492,9 @@ def test_a_failed_write_is_raised_naming_the_image_and_no_thread_is_left(
     assert LabelStore(out).ids() == SMALL_IDS
 
 
-def test_stopping_writes_what_was_predicted_and_leaves_the_rest(tmp_path, small_folder, tiny_predictor):
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_stopping_writes_what_was_predicted_and_leaves_the_rest(tmp_path, small_folder, tiny_predictor, pipeline):
+    """Pipelined, the first batch is still in flight when the stop is asked: written too."""
     from composite_tasking.label import label_images
 
     polls = []
@@ -500,10 +502,86 @@ def test_stopping_writes_what_was_predicted_and_leaves_the_rest(tmp_path, small_
     out = tmp_path / "stopped.zarr"
     summary = label_images([small_folder], out, rule="mosaic", model=tiny_predictor, batch_size=3,
                            preview=None, should_stop=lambda: polls.append(1) or len(polls) > 1,
-                           progress=lambda d, t: calls.append(d))  # fmt: skip
+                           progress=lambda d, t: calls.append(d), pipeline=pipeline)  # fmt: skip
     assert summary.stopped and len(polls) == 2
     assert summary.done == SMALL_IDS[:3] == LabelStore(out).ids() == LabelStore(out).ids(complete_only=False)
     assert calls == [1, 2, 3] and not label_threads()
+
+
+def test_pipelined_the_next_batch_starts_before_the_last_is_handed_over(
+        tmp_path, small_folder, tiny_predictor, monkeypatch):  # fmt: skip
+    """One batch in flight: batch k+1 is started on the device before batch k's outputs
+    are waited for and handed to the writers (a GPU computes while the host works);
+    one step after another without pipelining."""
+    from composite_tasking.inference import PendingBatch, Predictor
+    from composite_tasking.label import label_images
+
+    events = []
+    start_batch, result = Predictor.start_batch, PendingBatch.result
+
+    def logged_start(self, images, *args, **kwargs):
+        pending = start_batch(self, images, *args, **kwargs)
+        pending.k = sum(e[0] == "start" for e in events)
+        events.append(("start", pending.k))
+        return pending
+
+    def logged_result(self):
+        events.append(("result", self.k))
+        return result(self)
+
+    monkeypatch.setattr(Predictor, "start_batch", logged_start)
+    monkeypatch.setattr(PendingBatch, "result", logged_result)
+    for pipeline in (True, False):
+        events.clear()
+        summary = label_images([small_folder], tmp_path / f"{pipeline}.zarr", rule="mosaic",
+                               model=tiny_predictor, batch_size=2, preview=None, pipeline=pipeline)  # fmt: skip
+        assert summary.done == SMALL_IDS
+        # batches: im-0,1 | im-2,3 | im-4-wide | im-4,5 | im-6 (the unreadable file skipped)
+        n = 5
+        if pipeline:
+            assert events == [("start", 0)] + [e for k in range(1, n) for e in (("start", k), ("result", k - 1))] + [
+                ("result", n - 1)]
+        else:
+            assert events == [e for k in range(n) for e in (("start", k), ("result", k))]
+
+
+def test_an_error_with_a_batch_in_flight_writes_it_before_raising(tmp_path, small_folder, tiny_predictor,
+                                                                   monkeypatch):  # fmt: skip
+    from composite_tasking.inference import Predictor
+    from composite_tasking.label import label_images
+
+    start_batch = Predictor.start_batch
+    started = []
+
+    def fails_at_the_second(self, *args, **kwargs):
+        started.append(1)
+        if len(started) == 2:
+            raise RuntimeError("the device fell over")
+        return start_batch(self, *args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "start_batch", fails_at_the_second)
+    out = tmp_path / "error.zarr"
+    with pytest.raises(RuntimeError, match="fell over"):
+        label_images([small_folder], out, rule="mosaic", model=tiny_predictor, batch_size=2,
+                     preview=None, pipeline=True, writers=1)  # fmt: skip
+    assert LabelStore(out).ids() == SMALL_IDS[:2]  # the batch in flight when it failed
+    assert not label_threads()
+
+
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_the_summary_says_where_the_labelling_threads_time_went(tmp_path, small_folder, tiny_predictor, pipeline):
+    from composite_tasking.label import TIMINGS, label_images
+
+    summary = label_images([small_folder], tmp_path / "t.zarr", rule="mosaic", model=tiny_predictor,
+                           batch_size=2, preview=None, pipeline=pipeline, writers=2 if pipeline else None)  # fmt: skip
+    t = summary.timings
+    assert set(t) == {*TIMINGS, "total", "writers", "writers_busy"}
+    assert all(v >= 0 for v in t.values())
+    assert sum(t[k] for k in TIMINGS) == pytest.approx(t["total"], rel=1e-6)
+    assert t["read"] > 0 and t["predict"] > 0 and t["hand"] > 0 and t["writers_busy"] > 0
+    assert t["writers"] == (2 if pipeline else 0)
+    if not pipeline:  # the labelling thread wrote: within its hand-over
+        assert t["writers_busy"] <= t["hand"]
 
 
 def test_a_semantic_rule_encodes_each_image_once_with_batches_larger_than_the_cache(

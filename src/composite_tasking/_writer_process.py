@@ -15,6 +15,7 @@ import os
 import pickle
 import signal
 import threading
+import time
 
 import numpy as np
 
@@ -78,11 +79,13 @@ def _writer_process_ready(timeout: float) -> int:
 
 
 def _process_write(path: str, image_id: str, image: np.ndarray, palette: np.ndarray,
-                   output: np.ndarray) -> str:  # fmt: skip
+                   output: np.ndarray) -> tuple[str, float]:  # fmt: skip
     """In a writer process: decode the network's ``output`` (3, H, W) under ``palette``
-    into per-task labels and write the image into the store; returns ``image_id``."""
+    into per-task labels and write the image into the store; returns ``image_id`` and
+    the seconds it took."""
     if "error" in _WORKER:
         raise _WORKER["error"]
+    t0 = time.perf_counter()
     try:
         with _WORKER["lock"]:
             pred = Prediction(palette, output, decode_labels(output, palette, _WORKER["tasks"]))
@@ -94,4 +97,4 @@ def _process_write(path: str, image_id: str, image: np.ndarray, palette: np.ndar
         except Exception:
             raise RuntimeError(f"{type(e).__name__}: {e}") from None
         raise
-    return image_id
+    return image_id, time.perf_counter() - t0

@@ -34,7 +34,7 @@ from .palette import Rule, load_rule, validate_palette
 from .prediction import Prediction, TaskOutput, decode_labels, empty_task_output
 from .tasks import TASKS, get_task
 
-__all__ = ["Predictor", "Prediction", "TaskOutput", "decode_labels", "resolve_model", "PALETTE_SOURCES"]
+__all__ = ["Predictor", "PendingBatch", "Prediction", "TaskOutput", "decode_labels", "resolve_model", "PALETTE_SOURCES"]
 
 PALETTE_SOURCES = ("semantics", "net")
 
@@ -356,7 +356,6 @@ class Predictor:
             return palette, out
         return Prediction(palette, out, self.decode_labels(out, palette))
 
-    @torch.inference_mode()
     def predict_batch(self, images: list[np.ndarray], palettes: list[np.ndarray] | None = None,
                       decode: bool = True, rule: str | Rule | None = None,
                       ) -> list[Prediction] | list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
@@ -370,8 +369,22 @@ class Predictor:
         validated uint8 palette and the composite output (3, H, W) float32, not decoded
         into labels (:func:`decode_labels` does that, e.g. in another process).
         """
+        return self.start_batch(images, palettes, decode=decode, rule=rule).result()
+
+    @torch.inference_mode()
+    def start_batch(self, images: list[np.ndarray], palettes: list[np.ndarray] | None = None,
+                    decode: bool = True, rule: str | Rule | None = None) -> "PendingBatch":  # fmt: skip
+        """:meth:`predict_batch` without waiting for the device: on CUDA the batch's
+        kernels and its copy back (into pinned host memory) are queued and this returns
+        at once; :meth:`PendingBatch.result` waits for them and gives what
+        :meth:`predict_batch` gives. Meanwhile the caller can prepare the next batch or
+        hand on the previous one, so the GPU is not idle while the host works
+        (``ctn label`` keeps one batch in flight). Elsewhere the batch is computed before
+        this returns. A semantic rule waits for the batch's semantics (its palettes are
+        made on the host); only the second decode is left in flight.
+        """
         if not images:
-            return []
+            return PendingBatch(list)
         if (palettes is None) == (rule is None):
             raise ValueError("give palettes or a semantic rule")
         if rule is not None:
@@ -387,7 +400,8 @@ class Predictor:
         # union; on the 2-core CPU the batch of 4 was 5 % slower, on a GPU it is the lever)
         if max(h, w) > self.tile or (rule is not None and self.region_decoding):
             if palettes is not None:
-                return [self.predict(im, p, decode=decode) for im, p in zip(images, palettes)]
+                results = [self.predict(im, p, decode=decode) for im, p in zip(images, palettes)]
+                return PendingBatch(lambda: results)
             results = []
             for im in images:
                 key = object()  # the semantics and the prediction share one (tiled) encoding
@@ -395,7 +409,7 @@ class Predictor:
                     results.append(self.predict(im, rule=rule, key=key, decode=decode))
                 finally:
                     self.forget(key)
-            return results
+            return PendingBatch(lambda: results)
         x = self._image_tensor(images)
         with self._ctx():
             enc = self.model.encode(x)
@@ -413,7 +427,35 @@ class Predictor:
                 out = self.model.decode(enc, pt, region=pt > 0)
             else:
                 out = self.model.decode(enc, pt)
-            out = out.float().cpu().numpy()
-        if not decode:
-            return list(zip(pals, out))
-        return [Prediction(p, o, self.decode_labels(o, p)) for p, o in zip(pals, out)]
+            out = out.float()
+        host, done = out, None
+        if out.device.type == "cuda":  # copied back while the host goes on
+            host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+            host.copy_(out, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+
+        def finish():
+            if done is not None:
+                done.synchronize()
+            arr = host.cpu().numpy()  # (N, 3, H, W) float32; views of it go to the callers
+            if not decode:
+                return list(zip(pals, arr))
+            return [Prediction(p, o, self.decode_labels(o, p)) for p, o in zip(pals, arr)]
+
+        return PendingBatch(finish)
+
+
+class PendingBatch:
+    """A batch :meth:`Predictor.start_batch` has started; :meth:`result` waits for it
+    (once; later calls give the same list)."""
+
+    def __init__(self, finish):
+        self._finish = finish
+        self._result: list | None = None
+
+    def result(self) -> list:
+        if self._result is None:
+            self._result = self._finish()
+            self._finish = None
+        return self._result

@@ -23,9 +23,14 @@ there are):
   palette folder, their palette PNGs, at most two batches ahead of the model;
 - the calling thread makes the palettes that need the model or a rule (semantic rules,
   the palette network, random rules), forms batches of consecutive images of one size
-  and predicts them; it alone calls ``progress`` and ``should_stop`` and fills the
-  summary, so these behave as in a sequential loop (``done`` is sorted into input order
-  at the end);
+  and predicts them, keeping one batch in flight: it starts batch k+1 on the device
+  (:meth:`.inference.Predictor.start_batch`: on CUDA the kernels and the copy back are
+  queued and it returns at once) before it waits for batch k's outputs and hands them
+  to the writers, so that a GPU computes while the host works (the phases measured on
+  an H200 put the calling thread's own work, palettes, tensor copies and the loop, at
+  ~2 ms per image beside ~3 ms of model: one after the other they cap the rate); it alone calls
+  ``progress`` and ``should_stop`` and fills the summary, so these behave as in a
+  sequential loop (``done`` is sorted into input order at the end);
 - ``writers`` *writer* threads (default ``min(4, cores - 1)``) take the predictions from
   one queue in input order and write them into the store
   (:meth:`.store.LabelStore.write_sample`, completion marker last); at most
@@ -49,7 +54,9 @@ there are):
 PIL decoding and zarr's compression release the GIL for most of their work, so they
 run while the model computes. ``progress(done, total)`` is called, in the calling
 thread, once per image written or failed. When ``should_stop()`` says so, the images
-already predicted are still written and the rest is left for the next run. A failed
+already predicted (the batch in flight too) are still written and the rest is left for
+the next run. :attr:`LabelSummary.timings` says where the calling thread's time went
+(:data:`TIMINGS`) and how busy the writers were: which side holds the other up. A failed
 write (a full disk, a :class:`~.store.StoreError`) stops the writers (each finishes the
 image it is writing, the queued ones are dropped) and is raised in the calling thread as
 the same exception (from a writer process: a copy of it), with a note naming the image
@@ -70,6 +77,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import concurrent.futures.process
+import contextlib
 import hashlib
 import multiprocessing
 import os
@@ -77,6 +85,7 @@ import queue
 import re
 import shutil
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,12 +100,46 @@ from .palette import load_rule, validate_palette
 from .store import LabelStore, StoreError
 from .tasks import get_task
 
-__all__ = ["LabelError", "LabelSummary", "label_images", "image_ids", "contact_sheet", "parse_shard",
+__all__ = ["LabelError", "LabelSummary", "TIMINGS", "label_images", "image_ids", "contact_sheet", "parse_shard",
            "default_writers", "default_writer_processes"]
 
 #: with ``writer_processes=None``, writer processes are used from this many images on:
 #: starting them (spawned interpreters) costs time that fewer images do not repay
 PROCESS_MIN_IMAGES = 64
+
+
+#: the labelling thread's time in :attr:`LabelSummary.timings`: waiting for the reader;
+#: making palettes; starting batches on the device (on a CPU: the whole forward);
+#: waiting for a started batch (and decoding its labels, without writer processes);
+#: handing images to the writers (waiting while they hold as many as they may); after
+#: the last batch, waiting for the writers to finish; the rest
+TIMINGS = ("read", "palette", "predict", "wait", "hand", "finish", "other")
+
+
+class _Clock:
+    """Accumulates the labelling thread's seconds per :data:`TIMINGS` key."""
+
+    def __init__(self):
+        self._t0 = time.perf_counter()
+        self._end: float | None = None
+        self._totals: dict[str, float] = dict.fromkeys(TIMINGS, 0.0)
+
+    @contextlib.contextmanager
+    def __call__(self, key: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._totals[key] += time.perf_counter() - t0
+
+    def stop(self) -> None:
+        self._end = time.perf_counter()
+
+    def seconds(self, writers: int, writers_busy: float) -> dict[str, float]:
+        total = (self._end or time.perf_counter()) - self._t0
+        out = dict(self._totals)
+        out["other"] = max(0.0, total - sum(v for k, v in out.items() if k != "other"))
+        return {**out, "total": total, "writers": float(writers), "writers_busy": writers_busy}
 
 
 class LabelError(ValueError):
@@ -111,6 +154,10 @@ class LabelSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     preview: Path | None = None
     stopped: bool = False
+    #: seconds: where the labelling thread's time went (see :data:`TIMINGS`), its
+    #: ``total``, and ``writers_busy``, the writers' time decoding and writing summed
+    #: over the ``writers`` threads or processes (0: the labelling thread wrote)
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -311,6 +358,8 @@ class _WriterBase:
 
     _written: queue.SimpleQueue  # ids, in the order finished
     _error: BaseException | None
+    #: seconds spent decoding and writing, summed over the threads or processes
+    busy: float = 0.0
 
     def written(self) -> list[str]:
         """The ids written since the last call, in the order they were finished."""
@@ -357,12 +406,15 @@ class _Writer(_WriterBase):
                 t.start()
 
     def _write_one(self, item: tuple) -> None:
+        t0 = time.perf_counter()
         try:
             self._write(*item)
         except BaseException as e:
             if isinstance(e, Exception) and item[1] not in str(e):
                 e.add_note(f"while writing image {item[1]!r} ({item[0]}) into the label store")
             raise
+        with self._lock:
+            self.busy += time.perf_counter() - t0
         self._written.put(item[1])
 
     def _run(self) -> None:
@@ -466,6 +518,7 @@ class _ProcessWriter(_WriterBase):
                 return
             e = fut.exception()
             if e is None:
+                self.busy += fut.result()[1]
                 self._written.put(item[1])
                 return
             if self._error is not None:
@@ -656,7 +709,31 @@ def label_images(
     reader: _Reader | None = None
     writer: _Writer | _ProcessWriter | None = None
     interrupted = False
+    clock = _Clock()
     batch: list[tuple[Path, str, np.ndarray, np.ndarray]] = []
+    # pipelined, one batch stays in flight: the next one is started on the device before
+    # the last one's outputs are handed to the writers (on a GPU they compute meanwhile)
+    inflight: tuple[list, object] | None = None
+
+    def hand_over(batch_, pending) -> None:
+        """A started batch's outputs (waited for) to the writers, and to the contact sheet."""
+        with clock("wait"):
+            results = pending.result()
+        for (path, image_id, image, _), res in zip(batch_, results):
+            if processes:  # the network's outputs: the writer processes decode them
+                pal, out = res
+                if preview is not None and len(sheet) < 12:  # decoded here for the contact sheet
+                    sheet.append((image, Prediction(pal, out, decode_labels(out, pal, predictor.tasks))))
+                with clock("hand"):
+                    writer.submit((path, image_id, image, pal, out))
+                continue
+            if len(sheet) < 12:
+                sheet.append((image, res))
+            with clock("hand"):
+                writer.submit((path, image_id, image, res))
+            if not writers:
+                collect()
+
     try:
         reader = _Reader(todo, palette_dir, ahead=depth)
         # in the writers' hands: at most max(2 * batch size, batch size + writers) images
@@ -675,14 +752,19 @@ def label_images(
             # a batch: consecutive readable images of one size (or one image)
             batch = []
             while pos < total and len(batch) < batch_size:
-                item, pending = pending or reader.get(), None
+                if pending is None:
+                    with clock("read"):
+                        item = reader.get()
+                else:
+                    item, pending = pending, None
                 if item.error is None and batch and item.image.shape != batch[0][2].shape:
                     pending = item
                     break
                 try:
                     if item.error is not None:
                         raise item.error
-                    palette = make_palette(item)
+                    with clock("palette"):
+                        palette = make_palette(item)
                 except ImageReadError as e:
                     summary.failed.append((e.path, e.reason))
                     pos += 1
@@ -695,30 +777,32 @@ def label_images(
             images = [b[2] for b in batch]
             palettes = None if own_palette else [b[3] for b in batch]
             rule_arg = rule_obj if own_palette else None  # semantic rules: palettes from the same pass
-            if processes:  # the network's outputs: the writer processes decode them
-                raw = predictor.predict_batch(images, palettes, decode=False, rule=rule_arg)
-                for (path, image_id, image, _), (pal, out) in zip(batch, raw):
-                    if preview is not None and len(sheet) < 12:  # decoded here for the contact sheet
-                        sheet.append((image, Prediction(pal, out, decode_labels(out, pal, predictor.tasks))))
-                    writer.submit((path, image_id, image, pal, out))
-                batch = []
-                continue
-            preds = predictor.predict_batch(images, palettes, rule=rule_arg)
-            for (path, image_id, image, _), pred in zip(batch, preds):
-                if len(sheet) < 12:
-                    sheet.append((image, pred))
-                writer.submit((path, image_id, image, pred))
-                if not writers:
-                    collect()
-            batch = []
+            with clock("predict"):
+                started = predictor.start_batch(images, palettes, decode=not processes, rule=rule_arg)
+            previous, inflight, batch = inflight, (batch, started), []
+            if previous is not None:
+                hand_over(*previous)
+            if not pipeline:  # one step after another
+                previous, inflight = inflight, None
+                hand_over(*previous)
+        if inflight is not None:
+            previous, inflight = inflight, None
+            hand_over(*previous)
     except BaseException as e:
         interrupted = not isinstance(e, Exception)  # Ctrl-C: stop after the image being written
+        if inflight is not None and not interrupted:  # predicted: written before the error is raised
+            previous, inflight = inflight, None
+            with contextlib.suppress(Exception):
+                hand_over(*previous)
         raise
     finally:
         if reader is not None:
             reader.close()
         if writer is not None:  # writes what was predicted (interrupted: stops after the current image)
-            writer.close(abort=interrupted)
+            with clock("finish"):
+                writer.close(abort=interrupted)
+        clock.stop()
+        summary.timings = clock.seconds(writers, writer.busy if writer is not None else 0.0)
     collect()
     order = {image_id: k for k, (_, image_id) in enumerate(todo)}
     summary.done.sort(key=order.__getitem__)  # writers finish in any order: report input order
