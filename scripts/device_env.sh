@@ -11,7 +11,7 @@ if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
             --target /tmp/site .whl/*.whl >"${1:-/dev/null}" 2>&1; then
         export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
     else
-        echo "device_env: installing .whl/ failed (see ${1:-pip's output}); going on without it" >&2
+        echo "device_env: installing .whl/ failed (see ${1:-the output of pip}); going on without it" >&2
     fi
 fi
 python3 -c "import composite_tasking.training" 2>/dev/null || [ -e src/composite_tasking/training ] \

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import zlib
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -742,10 +743,32 @@ def label_children():
     return multiprocessing.active_children()
 
 
-@pytest.mark.parametrize("rule", ["mosaic", "R2"])
-def test_writer_processes_label_exactly_as_a_sequential_run(tmp_path, small_folder, tiny_predictor, rule):
+def shared_segments() -> set[str]:
+    """The shared-memory buffers of ctn label's writer processes now on this machine (Linux)."""
+    shm = Path("/dev/shm")
+    return {p.name for p in shm.glob("ctn-label-*")} if shm.is_dir() else set()
+
+
+@pytest.mark.parametrize("rule, shared", [("mosaic", True), ("R2", True), ("mosaic", False)])
+def test_writer_processes_label_exactly_as_a_sequential_run(tmp_path, small_folder, tiny_predictor, rule,
+                                                            shared, monkeypatch):  # fmt: skip
+    """The arrays go to the processes through shared memory, all of it removed at the end;
+    or, where /dev/shm has no room, through the pipe: the same store either way."""
+    from composite_tasking import _writer_process
     from composite_tasking.label import label_images
 
+    packed = []
+    pack = _writer_process.SharedSlots.pack
+
+    def logged_pack(self, arrays):
+        result = pack(self, arrays)
+        packed.append(result is not None)
+        return result
+
+    monkeypatch.setattr(_writer_process.SharedSlots, "pack", logged_pack)
+    if not shared:
+        monkeypatch.setattr(_writer_process, "_room_for", lambda nbytes: False)
+    before = shared_segments()
     seq = label_images([small_folder], tmp_path / "seq.zarr", rule=rule, model=tiny_predictor, batch_size=3,
                        preview=tmp_path / "seq.png", pipeline=False)  # fmt: skip
     calls = []
@@ -761,6 +784,51 @@ def test_writer_processes_label_exactly_as_a_sequential_run(tmp_path, small_fold
     # the preview's labels were decoded in the labelling process, as the sequential run's
     assert np.array_equal(iio.imread(seq.preview), iio.imread(pro.preview))
     assert tiny_predictor.cache_size == 4 and not tiny_predictor._cache
+    assert packed == [shared] * len(SMALL_IDS)
+    assert shared_segments() == before
+
+
+def test_shared_slots_carry_arrays_and_grow_for_a_larger_image(monkeypatch):
+    from composite_tasking import _writer_process as wp
+
+    slots = wp.SharedSlots()
+    try:
+        rng = np.random.default_rng(0)
+        small = (rng.integers(0, 255, (24, 32, 3), dtype=np.uint8), rng.integers(0, 6, (24, 32)).astype(np.uint8),
+                 rng.normal(size=(3, 24, 32)).astype(np.float32))  # fmt: skip
+        descriptors, buf = slots.pack(small)
+        assert [d.shape for d in descriptors] == [a.shape for a in small]
+        views = [wp._unpack(d) for d in descriptors]  # as a writer process opens them
+        assert all(np.array_equal(v, a) and v.dtype == a.dtype for v, a in zip(views, small))
+        assert all(d.offset % 64 == 0 for d in descriptors)
+        second, buf2 = slots.pack(small)  # the first is still in flight: a second buffer
+        assert buf2.name != buf.name and len(slots.names()) == 2
+        slots.release(buf)
+        slots.release(buf2)
+        again, buf3 = slots.pack(small)  # a free buffer is used again
+        assert buf3.name in (buf.name, buf2.name) and len(slots.names()) == 2
+        slots.release(buf3)
+        big = tuple(np.repeat(np.repeat(a, 4, axis=-2), 4, axis=-1) for a in small[1:])
+        _, buf4 = slots.pack(big)  # larger than a free buffer: one is replaced
+        assert len(slots.names()) == 2 and buf4.size >= sum(a.nbytes for a in big)
+        del views
+        monkeypatch.setattr(wp, "_room_for", lambda nbytes: False)
+        held = slots.pack(small)  # the other buffer is free: no new memory needed
+        assert held is not None and held[1].name != buf4.name
+        assert slots.pack(small) is None  # none free, no room for another: the caller sends the arrays
+        monkeypatch.setattr(wp, "SHARED_MAX_BYTES", 10)
+        slots.release(buf4)
+        assert slots.pack(small) is None  # too large for shared memory
+    finally:
+        for shm in list(wp._ATTACHED.values()):
+            try:
+                shm.close()
+            except BufferError:
+                pass
+        wp._ATTACHED.clear()
+        names = slots.names()
+        slots.close()
+    assert not slots.names() and not set(names) & shared_segments()
 
 
 @pytest.mark.filterwarnings("ignore:Object at im-2.png is not recognized")
@@ -777,6 +845,7 @@ def test_a_failed_write_in_a_writer_process_stops_the_run_naming_the_image(tmp_p
     text = " ".join([str(e.value), *getattr(e.value, "__notes__", [])])
     assert "im-2.png" in text, text
     assert not label_children() and not label_threads()  # every writer process has ended
+    assert not shared_segments()  # nor is any of their shared memory left
     done = LabelStore(out).ids()
     # the images before the failed one are complete; the processes may have finished some after it
     assert set(SMALL_IDS[:2]) <= set(done) and "im-2.png" not in done

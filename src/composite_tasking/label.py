@@ -94,7 +94,8 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .images import ImageReadError, read_image, scan_inputs
-from ._writer_process import _init_writer_process, _process_write, _writer_process_ready, write_prediction
+from ._writer_process import (SharedSlots, _init_writer_process, _process_write, _writer_process_ready,
+                              write_prediction)  # fmt: skip
 from .inference import Prediction, Predictor, decode_labels
 from .palette import load_rule, validate_palette
 from .store import LabelStore, StoreError
@@ -484,7 +485,9 @@ class _ProcessWriter(_WriterBase):
     processes are writing are finished, and the exception (noted with the image, as
     :class:`_Writer` does) is raised in the labelling thread by :meth:`check` or
     :meth:`submit`. The processes are started at once (they open the store while the
-    model predicts the first batch); :meth:`ready` waits for them.
+    model predicts the first batch); :meth:`ready` waits for them. An image's arrays go
+    to them through shared memory (:class:`._writer_process.SharedSlots`), removed by
+    :meth:`close`.
     """
 
     def __init__(self, store_path: Path, attrs: dict, store_image: bool, tasks, limit: int, processes: int):
@@ -495,6 +498,7 @@ class _ProcessWriter(_WriterBase):
         self._lock = threading.Lock()
         self._items: dict[concurrent.futures.Future, tuple] = {}  # handed over, not settled
         self._closed = False
+        self._slots = SharedSlots()  # the arrays of the images in flight, in shared memory
         self._executor = concurrent.futures.ProcessPoolExecutor(
             max_workers=processes, mp_context=ctx, initializer=_init_writer_process,
             initargs=(str(store_path), attrs, store_image, tuple(tasks), ctx.Barrier(processes)))  # fmt: skip
@@ -514,6 +518,8 @@ class _ProcessWriter(_WriterBase):
         from the executor's thread or the labelling thread)."""
         with self._lock:
             item = self._items.pop(fut, None)
+            if item is not None and item[2] is not None:  # its shared memory, free again
+                self._slots.release(item[2])
             if item is None or fut.cancelled():
                 return
             e = fut.exception()
@@ -544,14 +550,22 @@ class _ProcessWriter(_WriterBase):
                 self._settle(f)
             self.check()
         path, image_id, image, palette, output = item
+        arrays = (np.asarray(image), np.asarray(palette), np.asarray(output))
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the writer processes were closed")
+            packed = self._slots.pack(arrays)  # None: no room, the arrays go through the pipe
+        args, slot = packed if packed is not None else (arrays, None)
         try:
-            fut = self._executor.submit(_process_write, str(Path(path).resolve()), image_id, image,
-                                        palette, output)  # fmt: skip
+            fut = self._executor.submit(_process_write, str(Path(path).resolve()), image_id, *args)
         except BaseException:  # a broken pool: its futures hold why
+            if slot is not None:
+                with self._lock:
+                    self._slots.release(slot)
             self.check()
             raise
         with self._lock:
-            self._items[fut] = (path, image_id)
+            self._items[fut] = (path, image_id, slot)
         fut.add_done_callback(self._settle)
 
     def close(self, abort: bool = False) -> None:
@@ -561,12 +575,16 @@ class _ProcessWriter(_WriterBase):
         Ctrl-C) and are joined when the interpreter exits."""
         if self._closed:
             return
-        self._closed = True
+        with self._lock:
+            self._closed = True
         try:
             self._executor.shutdown(wait=True, cancel_futures=abort or self._error is not None)
         except BaseException:
             self._executor.shutdown(wait=False, cancel_futures=True)
             raise
+        finally:
+            with self._lock:
+                self._slots.close()
 
 
 def label_images(
