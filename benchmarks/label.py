@@ -53,8 +53,10 @@ and imports are never timed). Images are synthetic scenes
    spawned processes (the raw output handed over); images/s and the ratio to (a). The
    processes' start-up (spawn, imports, store open) is timed apart and not in (c)'s
    images/s: ``label_images`` starts them before the first batch and uses them from 64
-   images on. (c) is run once more with the store in ``/dev/shm`` (RAM) where there is
-   one: the difference is the file system's cost of creating the files and folders.
+   images on. (c) is run once more with each image's arrays pickled through the pool's
+   pipe instead of shared memory (what the hand-over cost before), and once more with
+   the store in ``/dev/shm`` (RAM) where there is one: the difference is the file
+   system's cost of creating the files and folders.
 4. **Memory**: ``ctn label --no-preview`` as a fresh subprocess on 100 and on 1000 small
    images (32 x 32 on the CPU, 64 x 64 on CUDA; 20 vs 100 with ``--quick``): the peak
    RSS of that child alone and its RSS when the labelling had returned, ratio
@@ -422,13 +424,14 @@ def store_write_scaling(predictor, tmp: Path, n_images: int, seed: int, size: in
         writer.check()
         check(path)
 
-    def processes(path: Path) -> tuple[float, float]:
-        """(start-up, writing) seconds of the writer processes into a fresh store at ``path``."""
+    def processes(path: Path, shared: bool = True) -> tuple[float, float]:
+        """(start-up, writing) seconds of the writer processes into a fresh store at ``path``
+        (``shared``: the arrays through shared memory, as label_images hands them over)."""
         n = result["processes_n"]
         LabelStore(path, mode="w")
         t0 = time.perf_counter()
         writer = _ProcessWriter(path, attrs, True, predictor.tasks, limit=max(LABEL_BATCH, depth - n) + n,
-                                processes=n)  # fmt: skip
+                                processes=n, shared=shared)  # fmt: skip
         try:
             if not writer.ready(timeout=600):
                 raise RuntimeError("store writes: the writer processes did not start")
@@ -445,6 +448,7 @@ def store_write_scaling(predictor, tmp: Path, n_images: int, seed: int, size: in
         return startup, seconds
 
     result["startup"], result["processes"] = processes(tmp / "writes-processes.zarr")
+    result["pipe_startup"], result["processes_pipe"] = processes(tmp / "writes-pipe.zarr", shared=False)
     # the same into RAM (tmpfs): how much of it is the file system's creating files and folders
     shm = scratch_dir(tmp, need_bytes=n_images * 2**20 + 2**28)
     if shm != tmp:
@@ -743,6 +747,9 @@ def _run(ctx: Context, tmp: Path):
              ("processes", f"{writes['processes_n']} writer process(es) (default_writer_processes())",
               f"the raw output handed over, decoded and written by the processes, as label_images from 64 "
               f"images on; their start-up ({writes['startup']:.1f} s: spawn, imports, store open) is not in it")]
+    cases.append(("processes_pipe", f"{writes['processes_n']} writer process(es), arrays through the pipe",
+                  f"as the row above, each image's arrays (~1 MB) pickled through the pool's pipe instead of "
+                  f"shared memory (start-up {writes['pipe_startup']:.1f} s, not in it)"))
     if "processes_shm" in writes:
         cases.append(("processes_shm", f"{writes['processes_n']} writer process(es), store on tmpfs",
                       f"as the row above, the store in /dev/shm (RAM): what the file system's creating files "
@@ -756,7 +763,8 @@ def _run(ctx: Context, tmp: Path):
                   extra={"key": f"store_writes_{key}", "seconds": writes[key], "images": k,
                          "workers": {"thread": 0, "threads": writes["threads_n"]}.get(key, writes["processes_n"]),
                          **({"startup_s": writes["startup"]} if key == "processes" else {}),
-                         **({"startup_s": writes["shm_startup"]} if key == "processes_shm" else {})})  # fmt: skip
+                         **({"startup_s": writes["shm_startup"]} if key == "processes_shm" else {}),
+                         **({"startup_s": writes["pipe_startup"]} if key == "processes_pipe" else {})})  # fmt: skip
 
     # ---- memory: fresh ctn label children on few and many small images
     if os.environ.get("CTN_BENCH_LABEL_MEMORY", "1") == "0":  # a short GPU lease

@@ -40,7 +40,8 @@ def test_label_benchmark_rows(label_run):
                  for p in ("read", "palette", "forward", "decode", "write", "other")}  # fmt: skip
     timings = ("read", "palette", "predict", "wait", "hand", "finish", "other")
     expected |= {f"timing_{rule}_{k}" for rule in ("mosaic", "R2") for k in (*timings, "writers_busy")}
-    expected |= {"store_writes_thread", "store_writes_threads", "store_writes_processes"}
+    expected |= {"store_writes_thread", "store_writes_threads", "store_writes_processes",
+                 "store_writes_processes_pipe"}  # fmt: skip
     if Path("/dev/shm").is_dir():
         expected.add("store_writes_processes_shm")
     assert expected <= set(rows), sorted(expected - set(rows))

@@ -487,11 +487,13 @@ class _ProcessWriter(_WriterBase):
     :meth:`submit`. The processes are started at once (they open the store while the
     model predicts the first batch); :meth:`ready` waits for them. An image's arrays go
     to them through shared memory (:class:`._writer_process.SharedSlots`), removed by
-    :meth:`close`.
+    :meth:`close` (``shared=False``: through the pool's pipe, pickled).
     """
 
-    def __init__(self, store_path: Path, attrs: dict, store_image: bool, tasks, limit: int, processes: int):
+    def __init__(self, store_path: Path, attrs: dict, store_image: bool, tasks, limit: int, processes: int,
+                 shared: bool = True):  # fmt: skip
         ctx = multiprocessing.get_context("spawn")  # the parent has threads (and maybe CUDA)
+        self._shared = shared  # False: every image's arrays through the pool's pipe
         self._limit = max(1, limit)
         self._written: queue.SimpleQueue = queue.SimpleQueue()  # ids, in the order finished
         self._error: BaseException | None = None
@@ -554,7 +556,7 @@ class _ProcessWriter(_WriterBase):
         with self._lock:
             if self._closed:
                 raise RuntimeError("the writer processes were closed")
-            packed = self._slots.pack(arrays)  # None: no room, the arrays go through the pipe
+            packed = self._slots.pack(arrays) if self._shared else None  # None: through the pipe
         args, slot = packed if packed is not None else (arrays, None)
         try:
             fut = self._executor.submit(_process_write, str(Path(path).resolve()), image_id, *args)
