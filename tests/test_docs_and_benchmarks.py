@@ -70,7 +70,7 @@ def test_rule_tables_come_from_the_rule_files():
             assert row.endswith(f"| {', '.join(classes)} |"), (name, task, row)
 
 
-@pytest.mark.parametrize("page", ["rules.md", "model.md", "label-folder.md"])
+@pytest.mark.parametrize("page", ["rules.md", "model.md", "label-folder.md", "store.md"])
 def test_python_examples_in_the_docs_run(page, tmp_path, monkeypatch):
     """The Python examples of the pages that need no GUI run as printed."""
     monkeypatch.chdir(tmp_path)

@@ -97,9 +97,55 @@ def test_full_sample_round_trips_bit_exact(store, sample):
     assert set(back) == set(sample)
     # the store's own attributes
     assert store.attrs["format"] == "ctn-label-store"
-    assert store.attrs["format_version"] == 1
+    assert store.attrs["format_version"] == 2
     assert store.attrs["model_id"] == "ctn-resnet18"
     assert "created" in store.attrs
+
+
+def _as_format_1(store, image_id):
+    """Rewrite a stored image as format version 1 kept its float maps: an array per map."""
+    group = zarr.open_group(str(store.path / image_id), mode="r+", zarr_format=3)
+    scores = group["maps/scores"]
+    channels = scores.attrs["composite_tasking"]["channels"]
+    data = scores[...]
+    del group["maps/scores"]
+    for k, name in enumerate(channels):
+        arr = group["maps"].create_array(name, shape=data.shape[1:], dtype=np.float32, fill_value=float("nan"))
+        arr[...] = data[k]
+    attrs = group.attrs.asdict()
+    own = attrs["composite_tasking"]
+    own["maps"] = [n for n in own["maps"] if n != "scores"] + channels
+    own["format_version"] = 1
+    group.attrs.put(attrs)
+    return channels
+
+
+def test_images_of_format_1_are_read_as_before(store, sample):
+    """Format 1 kept each float map as an array of its own: such images (and stores that
+    hold both versions) read back the same."""
+    store.write_sample("old", sample, provenance=ALL_PSEUDO)
+    store.write_sample("new", sample, provenance=ALL_PSEUDO)
+    new = store.read_sample("new")
+    channels = _as_format_1(store, "old")
+    assert channels == ["edges_prob", "saliency_prob", "confidence_semseg"]
+    assert (store.path / "old/maps/edges_prob/zarr.json").is_file()
+    old = store.read_sample("old")
+    assert old.attrs["format_version"] == 1 and new.attrs["format_version"] == 2
+    assert list(old.maps) == list(new.maps) == channels
+    for name in channels:
+        assert old.maps[name].tobytes() == new.maps[name].tobytes() == sample[name].tobytes()
+    assert old.labels["normals"].tobytes() == new.labels["normals"].tobytes()
+    assert store.ids() == ["new", "old"]
+
+
+def test_scores_whose_channels_are_not_named_are_refused_by_name(store, sample):
+    store.write_sample("img", sample, provenance=ALL_PSEUDO)
+    meta_path = store.path / "img/maps/scores/zarr.json"
+    meta = read_json(meta_path)
+    meta["attributes"]["composite_tasking"]["channels"] = ["edges_prob"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match="'img'.*maps/scores has 3 channels and names 1"):
+        store.read_sample("img")
 
 
 def test_confidence_may_come_as_a_dict_and_partial_samples_store_only_what_they_hold(store, rng):
@@ -209,7 +255,14 @@ def test_plain_zarr_opens_the_store_without_this_package(store, sample):
     assert np.array_equal(img["labels/palette/0"][...], sample["palette"])
     assert img["maps/normals"].shape == (3, H, W) and img["maps/normals"].dtype == np.float32
     assert np.array_equal(img["maps/normals"][...], np.moveaxis(sample["normals"], -1, 0))
-    assert np.isnan(img["maps/edges_prob"].fill_value)
+    scores = img["maps/scores"]
+    assert np.isnan(scores.fill_value) and scores.dtype == np.float32
+    channels = scores.attrs["composite_tasking"]["channels"]
+    assert channels == ["edges_prob", "saliency_prob", "confidence_semseg"]
+    assert scores.attrs["composite_tasking"]["channel_kinds"] == ["probability", "probability", "confidence"]
+    for k, name in enumerate(channels):
+        assert np.array_equal(scores[k], sample[name], equal_nan=True)
+    assert sorted(img["maps"].array_keys()) == ["normals", "scores"]
     semseg = img["labels/semseg"].attrs["ome"]["image-label"]
     names = [p["class"] for p in semseg["properties"]]
     assert names[:3] == ["background", "aeroplane", "bicycle"] and names[-1] == "ignore"
@@ -274,7 +327,7 @@ def test_chunks_whole_image_when_small_tiles_when_large(store, rng):
     img = zarr.open_group(str(store.path / "big"), mode="r")
     assert img["0"].chunks == (1, TILE, TILE)
     assert img["labels/semseg/0"].chunks == (TILE, TILE)
-    assert img["maps/edges_prob"].chunks == (TILE, TILE)
+    assert img["maps/scores"].chunks == (1, TILE, TILE)  # the sample's one float map
     codecs = read_json(store.path / "big/labels/semseg/0/zarr.json")["codecs"]
     assert "zstd" in [c["name"] for c in codecs]
     # chunks that hold only the ignore value are not written
@@ -334,7 +387,7 @@ def test_new_images_are_written_file_for_file_as_zarr_writes_them(tmp_path, rng,
         stores[way] = store
     fast, ref = (_files(stores[k].path / "img") for k in ("files", "zarr"))
     assert sorted(fast) == sorted(ref)
-    assert "maps/saliency_prob/zarr.json" in ref and not any(k.startswith("maps/saliency_prob/c") for k in ref)
+    assert "maps/scores/zarr.json" in ref and not any(k.startswith("maps/saliency_prob") for k in ref)
     if h > TILE:
         assert "labels/semseg/0/c/2/2" in ref  # edge chunks, padded with the fill value
     for key in ref:

@@ -12,7 +12,7 @@ Layout
 
     STORE.zarr/                         zarr v3 group (not an OME-Zarr node)
       zarr.json                         {"composite_tasking": {"format": "ctn-label-store",
-                                          "format_version": 1, "created": ..., <caller attrs>}}
+                                          "format_version": 2, "created": ..., <caller attrs>}}
       <image_id>/                       OME-Zarr 0.5 image group, one per image
         zarr.json                       {"ome": {"version": "0.5", "multiscales": [...],
                                                  "omero": {...}},
@@ -27,8 +27,18 @@ Layout
           saliency/0/                   (y, x) uint8: 0 / 1 (thresholded), 255 = ignore
         maps/                           plain zarr group of float32 arrays
           normals                       (3, y, x): unit vectors; all three 0 = invalid
-          edges_prob, saliency_prob     (y, x): probabilities, NaN where not defined
-          confidence_<task>             (y, x): confidence in [0, 1], NaN where not defined
+          scores                        (c, y, x): one channel per float map the sample has,
+                                        named in the array's attributes ("channels"), in
+                                        this order: edges_prob, saliency_prob (probabilities),
+                                        confidence_<task> (in [0, 1]); NaN where not defined
+
+Format version 1 (before 2026-11-28) kept each probability and confidence map as an
+array of its own under ``maps/`` (``maps/edges_prob``, ``maps/confidence_semseg``, ...,
+(y, x) each, listed in the image's ``maps`` attribute); :meth:`LabelStore.read_sample`
+reads both, image by image, so a store written by both versions stays readable.
+Version 2 writes them as one array: one ``zarr.json``, three folders and one chunk file
+per image instead of six or seven of each (a store write is mostly the file system's
+work of making small files and folders: docs/benchmarks.md).
 
 Only what a sample holds is written: a task the sample has no map for has no label
 group, no provenance entry and no place in the ``labels`` list.
@@ -53,7 +63,7 @@ Image attributes
 
 ``<image_id>/zarr.json`` ``attributes["composite_tasking"]``::
 
-    format "ctn-label-image", format_version 1, image_id, shape [H, W],
+    format "ctn-label-image", format_version 2, image_id, shape [H, W],
     image: {stored: bool, path: "0" | null, source: str | null,
             sha256: hex | null, sha256_of: "file" | "pixels" | null},
     labels: [names under labels/], maps: [names under maps/],
@@ -110,7 +120,9 @@ are cut into :data:`TILE` x :data:`TILE` (512 x 512) chunks, which napari and da
 tile by tile when a user pans a big image: 256 KiB per uint8 tile before compression,
 1 MiB per float32 tile. The image is chunked the same way with one channel per chunk
 (``(1, y, x)``), as napari-ome-zarr shows each channel as its own layer; normals are
-chunked ``(3, y, x)`` as their three components are always read together.
+chunked ``(3, y, x)`` as their three components are always read together, and the
+scores ``(c, y, x)``: every float map of a tile in one chunk, read together (the
+plugin and training read all of an image's maps at once).
 
 Integer maps are compressed with zstd (zarr v3's ``zstd`` codec, level 3): label maps
 are piecewise constant and shrink by one to two orders of magnitude. Float maps use
@@ -196,8 +208,10 @@ __all__ = [
 STORE_FORMAT = "ctn-label-store"
 #: ``format`` of each image group's attributes
 IMAGE_FORMAT = "ctn-label-image"
-#: version of this layout; readers refuse a newer one
-STORE_FORMAT_VERSION = 1
+#: version of this layout; readers refuse a newer one (and read every older one)
+STORE_FORMAT_VERSION = 2
+#: the array under ``maps/`` that holds the probability and confidence maps as channels
+SCORES = "scores"
 #: namespace of this package's attributes in every ``zarr.json``
 NS = "composite_tasking"
 OME_VERSION = "0.5"
@@ -411,7 +425,11 @@ def _image_ome(image_id: str) -> dict:
     }
 
 
-def _map_attrs(name: str) -> dict:
+def _map_attrs(name: str, channels: list[str] | None = None) -> dict:
+    if name == SCORES:
+        kinds = [_map_attrs(c)[NS]["kind"] for c in channels]
+        return {NS: {"kind": "scores", "layout": "(c, y, x)", "channels": list(channels),
+                     "channel_kinds": kinds, "invalid": "NaN"}}  # fmt: skip
     if name == "normals":
         return {NS: {"kind": "normals", "task": "normals", "layout": "(3, y, x)",
                      "invalid": "all three components 0"}}  # fmt: skip
@@ -685,7 +703,10 @@ def _label_array_kw(name: str) -> dict:
     return {"fill_value": NO_TASK if name == "palette" else IGNORE, "dimension_names": ["y", "x"]}
 
 
-def _map_array_kw(name: str) -> dict:
+def _map_array_kw(name: str, channels: list[str] | None = None) -> dict:
+    if name == SCORES:
+        return {"fill_value": float("nan"), "dimension_names": ["c", "y", "x"],
+                "attributes": _map_attrs(name, channels)}  # fmt: skip
     if name == "normals":
         return {"fill_value": 0.0, "dimension_names": ["c", "y", "x"], "attributes": _map_attrs(name)}
     return {"fill_value": float("nan"), "dimension_names": ["y", "x"], "attributes": _map_attrs(name)}
@@ -923,10 +944,16 @@ class LabelStore:
                               data))  # fmt: skip
         if map_names:
             nodes.append(("maps", {}, None))
-            maps = {"normals": prep.normals, **prep.maps}
-            for name in map_names:
-                nodes.append((f"maps/{name}", LabelStore._array_kwargs(name, maps[name], **_map_array_kw(name)),
-                              maps[name]))  # fmt: skip
+            if "normals" in map_names:
+                nodes.append(("maps/normals", LabelStore._array_kwargs("normals", prep.normals,
+                                                                      **_map_array_kw("normals")),
+                              prep.normals))  # fmt: skip
+            if SCORES in map_names:
+                channels = [n for n in MAP_NAMES if n in prep.maps]
+                scores = np.stack([prep.maps[n] for n in channels])
+                nodes.append((f"maps/{SCORES}", LabelStore._array_kwargs(SCORES, scores,
+                                                                        **_map_array_kw(SCORES, channels)),
+                              scores))  # fmt: skip
         return nodes
 
     def _write_new_array(self, folder: Path, kwargs: dict, data: np.ndarray, template) -> None:
@@ -985,9 +1012,7 @@ class LabelStore:
         folder = self.path / image_id
         now = _now()
         label_names = [n for n in LABEL_NAMES if n in prep.labels]
-        map_names = (["normals"] if prep.normals is not None else []) + [
-            n for n in MAP_NAMES if n in prep.maps
-        ]
+        map_names = (["normals"] if prep.normals is not None else []) + ([SCORES] if prep.maps else [])
         own: dict[str, Any] = {
             "format": IMAGE_FORMAT,
             "format_version": STORE_FORMAT_VERSION,
@@ -1182,7 +1207,13 @@ class LabelStore:
                 arr = np.asarray(mg[name][...])
                 if name == "normals":
                     labels["normals"] = np.ascontiguousarray(np.moveaxis(arr, 0, -1))
-                else:
+                elif name == SCORES:  # format 2: the float maps as channels
+                    channels = mg[name].attrs.get(NS, {}).get("channels", [])
+                    if len(channels) != arr.shape[0]:
+                        raise StoreError(f"image {image_id!r} in {self.path}: maps/{SCORES} has "
+                                         f"{arr.shape[0]} channels and names {len(channels)}")  # fmt: skip
+                    maps.update((c, np.ascontiguousarray(arr[k])) for k, c in enumerate(channels))
+                else:  # format 1: an array per map
                     maps[name] = arr
         labels = {t: labels[t] for t in TASK_NAMES if t in labels}
         provenance = dict(own.get("provenance", {}))
