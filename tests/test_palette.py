@@ -14,7 +14,7 @@ from composite_tasking.palette import (
     palette_tasks,
     validate_palette,
 )
-from composite_tasking.tasks import SEMSEG_CLASSES
+from composite_tasking.tasks import SEMSEG_CLASSES, TASKS
 
 SEG, PARTS, EDGES, SAL, NORMALS = 1, 2, 3, 4, 5
 
@@ -96,6 +96,20 @@ def test_mosaic_is_four_rectangles_around_a_central_point(rng):
         cy = (p[:, 0] == p[0, 0]).sum()
         assert w / 4 <= cx <= 3 * w / 4 + 1 and h / 4 <= cy <= 3 * h / 4 + 1
     assert np.array_equal(MosaicRule().palette((h, w), rng=5), MosaicRule().palette((h, w), rng=5))
+
+
+def test_mosaic_rectangles_are_the_papers_quadrants_pixel_for_pixel():
+    """The four rectangles are exactly the quadrants x > c_x, y > c_y of eq. (6) (drawn
+    from the same generator in the same order), for odd, tiny and tall shapes too."""
+    for seed in range(200):
+        for h, w in ((256, 256), (31, 45), (4, 4), (1, 7), (300, 17)):
+            got = MosaicRule().palette((h, w), rng=seed)
+            rng = np.random.default_rng(seed)
+            values = np.array(sorted(t.palette_value for t in TASKS), dtype=np.uint8)
+            k = rng.choice(values, size=4, replace=False)
+            cx, cy = rng.uniform(w / 4, 3 * w / 4), rng.uniform(h / 4, 3 * h / 4)
+            quadrant = 2 * (np.arange(h)[:, None] > cy) + (np.arange(w)[None, :] > cx)
+            assert got.dtype == np.uint8 and np.array_equal(got, k[quadrant]), (seed, h, w)
 
 
 def test_mosaic_with_repetition_and_a_task_subset():

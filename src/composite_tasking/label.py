@@ -19,10 +19,12 @@ The pipeline: reading and writing overlap with the model. A reader thread, the c
 thread and writer threads, two bounded queues (memory stays flat however many images
 there are):
 
-- a *reader* thread decodes the next images (:func:`.images.read_image`) and, with a
-  palette folder, their palette PNGs, at most two batches ahead of the model;
-- the calling thread makes the palettes that need the model or a rule (semantic rules,
-  the palette network, random rules), forms batches of consecutive images of one size
+- a *reader* thread decodes the next images (:func:`.images.read_image`) and makes
+  their palettes where no model is needed (a palette folder's PNGs; rules such as
+  mosaic, random or ``S:<task>``, from the seed and the image id), at most two batches
+  ahead of the model;
+- the calling thread makes the palettes that need the model (semantic rules, the
+  palette network), forms batches of consecutive images of one size
   and predicts them, keeping one batch in flight: it starts batch k+1 on the device
   (:meth:`.inference.Predictor.start_batch`: on CUDA the kernels and the copy back are
   queued and it returns at once) before it waits for batch k's outputs and hands them
@@ -279,14 +281,20 @@ class _Read:
     path: Path
     image_id: str
     image: np.ndarray | None = None
-    palette: np.ndarray | None = None  # from a palette folder
+    palette: np.ndarray | None = None  # from a palette folder, or a rule that needs no model
     error: ImageReadError | None = None
 
 
-def _read(path: Path, image_id: str, palette_dir: Path | None) -> _Read:
+def _read(path: Path, image_id: str, palette_dir: Path | None,
+          rule_palette: Callable[[tuple[int, int], str], np.ndarray] | None = None) -> _Read:  # fmt: skip
     try:
         image = read_image(path)
-        palette = None if palette_dir is None else _palette_file(palette_dir, path, image.shape[:2])
+        if palette_dir is not None:
+            palette = _palette_file(palette_dir, path, image.shape[:2])
+        elif rule_palette is not None:
+            palette = rule_palette(image.shape[:2], image_id)
+        else:
+            palette = None
     except ImageReadError as e:
         return _Read(path, image_id, error=e)
     return _Read(path, image_id, image, palette)
@@ -306,11 +314,13 @@ def _put(q: queue.Queue, item, give_up: Callable[[], bool]) -> bool:
 
 class _Reader:
     """The images of ``todo`` in order, each with its palette file when there is a
-    palette folder: read by a thread up to ``ahead`` images in advance, or (``ahead=0``)
-    on demand in the calling thread."""
+    palette folder, or the palette ``rule_palette(shape, image_id)`` makes (a rule that
+    needs no model): read by a thread up to ``ahead`` images in advance, or
+    (``ahead=0``) on demand in the calling thread."""
 
-    def __init__(self, todo: list[tuple[Path, str]], palette_dir: Path | None, ahead: int):
-        self._todo, self._palette_dir = todo, palette_dir
+    def __init__(self, todo: list[tuple[Path, str]], palette_dir: Path | None, ahead: int,
+                 rule_palette: Callable[[tuple[int, int], str], np.ndarray] | None = None):  # fmt: skip
+        self._todo, self._palette_dir, self._rule_palette = todo, palette_dir, rule_palette
         self._next = 0
         self._thread: threading.Thread | None = None
         if ahead > 0 and todo:
@@ -324,7 +334,7 @@ class _Reader:
             if self._stop.is_set():
                 return
             try:
-                item: _Read | BaseException = _read(path, image_id, self._palette_dir)
+                item: _Read | BaseException = _read(path, image_id, self._palette_dir, self._rule_palette)
             except BaseException as e:  # not a bad image: raised in the labelling thread
                 item = e
             if not _put(self._queue, item, self._stop.is_set) or isinstance(item, BaseException):
@@ -335,7 +345,7 @@ class _Reader:
         if self._thread is None:
             path, image_id = self._todo[self._next]
             self._next += 1
-            return _read(path, image_id, self._palette_dir)
+            return _read(path, image_id, self._palette_dir, self._rule_palette)
         item = self._queue.get()
         if isinstance(item, BaseException):
             raise item
@@ -691,14 +701,18 @@ def label_images(
     def write(path: Path, image_id: str, image: np.ndarray, pred: Prediction) -> None:
         write_prediction(store, image_id, image, pred, write_attrs, store_image, str(Path(path).resolve()))
 
+    def rule_palette(shape: tuple[int, int], image_id: str) -> np.ndarray:
+        return rule_obj.palette(shape, rng=image_rng(seed, image_id))
+
+    # a palette that needs no model (a folder's, or a rule's) is made by the reader
+    by_reader = palette_dir is not None or (palette_from != "net" and not own_palette)
+
     def make_palette(item: _Read) -> np.ndarray:
-        if palette_dir is not None:
+        if by_reader:
             return item.palette
         if palette_from == "net":
             return predictor.palette_from_net(item.image)
-        if own_palette:
-            return None  # made from the batch's own semantics by predict_batch
-        return rule_obj.palette(item.image.shape[:2], rng=image_rng(seed, item.image_id))
+        return None  # a semantic rule's: made from the batch's own semantics by predict_batch
 
     sheet: list[tuple[np.ndarray, Prediction]] = []
     done = 0
@@ -755,7 +769,8 @@ def label_images(
                 collect()
 
     try:
-        reader = _Reader(todo, palette_dir, ahead=depth)
+        reader = _Reader(todo, palette_dir, ahead=depth,
+                         rule_palette=rule_palette if by_reader and palette_dir is None else None)  # fmt: skip
         # in the writers' hands: at most max(2 * batch size, batch size + writers) images
         if processes:
             writer = _ProcessWriter(store_path.resolve(), write_attrs, store_image, predictor.tasks,
