@@ -3,7 +3,9 @@ GPU machine before its benchmark (``scripts/gpu_label.sh``), or on a CPU as a dr
 
 1. Batches in flight: ``Predictor.start_batch`` on three batches, then their results in
    order: each equals ``predict_batch`` of that batch alone (on CUDA the outputs come back
-   through pinned buffers while later batches compute; none may be overwritten).
+   through pinned buffers while later batches compute; none may be overwritten); on a
+   machine with several GPUs, on the last one too (its events and copies must wait on
+   that GPU's stream, not GPU 0's).
 2. ``label_images`` on a folder of JPEGs, pipelined with writer processes (one batch in
    flight, shared memory) against one step after another: the same images, palettes and
    labels (float maps within 1e-4; on a GPU two runs need not be bit-identical).
@@ -46,16 +48,22 @@ def main(argv=None) -> int:
     # 1. batches in flight
     batches = [[generate(11, 4 * b + i, size)["image"] for i in range(4)] for b in range(3)]
     palettes = [[MosaicRule().palette(size, rng=4 * b + i) for i in range(4)] for b in range(3)]
-    started = [predictor.start_batch(im, pa, decode=False) for im, pa in zip(batches, palettes)]
-    for b, pending in enumerate(started):
-        got = pending.result()
-        alone = predictor.predict_batch(batches[b], palettes[b], decode=False)
-        for (p1, o1), (p2, o2) in zip(got, alone):
-            if not np.array_equal(p1, p2) or not np.allclose(o1, o2, rtol=1e-4, atol=1e-4):
-                print(f"FAIL 1: batch {b}'s result differs from predicting it alone "
-                      f"(max |diff| {np.abs(o1 - o2).max():.3g})")  # fmt: skip
-                return 1
-    print("ok 1: three batches in flight give what each gives alone", flush=True)
+    import torch
+
+    predictors = [predictor]
+    if predictor.device.type == "cuda" and torch.cuda.device_count() > 1:
+        predictors.append(Predictor("default", device=f"cuda:{torch.cuda.device_count() - 1}"))
+    for pred in predictors:
+        started = [pred.start_batch(im, pa, decode=False) for im, pa in zip(batches, palettes)]
+        for b, pending in enumerate(started):
+            got = pending.result()
+            alone = pred.predict_batch(batches[b], palettes[b], decode=False)
+            for (p1, o1), (p2, o2) in zip(got, alone):
+                if not np.array_equal(p1, p2) or not np.allclose(o1, o2, rtol=1e-4, atol=1e-4):
+                    print(f"FAIL 1: on {pred.device}, batch {b}'s result differs from predicting it alone "
+                          f"(max |diff| {np.abs(o1 - o2).max():.3g})")  # fmt: skip
+                    return 1
+        print(f"ok 1: three batches in flight on {pred.device} give what each gives alone", flush=True)
 
     # 2. label_images, pipelined with writer processes vs one step after another
     with tempfile.TemporaryDirectory(prefix="ctn-label-check-") as tmp:

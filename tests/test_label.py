@@ -457,9 +457,12 @@ def test_the_pipeline_labels_exactly_as_a_sequential_run(tmp_path, small_folder,
     assert tiny_predictor.cache_size == 4 and not tiny_predictor._cache
 
 
-@pytest.mark.parametrize("pipeline", [True, False])
+@pytest.mark.parametrize("pipeline, writers", [(True, 1), (True, 0), (False, 1)])
 def test_a_failed_write_is_raised_naming_the_image_and_no_thread_is_left(
-        tmp_path, small_folder, tiny_predictor, monkeypatch, pipeline):  # fmt: skip
+        tmp_path, small_folder, tiny_predictor, monkeypatch, pipeline, writers):  # fmt: skip
+    """Nothing is written after the failed image: with one writer thread, with the
+    labelling thread writing (writers=0: the batch in flight is not written either),
+    and one step after another."""
     import errno
     import threading
 
@@ -479,7 +482,7 @@ def test_a_failed_write_is_raised_naming_the_image_and_no_thread_is_left(
     out = tmp_path / "full.zarr"
     with pytest.raises(OSError) as e:
         label_images([small_folder], out, rule="mosaic", model=tiny_predictor, batch_size=2,
-                     preview=None, pipeline=pipeline, writers=1)  # fmt: skip
+                     preview=None, pipeline=pipeline, writers=writers)  # fmt: skip
     assert e.value.errno == errno.ENOSPC
     assert tried == SMALL_IDS[:3]  # one writer: nothing written after the failed image
     assert any("'im-2.png'" in note for note in getattr(e.value, "__notes__", [])), e.value
@@ -809,9 +812,17 @@ def test_shared_slots_carry_arrays_and_grow_for_a_larger_image(monkeypatch):
         assert buf3.name in (buf.name, buf2.name) and len(slots.names()) == 2
         slots.release(buf3)
         big = tuple(np.repeat(np.repeat(a, 4, axis=-2), 4, axis=-1) for a in small[1:])
-        _, buf4 = slots.pack(big)  # larger than a free buffer: one is replaced
-        assert len(slots.names()) == 2 and buf4.size >= sum(a.nbytes for a in big)
         del views
+        attached = set(wp._ATTACHED)
+        big_descriptors, buf4 = slots.pack(big)  # larger than a free buffer: one is replaced
+        assert len(slots.names()) == 2 and buf4.size >= sum(a.nbytes for a in big)
+        replaced = attached - set(slots.names())
+        assert len(replaced) == 1 and not replaced & shared_segments()
+        big_views = [wp._unpack(d) for d in big_descriptors]  # a writer process meets the new one
+        assert all(np.array_equal(v, a) for v, a in zip(big_views, big))
+        if Path("/dev/shm").is_dir():  # Linux: the replaced buffer is let go at once
+            assert not replaced & set(wp._ATTACHED)
+        del big_views
         monkeypatch.setattr(wp, "_room_for", lambda nbytes: False)
         held = slots.pack(small)  # the other buffer is free: no new memory needed
         assert held is not None and held[1].name != buf4.name

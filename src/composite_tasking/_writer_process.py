@@ -94,13 +94,14 @@ class SharedSlots:
     :meth:`pack` (None when there is no room: the caller sends the arrays themselves),
     given back by :meth:`release` once the image is written, all removed by
     :meth:`close`. A buffer too small for the next image is replaced by a larger one.
-    Not thread-safe: the caller locks."""
+    Thread-safe (a lock of its own; the copy into a buffer happens outside it)."""
 
     def __init__(self):
         self._free: list[shared_memory.SharedMemory] = []
         self._all: dict[str, shared_memory.SharedMemory] = {}
         self._prefix = f"ctn-label-{os.getpid()}-{uuid.uuid4().hex[:8]}-"
         self._count = 0
+        self._lock = threading.Lock()
 
     def _new(self, nbytes: int) -> shared_memory.SharedMemory | None:
         if not _room_for(nbytes):
@@ -110,15 +111,28 @@ class SharedSlots:
             shm = shared_memory.SharedMemory(name=f"{self._prefix}{self._count}", create=True, size=nbytes)
         except OSError:
             return None
+        # claim the pages now (Linux): a /dev/shm filled meanwhile by someone else then fails
+        # here, and the arrays go through the pipe, instead of SIGBUS in the middle of a copy
+        fallocate, fd = getattr(os, "posix_fallocate", None), getattr(shm, "_fd", -1)
+        if fallocate is not None and fd >= 0:
+            try:
+                fallocate(fd, 0, nbytes)
+            except OSError:
+                self._all[shm.name] = shm
+                self._drop(shm)
+                return None
         self._all[shm.name] = shm
         return shm
 
     def _drop(self, shm: shared_memory.SharedMemory) -> None:
         self._all.pop(shm.name, None)
-        shm.close()
         try:
             shm.unlink()
         except FileNotFoundError:
+            pass
+        try:
+            shm.close()
+        except BufferError:  # a view of it is still alive: the mapping goes with it
             pass
 
     def pack(self, arrays) -> tuple[list[SharedArray], shared_memory.SharedMemory] | None:
@@ -127,36 +141,57 @@ class SharedSlots:
         layout, nbytes = _layout(arrays)
         if nbytes > SHARED_MAX_BYTES:
             return None
-        shm = next((b for b in self._free if b.size >= nbytes), None)
-        if shm is not None:
-            self._free.remove(shm)
-        else:
-            if self._free:  # too small for this image: replaced
-                self._drop(self._free.pop())
-            shm = self._new(max(nbytes, _ALIGN))
-            if shm is None:
-                return None
+        with self._lock:
+            shm = next((b for b in self._free if b.size >= nbytes), None)
+            if shm is not None:
+                self._free.remove(shm)
+            else:
+                if self._free:  # too small for this image: replaced
+                    self._drop(self._free.pop())
+                shm = self._new(max(nbytes, _ALIGN))
+                if shm is None:
+                    return None
         for a, (offset, shape, dtype) in zip(arrays, layout):
             np.ndarray(shape, dtype, buffer=shm.buf, offset=offset)[...] = a
         return [SharedArray(shm.name, *entry) for entry in layout], shm
 
     def release(self, shm: shared_memory.SharedMemory) -> None:
-        if shm.name in self._all:
-            self._free.append(shm)
+        with self._lock:
+            if shm.name in self._all:
+                self._free.append(shm)
 
     def names(self) -> list[str]:
-        return list(self._all)
+        with self._lock:
+            return list(self._all)
 
     def close(self) -> None:
         """Remove every buffer (a process still reading one keeps its mapping)."""
-        for shm in list(self._all.values()):
-            self._drop(shm)
-        self._free.clear()
+        with self._lock:
+            for shm in list(self._all.values()):
+                self._drop(shm)
+            self._free.clear()
 
 
 # in a writer process: the buffers it has opened, the most recently used last
 _ATTACHED: OrderedDict[str, shared_memory.SharedMemory] = OrderedDict()
 _ATTACHED_MAX = 64
+
+
+def _forget_removed() -> None:
+    """Close the buffers the labelling process has removed (replaced by larger ones), so
+    that their memory goes now, not when 64 newer ones have been opened (Linux: a removed
+    buffer's file has no links left)."""
+    for name, shm in list(_ATTACHED.items()):
+        try:
+            gone = os.fstat(shm._fd).st_nlink == 0
+        except (OSError, AttributeError, ValueError):
+            continue
+        if gone:
+            try:
+                shm.close()
+            except BufferError:
+                continue
+            del _ATTACHED[name]
 
 
 def _unpack(a):
@@ -165,9 +200,10 @@ def _unpack(a):
     if not isinstance(a, SharedArray):
         return a
     shm = _ATTACHED.get(a.name)
-    if shm is None:
+    if shm is None:  # a buffer new to this process: maybe one it had has been replaced
+        _forget_removed()
         shm = _ATTACHED[a.name] = shared_memory.SharedMemory(name=a.name)
-        while len(_ATTACHED) > _ATTACHED_MAX:  # replaced buffers: let their memory go
+        while len(_ATTACHED) > _ATTACHED_MAX:
             try:
                 _ATTACHED.popitem(last=False)[1].close()
             except BufferError:

@@ -141,11 +141,19 @@ class Predictor:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast)
 
+    def _to_device(self, arr: np.ndarray) -> torch.Tensor:
+        """A host array on the device; on CUDA through pinned memory without waiting (a
+        copy from pageable memory would wait for everything queued on the stream)."""
+        t = torch.from_numpy(arr)
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
+
     def _image_tensor(self, images: list[np.ndarray]) -> torch.Tensor:
         arr = np.stack([np.asarray(im) for im in images])
         if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
             raise ValueError(f"images must be uint8 (H, W, 3) of one size, got {arr.dtype} {arr.shape[1:]}")
-        t = torch.from_numpy(arr).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        t = self._to_device(arr).permute(0, 3, 1, 2).float().div_(255.0)
         return t.contiguous(memory_format=torch.channels_last)
 
     def _boxes(self, h: int, w: int) -> list[tuple[int, int, int, int]]:
@@ -374,14 +382,18 @@ class Predictor:
     @torch.inference_mode()
     def start_batch(self, images: list[np.ndarray], palettes: list[np.ndarray] | None = None,
                     decode: bool = True, rule: str | Rule | None = None) -> "PendingBatch":  # fmt: skip
-        """:meth:`predict_batch` without waiting for the device: on CUDA the batch's
-        kernels and its copy back (into pinned host memory) are queued and this returns
-        at once; :meth:`PendingBatch.result` waits for them and gives what
-        :meth:`predict_batch` gives. Meanwhile the caller can prepare the next batch or
-        hand on the previous one, so the GPU is not idle while the host works
-        (``ctn label`` keeps one batch in flight). Elsewhere the batch is computed before
-        this returns. A semantic rule waits for the batch's semantics (its palettes are
-        made on the host); only the second decode is left in flight.
+        """:meth:`predict_batch` without waiting for the device to finish: on CUDA the
+        batch's uploads (through pinned memory), its kernels and the copy of its output
+        back (into pinned memory) are queued, and :meth:`PendingBatch.result` waits for
+        them and gives what :meth:`predict_batch` gives. Meanwhile the caller can prepare
+        the next batch or hand on the previous one, so the GPU is not idle while the
+        host works (``ctn label`` keeps one batch in flight). This returns once the
+        decoder's kernels are queued: the decoder's own host syncs (the model's palette
+        check; the palette-aware conditioning) wait for what is queued before them, the
+        batch's encoder included, so the host's next work overlaps the decoder and the
+        copy back, not the encoder. A semantic rule waits for the batch's semantics too
+        (its palettes are made on the host). Elsewhere than CUDA the batch is computed
+        before this returns.
         """
         if not images:
             return PendingBatch(list)
@@ -410,6 +422,17 @@ class Predictor:
                 finally:
                     self.forget(key)
             return PendingBatch(lambda: results)
+        with self._on_device():
+            return self._start(images, palettes, decode, rule, h, w)
+
+    def _on_device(self):
+        """CUDA calls on the Predictor's GPU (``cuda:1`` too: events and pinned memory
+        otherwise go to the current device, 0)."""
+        return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
+
+    def _start(self, images, palettes, decode: bool, rule, h: int, w: int) -> "PendingBatch":
+        pals = None if palettes is None else [validate_palette(p) for p in palettes]
+        pt = None if pals is None else self._to_device(np.stack(pals)).long()
         x = self._image_tensor(images)
         with self._ctx():
             enc = self.model.encode(x)
@@ -419,9 +442,9 @@ class Predictor:
             with self._ctx():
                 sem_out = self.model.decode(enc, sem).float().cpu().numpy()
             everywhere = np.full((h, w), value, np.uint8)
-            palettes = [rule.palette(semantics=self.decode_labels(o, everywhere)["semseg"].label) for o in sem_out]
-        pals = [validate_palette(p) for p in palettes]
-        pt = torch.from_numpy(np.stack(pals)).to(self.device).long()
+            pals = [validate_palette(rule.palette(semantics=self.decode_labels(o, everywhere)["semseg"].label))
+                    for o in sem_out]  # fmt: skip
+            pt = self._to_device(np.stack(pals)).long()
         with self._ctx():
             if self.region_decoding:  # the union of the palettes' requested pixels
                 out = self.model.decode(enc, pt, region=pt > 0)
@@ -433,7 +456,7 @@ class Predictor:
             host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
             host.copy_(out, non_blocking=True)
             done = torch.cuda.Event()
-            done.record()
+            done.record(torch.cuda.current_stream(out.device))  # the stream the copy is on
 
         def finish():
             if done is not None:

@@ -77,6 +77,7 @@ compete with it: docs/benchmarks.md).
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import concurrent.futures.process
 import contextlib
@@ -447,8 +448,15 @@ class _Writer(_WriterBase):
 
     def submit(self, item: tuple) -> None:
         """Write ``(path, image_id, image, prediction)``, or queue it for the threads."""
-        if not self._threads:
-            self._write_one(item)
+        if not self._threads:  # in the calling thread; after a failed write, no more
+            self.check()
+            try:
+                self._write_one(item)
+            except BaseException as e:
+                with self._lock:
+                    if self._error is None:
+                        self._error = e
+                raise
             return
         self.check()
         if not _put(self._queue, item, lambda: self._stop.is_set() or self._dead()):
@@ -563,17 +571,15 @@ class _ProcessWriter(_WriterBase):
             self.check()
         path, image_id, image, palette, output = item
         arrays = (np.asarray(image), np.asarray(palette), np.asarray(output))
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("the writer processes were closed")
-            packed = self._slots.pack(arrays) if self._shared else None  # None: through the pipe
+        if self._closed:
+            raise RuntimeError("the writer processes were closed")
+        packed = self._slots.pack(arrays) if self._shared else None  # None: through the pipe
         args, slot = packed if packed is not None else (arrays, None)
         try:
             fut = self._executor.submit(_process_write, str(Path(path).resolve()), image_id, *args)
         except BaseException:  # a broken pool: its futures hold why
             if slot is not None:
-                with self._lock:
-                    self._slots.release(slot)
+                self._slots.release(slot)
             self.check()
             raise
         with self._lock:
@@ -587,15 +593,19 @@ class _ProcessWriter(_WriterBase):
         Ctrl-C) and are joined when the interpreter exits."""
         if self._closed:
             return
-        with self._lock:
-            self._closed = True
+        self._closed = True
+        deferred = False
         try:
             self._executor.shutdown(wait=True, cancel_futures=abort or self._error is not None)
         except BaseException:
             self._executor.shutdown(wait=False, cancel_futures=True)
+            # the processes may still open the buffers of the images they were handed:
+            # removed at exit, after the interpreter has joined them
+            atexit.register(self._slots.close)
+            deferred = True
             raise
         finally:
-            with self._lock:
+            if not deferred:
                 self._slots.close()
 
 
@@ -827,15 +837,21 @@ def label_images(
         interrupted = not isinstance(e, Exception)  # Ctrl-C: stop after the image being written
         if inflight is not None and not interrupted:  # predicted: written before the error is raised
             previous, inflight = inflight, None
-            with contextlib.suppress(Exception):
+            try:
                 hand_over(*previous)
+            except Exception:  # noqa: S110 - the first error is the one raised
+                pass
+            except BaseException:  # Ctrl-C meanwhile: the writers stop after their images
+                interrupted = True
         raise
     finally:
-        if reader is not None:
-            reader.close()
-        if writer is not None:  # writes what was predicted (interrupted: stops after the current image)
-            with clock("finish"):
-                writer.close(abort=interrupted)
+        try:
+            if reader is not None:
+                reader.close()
+        finally:
+            if writer is not None:  # writes what was predicted (interrupted: stops after the current image)
+                with clock("finish"):
+                    writer.close(abort=interrupted)
         clock.stop()
         summary.timings = clock.seconds(writers, writer.busy if writer is not None else 0.0)
     collect()
