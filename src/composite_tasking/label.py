@@ -26,8 +26,9 @@ there are):
 - the calling thread makes the palettes that need the model (semantic rules, the
   palette network), forms batches of consecutive images of one size
   and predicts them, keeping one batch in flight: it starts batch k+1 on the device
-  (:meth:`.inference.Predictor.start_batch`: on CUDA the kernels and the copy back are
-  queued and it returns at once) before it waits for batch k's outputs and hands them
+  (:meth:`.inference.Predictor.start_batch`: on CUDA it returns once the batch's decoder
+  and the copy back are queued; its encoder runs while the host waits in the decoder's
+  palette checks) before it waits for batch k's outputs and hands them
   to the writers, so that a GPU computes while the host works (the phases measured on
   an H200 put the calling thread's own work, palettes, tensor copies and the loop, at
   ~2 ms per image beside ~3 ms of model: one after the other they cap the rate); it alone calls
