@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# One lent-GPU call for issue #5 (planned for ~6 minutes on one H200 + 16 cores):
+# One lent-GPU call for issue #5 (planned for ~8 minutes on one H200 + 16 cores):
 #   1. scripts/label_device_check.py on CUDA: batches in flight, the pipelined labelling
 #      (writer processes, shared memory) against one step after another, no shared
 #      memory left (what the CPU test suite cannot check);
-#   2. the `label` benchmark on CUDA, memory rows included: end to end over model-only
+#   2. the `conditioning` benchmark on CUDA (<= 100 s): the decoder with the plain and the
+#      palette-aware conditioning, float32 and bf16, 256 and 512: the plain one has no
+#      host syncs per level, which would let start_batch leave the encoder in flight too;
+#   3. the `label` benchmark on CUDA, memory rows included: end to end over model-only
 #      (steady state, 512 JPEGs), where the labelling thread's time goes and how busy the
 #      writers are, store writes on the disk and on tmpfs, 100 vs 1000 images.
-# What comes back: $OUT/label.tar (gpu.txt, check.txt, bench-label.json/md/log).
+# What comes back: $OUT/label.tar (gpu.txt, check.txt, bench-{conditioning,label}.json/md/log).
 #   bash scripts/gpu_label.sh        (on the GPU machine, repository root)
 # A dry run on a CPU: DEVICE=cpu BENCH_ARGS=--quick bash scripts/gpu_label.sh
 # Knobs: LABEL_S (seconds for the benchmark, default 330), DEVICE, BENCH_ARGS.
@@ -20,6 +23,11 @@ rm -rf "$L"; mkdir -p "$OUT" "$L"
 t0=$(date +%s)
 timeout -k 5 120 python3 scripts/label_device_check.py --device "$DEVICE" >"$L/check.txt" 2>&1
 echo "device check: exit $? after $(( $(date +%s) - t0 )) s" | tee -a "$L/gpu.txt"
+tar -cf "$OUT/label.tar" -C "$L" .
+t0=$(date +%s)
+timeout -k 5 100 python3 benchmarks/run.py --device "$DEVICE" ${BENCH_ARGS:-} --only conditioning \
+    --json "$L/bench-conditioning.json" >"$L/bench-conditioning.md" 2>"$L/bench-conditioning.log"
+echo "conditioning benchmark: exit $? after $(( $(date +%s) - t0 )) s" | tee -a "$L/gpu.txt"
 tar -cf "$OUT/label.tar" -C "$L" .
 t0=$(date +%s)
 CTN_BENCH_LABEL_MEMORY=1 timeout -k 5 "${LABEL_S:-330}" python3 benchmarks/run.py --device "$DEVICE" ${BENCH_ARGS:-} \
