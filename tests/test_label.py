@@ -86,7 +86,8 @@ def reference(tmp_path_factory, folder, ckpt):
     for rule in ("R2", "mosaic"):
         out = d / f"ref-{rule}.zarr"
         proc = start(folder, "--out", out, "--rule", rule, "--model", ckpt, "--device", "cpu",
-                     "--batch-size", 1, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                     "--batch-size", 1, "--timings", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                     text=True)  # fmt: skip
         runs[rule] = (out, proc)
     done = {}
 
@@ -198,6 +199,13 @@ def test_a_folder_becomes_a_valid_ome_zarr_store_with_a_preview(folder, ckpt, re
 
     out, stdout, stderr = reference("R2")
     assert summary_line(N, 0, 0, out) in stdout
+    # --timings: the labelling thread's shares, summing to 100 % (up to rounding); no writers on a CPU
+    line = stdout.strip().splitlines()[-1]
+    m = re.fullmatch(r"time [\d.]+ s, labelling thread: waiting for the reader (\d+)%, palettes (\d+)%, "
+                     r"starting batches (\d+)%, waiting for them (\d+)%, handing to the writers (\d+)%, "
+                     r"waiting for the writers at the end (\d+)%, other (\d+)%", line)
+    assert m, line
+    assert 95 <= sum(map(int, m.groups())) <= 105 and int(m.group(3)) > 50  # the model, on a CPU
     # the progress bar: count, elapsed < remaining (ETA), images per second
     assert re.search(r"8/8 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+image/s\]", stderr), stderr
     store = check_labels(out, "R2")
@@ -574,7 +582,7 @@ def test_an_error_with_a_batch_in_flight_writes_it_before_raising(tmp_path, smal
 
 @pytest.mark.parametrize("pipeline", [False, True])
 def test_the_summary_says_where_the_labelling_threads_time_went(tmp_path, small_folder, tiny_predictor, pipeline):
-    from composite_tasking.label import TIMINGS, label_images
+    from composite_tasking.label import TIMINGS, format_timings, label_images
 
     summary = label_images([small_folder], tmp_path / "t.zarr", rule="mosaic", model=tiny_predictor,
                            batch_size=2, preview=None, pipeline=pipeline, writers=2 if pipeline else None)  # fmt: skip
@@ -586,6 +594,10 @@ def test_the_summary_says_where_the_labelling_threads_time_went(tmp_path, small_
     assert t["writers"] == (2 if pipeline else 0)
     if not pipeline:  # the labelling thread wrote: within its hand-over
         assert t["writers_busy"] <= t["hand"]
+    line = format_timings(t)
+    assert line.startswith(f"time {t['total']:.1f} s, labelling thread: waiting for the reader ")
+    assert ("2 writer(s) busy" in line) == pipeline
+    assert format_timings({}) == "time: nothing timed"
 
 
 def test_a_semantic_rule_encodes_each_image_once_with_batches_larger_than_the_cache(

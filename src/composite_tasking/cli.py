@@ -328,7 +328,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from .label import LabelError, label_images, parse_shard
+    from .label import LabelError, format_timings, label_images, parse_shard
     from .model.checkpoint import CheckpointError
     from .palette import RuleError
 
@@ -363,6 +363,8 @@ def cmd_label(args: argparse.Namespace) -> int:
         print(f"  skipped {path}: {reason}")
     if summary.preview:
         print(f"preview: {summary.preview}")
+    if args.timings:
+        print(format_timings(summary.timings))
     return EXIT_OK if summary.ok else EXIT_PARTIAL
 
 
@@ -458,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", action="store_true", help="store a path and sha256 instead of the pixels")
     p.add_argument("--preview", default=None, help="contact sheet PNG (default: next to the store)")
     p.add_argument("--no-preview", action="store_true", help="write no contact sheet")
+    p.add_argument("--timings", action="store_true",
+                   help="print where the time went: the labelling thread's shares (model, "
+                        "reading, handing to the writers, ...) and how busy the writers were")  # fmt: skip
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("demo", help="label the bundled sample images with the bundled model (store + preview)")

@@ -105,7 +105,7 @@ from .palette import load_rule, validate_palette
 from .store import LabelStore, StoreError
 from .tasks import get_task
 
-__all__ = ["LabelError", "LabelSummary", "TIMINGS", "label_images", "image_ids", "contact_sheet", "parse_shard",
+__all__ = ["LabelError", "LabelSummary", "TIMINGS", "format_timings", "label_images", "image_ids", "contact_sheet", "parse_shard",
            "default_writers", "default_writer_processes"]
 
 #: with ``writer_processes=None``, writer processes are used from this many images on:
@@ -145,6 +145,23 @@ class _Clock:
         out = dict(self._totals)
         out["other"] = max(0.0, total - sum(v for k, v in out.items() if k != "other"))
         return {**out, "total": total, "writers": float(writers), "writers_busy": writers_busy}
+
+
+def format_timings(timings: dict[str, float]) -> str:
+    """One line from :attr:`LabelSummary.timings`: where the labelling thread's time went
+    (shares of the run) and how busy the writers were."""
+    total = timings.get("total", 0.0)
+    if total <= 0:
+        return "time: nothing timed"
+    words = {"predict": "starting batches", "wait": "waiting for them", "read": "waiting for the reader",
+             "palette": "palettes", "hand": "handing to the writers", "finish": "waiting for the writers at the end",
+             "other": "other"}  # fmt: skip
+    parts = ", ".join(f"{words[k]} {timings.get(k, 0.0) / total:.0%}" for k in TIMINGS)
+    line = f"time {total:.1f} s, labelling thread: {parts}"
+    n = int(timings.get("writers", 0))
+    if n:
+        line += f"; {n} writer(s) busy {timings.get('writers_busy', 0.0) / (total * n):.0%} of the run"
+    return line
 
 
 class LabelError(ValueError):
