@@ -772,7 +772,6 @@ def label_images(
     writer: _Writer | _ProcessWriter | None = None
     interrupted = False
     clock = _Clock()
-    batch: list[tuple[Path, str, np.ndarray, np.ndarray]] = []
     # pipelined, one batch stays in flight: the next one is started on the device before
     # the last one's outputs are handed to the writers (on a GPU they compute meanwhile)
     inflight: tuple[list, object] | None = None
@@ -813,7 +812,7 @@ def label_images(
                 summary.stopped = True
                 break
             # a batch: consecutive readable images of one size (or one image)
-            batch = []
+            batch: list[tuple[Path, str, np.ndarray, np.ndarray]] = []
             while pos < total and len(batch) < batch_size:
                 if pending is None:
                     with clock("read"):
@@ -842,7 +841,7 @@ def label_images(
             rule_arg = rule_obj if own_palette else None  # semantic rules: palettes from the same pass
             with clock("predict"):
                 started = predictor.start_batch(images, palettes, decode=not processes, rule=rule_arg)
-            previous, inflight, batch = inflight, (batch, started), []
+            previous, inflight = inflight, (batch, started)
             if previous is not None:
                 hand_over(*previous)
             if not pipeline:  # one step after another
