@@ -442,6 +442,9 @@ class _Writer(_WriterBase):
         except BaseException as e:
             if isinstance(e, Exception) and item[1] not in str(e):
                 e.add_note(f"while writing image {item[1]!r} ({item[0]}) into the label store")
+            with self._lock:  # the first failed write is the one raised; no more are made
+                if self._error is None:
+                    self._error = e
             raise
         with self._lock:
             self.busy += time.perf_counter() - t0
@@ -454,10 +457,7 @@ class _Writer(_WriterBase):
                 return  # the end, or interrupted / failed: the next run labels what waits
             try:
                 self._write_one(item)
-            except BaseException as e:
-                with self._lock:
-                    if self._error is None:
-                        self._error = e
+            except BaseException:
                 self._stop.set()
                 return
 
@@ -466,17 +466,10 @@ class _Writer(_WriterBase):
 
     def submit(self, item: tuple) -> None:
         """Write ``(path, image_id, image, prediction)``, or queue it for the threads."""
-        if not self._threads:  # in the calling thread; after a failed write, no more
-            self.check()
-            try:
-                self._write_one(item)
-            except BaseException as e:
-                with self._lock:
-                    if self._error is None:
-                        self._error = e
-                raise
+        self.check()  # after a failed write, no more
+        if not self._threads:  # in the calling thread
+            self._write_one(item)
             return
-        self.check()
         if not _put(self._queue, item, lambda: self._stop.is_set() or self._dead()):
             self.check()
 
