@@ -788,9 +788,14 @@ def label_images(
             if not writers:
                 collect()
 
+    def hand_over_inflight() -> None:
+        nonlocal inflight
+        previous, inflight = inflight, None
+        if previous is not None:
+            hand_over(*previous)
+
     try:
-        reader = _Reader(todo, palette_dir, ahead=depth,
-                         rule_palette=rule_palette if by_reader and palette_dir is None else None)  # fmt: skip
+        reader = _Reader(todo, palette_dir, ahead=depth, rule_palette=rule_palette if by_reader else None)
         # in the writers' hands: at most max(2 * batch size, batch size + writers) images
         if processes:
             writer = _ProcessWriter(store_path.resolve(), write_attrs, store_image, predictor.tasks,
@@ -838,17 +843,13 @@ def label_images(
             if previous is not None:
                 hand_over(*previous)
             if not pipeline:  # one step after another
-                previous, inflight = inflight, None
-                hand_over(*previous)
-        if inflight is not None:
-            previous, inflight = inflight, None
-            hand_over(*previous)
+                hand_over_inflight()
+        hand_over_inflight()
     except BaseException as e:
         interrupted = not isinstance(e, Exception)  # Ctrl-C: stop after the image being written
-        if inflight is not None and not interrupted:  # predicted: written before the error is raised
-            previous, inflight = inflight, None
+        if not interrupted:  # the batch in flight was predicted: written before the error is raised
             try:
-                hand_over(*previous)
+                hand_over_inflight()
             except Exception:  # noqa: S110 - the first error is the one raised
                 pass
             except BaseException:  # Ctrl-C meanwhile: the writers stop after their images
