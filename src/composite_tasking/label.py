@@ -11,9 +11,15 @@ n-th image starting at i (``torchrun`` sets ``RANK`` / ``WORLD_SIZE``, which are
 when no shard is given). Each image is written by exactly one process into its own
 group, so writers never share a chunk.
 
-A store remembers the model (sha256) and the rule it was written with; labelling into
-it with another model or rule is refused unless ``overwrite`` is given, so pseudo-labels
-of different origins are never mixed silently.
+A store remembers the model (sha256) and the rule it was written with (the rule's name
+and what it does), and so does each image; labelling into it with another model, rule
+or palette source is refused unless ``overwrite`` is given, so pseudo-labels of
+different origins are never mixed silently: a later run without ``overwrite`` checks
+the images it would skip as complete, not only the store's latest settings. Images a
+person had a hand in (a task corrected, or saved from napari) are never relabelled,
+``overwrite`` or not (:attr:`LabelSummary.kept`). An id the store already holds counts
+as complete only for the file that image came from (:func:`image_ids`): another
+folder's ``IMG_0001.jpg`` gets an id of its own.
 
 The pipeline: reading and writing overlap with the model. A reader thread, the calling
 thread and writer threads, two bounded queues (memory stays flat however many images
@@ -101,8 +107,8 @@ from .images import ImageReadError, read_image, scan_inputs
 from ._writer_process import (SharedSlots, _init_writer_process, _process_write, _writer_process_ready,
                               write_prediction)  # fmt: skip
 from .inference import Prediction, Predictor, decode_labels
-from .palette import load_rule, validate_palette
-from .store import LabelStore, StoreError
+from .palette import load_rule, rule_fingerprint, validate_palette
+from .store import LabelStore, StoreError, file_sha256
 from .tasks import get_task
 
 __all__ = ["LabelError", "LabelSummary", "TIMINGS", "format_timings", "label_images", "image_ids", "contact_sheet", "parse_shard",
@@ -173,6 +179,9 @@ class LabelSummary:
     store: Path
     done: list[str] = field(default_factory=list)
     skipped_complete: list[str] = field(default_factory=list)
+    #: images in the store a person had a hand in (corrected, or saved from napari):
+    #: never relabelled, ``overwrite`` or not
+    kept: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     preview: Path | None = None
     stopped: bool = False
@@ -195,20 +204,153 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return int(m.group(1)), int(m.group(2))
 
 
-def image_ids(files: list[Path], inputs: Iterable[str | os.PathLike]) -> list[str]:
-    """Store ids from paths: the path below its input folder, '/' -> '__'. Unique."""
+#: the longest id made from a path (the store takes 200): a longer path keeps its end
+#: and a hash of the whole (a hash of a path is 8 hex digits)
+_ID_KEEP = 180
+
+
+def _hash8(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+
+
+def _base_ids(files: list[Path], inputs: Iterable[str | os.PathLike]) -> list[str]:
+    """Each file's id before any clash is settled: the path below its input folder,
+    '/' -> '__', characters other than letters, digits, '.', '_', '-' -> '_'."""
     roots = [Path(i).resolve() for i in inputs if Path(i).is_dir()]
-    ids, seen = [], set()
+    out = []
     for f in files:
         rf = f.resolve()
         rel = next((rf.relative_to(r) for r in roots if rf.is_relative_to(r)), Path(f.name))
-        base = re.sub(r"[^A-Za-z0-9._-]", "_", "__".join(rel.parts)).lstrip(".") or "image"
-        i = base
-        if i in seen:
-            i = f"{base}-{hashlib.sha256(str(rf).encode()).hexdigest()[:8]}"
-        seen.add(i)
-        ids.append(i)
-    return ids
+        whole = "__".join(rel.parts)
+        base = re.sub(r"[^A-Za-z0-9._-]", "_", whole).lstrip(".") or "image"
+        if len(base) > _ID_KEEP:
+            base = f"{base[-_ID_KEEP:].lstrip('.')}-{_hash8(whole)}"
+        out.append(base)
+    return out
+
+
+def image_ids(files: list[Path], inputs: Iterable[str | os.PathLike],
+              store: LabelStore | dict[str, dict] | None = None) -> list[str]:  # fmt: skip
+    """Store ids from paths, one per file, unique: the path below its input folder, '/'
+    -> '__', other characters a folder name may not hold -> '_' (a path of over 180
+    characters keeps its end and a hash of the whole).
+
+    Files whose ids clash (``a b.png`` and ``a_b.png``; ``IMG_1.jpg`` of two folders
+    given together, or of two runs into one ``store``) are told apart by ``-`` and a
+    hash of the file's absolute path. With a ``store`` (or its
+    :meth:`~.store.LabelStore.image_records`), an id under which the store holds an
+    image is this file's only when the image came from this file: its recorded source
+    is the file's path, or (a folder moved or mounted elsewhere) its sha256 is the
+    file's (of the pixels, or of the file for an image stored by reference). The images
+    the store already holds from these paths are claimed first, so a file's id does not
+    depend on the order of the inputs or on files added since.
+    """
+    files = [Path(f) for f in files]
+    records = store.image_records() if isinstance(store, LabelStore) else dict(store or {})
+    bases = _base_ids(files, inputs)
+    paths = [str(f.resolve()) for f in files]
+    alts = [f"{b}-{_hash8(p)}" for b, p in zip(bases, paths)]
+    ids: list[str | None] = [None] * len(files)
+    taken: set[str] = set()
+
+    def source(image_id: str):
+        return (records.get(image_id) or {}).get("image", {}).get("source")
+
+    for k, p in enumerate(paths):  # the store's own records of these paths
+        cand = next((c for c in (bases[k], alts[k]) if c not in taken and source(c) == p), None)
+        if cand is not None:
+            ids[k] = cand
+            taken.add(cand)
+    for k, f in enumerate(files):
+        if ids[k] is not None:
+            continue
+        b = bases[k]
+        if b not in taken and (b not in records or _same_image(f, records[b])):
+            ids[k] = b
+        else:
+            ids[k] = alts[k]
+        taken.add(ids[k])
+    return ids  # type: ignore[return-value]
+
+
+def _same_image(path: Path, record: dict) -> bool:
+    """Whether the stored image ``record`` (its attributes) holds the file ``path``'s
+    image: its sha256 of the file's bytes, or of the decoded pixels, is the file's."""
+    info = record.get("image") or {}
+    digest = info.get("sha256")
+    if not digest:
+        return False
+    try:
+        if info.get("sha256_of") == "file":
+            return file_sha256(path) == digest
+        pixels = np.ascontiguousarray(read_image(path))
+        return hashlib.sha256(pixels.tobytes()).hexdigest() == digest
+    except (OSError, ImageReadError):
+        return False
+
+
+#: what a store records of how its images were labelled, compared before labelling more
+#: into it: the model's and palette network's weights (sha256, not their paths), the
+#: rule (its name and what it does: :func:`.palette.rule_fingerprint`) and where the
+#: palettes came from (a palette folder by its absolute path)
+_SETTINGS = ("model_sha256", "rule", "rule_sha256", "palette_from", "palette_model_sha256")
+#: recorded only by newer versions: compared where both sides have one
+_SETTINGS_IF_RECORDED = ("rule_sha256", "palette_model_sha256")
+
+
+def _normal_setting(key: str, value):
+    if key == "palette_from" and isinstance(value, str) and value.startswith("folder:"):
+        return f"folder:{Path(value[len('folder:'):]).resolve()}"
+    return value
+
+
+def _differs(key: str, have: dict, wanted: dict) -> bool:
+    a, b = have.get(key), wanted.get(key)
+    if key in _SETTINGS_IF_RECORDED and (a is None or b is None):
+        return False
+    return _normal_setting(key, a) != _normal_setting(key, b)
+
+
+def _settings_differ(have: dict, wanted: dict) -> bool:
+    return any(_differs(k, have, wanted) for k in _SETTINGS)
+
+
+def _image_settings(record: dict) -> dict:
+    """An image's labelling settings, from its attributes (as :data:`_SETTINGS`)."""
+    return {"model_sha256": record.get("model_sha256"), "rule": record.get("rule"),
+            "rule_sha256": record.get("rule_sha256"), "palette_from": record.get("palette_origin"),
+            "palette_model_sha256": record.get("palette_model_sha256")}  # fmt: skip
+
+
+def _person_made(record: dict) -> bool:
+    """Whether a person had a hand in a stored image: a task corrected (or ground truth),
+    or saved from napari (the ``"napari"`` attribute of ``_napari.store_io``: a palette
+    a person painted or accepted). ``ctn label`` never relabels such an image."""
+    prov = record.get("provenance") or {}
+    return "napari" in record or any(v in ("corrected", "ground-truth") for v in prov.values())
+
+
+def _relative(path: Path, roots: list[Path]) -> Path:
+    """``path`` below the input folder it was found in (its name, for a file given as such)."""
+    rp = path.resolve()
+    return next((rp.relative_to(r) for r in roots if rp.is_relative_to(r)), Path(path.name))
+
+
+def _shard_from_environment() -> tuple[int, int] | None:
+    """``(RANK, WORLD_SIZE)`` as torchrun sets them, when WORLD_SIZE > 1."""
+    values = {}
+    for name in ("WORLD_SIZE", "RANK"):
+        text = os.environ.get(name)
+        if text is None:
+            continue
+        try:
+            values[name] = int(text)
+        except ValueError:
+            raise LabelError(f"the environment variable {name}={text!r} is not an integer") from None
+    world, rank = values.get("WORLD_SIZE", 1), values.get("RANK", 0)
+    if world < 1 or not 0 <= rank < world:
+        raise LabelError(f"torchrun's RANK={rank} and WORLD_SIZE={world} need 0 <= RANK < WORLD_SIZE")
+    return (rank, world) if world > 1 else None
 
 
 def _composite_picture(pred: Prediction) -> np.ndarray:
@@ -274,20 +416,35 @@ def _open_store(path: Path, attrs: dict) -> LabelStore:
         raise LabelError(str(e)) from None
 
 
-def _palette_file(folder: Path, image_path: Path, shape) -> np.ndarray:
-    from PIL import Image
+def _palette_file(folder: Path, image_path: Path, rel: Path, shape) -> np.ndarray:
+    """The palette PNG of the image ``image_path`` (``rel``: its path below its input
+    folder) in ``folder``: ``<rel>.png`` (``sub/a.jpg`` -> ``sub/a.jpg.png``), then with
+    the image's suffix replaced (``sub/a.png``), then the same two names at the top of
+    ``folder``. Every problem with it is an :class:`ImageReadError` of the image: that
+    image is skipped, the run goes on."""
+    from PIL import Image, UnidentifiedImageError
 
-    cand = [folder / f"{image_path.stem}.png", folder / f"{image_path.name}.png"]
+    rel = Path(rel)
+    names = [rel.with_name(f"{rel.name}.png"), rel.with_suffix(".png")]
+    if rel.parent != Path("."):
+        names += [Path(n.name) for n in names]
+    cand = [folder / n for n in names]
     src = next((c for c in cand if c.is_file()), None)
     if src is None:
-        raise ImageReadError(image_path, f"no palette file {cand[0].name} in {folder}")
-    with Image.open(src) as im:
-        arr = np.asarray(im)
+        raise ImageReadError(image_path, f"no palette file {names[0]} or {names[1]} in {folder}")
+    try:
+        with Image.open(src) as im:
+            arr = np.asarray(im)
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise ImageReadError(image_path, f"cannot read its palette {src}: {e}") from None
     if arr.ndim != 2:
-        raise ImageReadError(src, "a palette PNG is single-channel (values = task id + 1)")
+        raise ImageReadError(image_path, f"its palette {src} is not single-channel (values = task id + 1)")
     if arr.shape != tuple(shape):
-        raise ImageReadError(src, f"palette is {arr.shape}, the image is {tuple(shape)}")
-    return validate_palette(arr, str(src))
+        raise ImageReadError(image_path, f"its palette {src} is {arr.shape}, the image is {tuple(shape)}")
+    try:
+        return validate_palette(arr, str(src))
+    except ValueError as e:
+        raise ImageReadError(image_path, str(e)) from None
 
 
 # ----------------------------------------------------------------------------- the pipeline
@@ -304,12 +461,12 @@ class _Read:
     error: ImageReadError | None = None
 
 
-def _read(path: Path, image_id: str, palette_dir: Path | None,
+def _read(path: Path, image_id: str, rel: Path, palette_dir: Path | None,
           rule_palette: Callable[[tuple[int, int], str], np.ndarray] | None = None) -> _Read:  # fmt: skip
     try:
         image = read_image(path)
         if palette_dir is not None:
-            palette = _palette_file(palette_dir, path, image.shape[:2])
+            palette = _palette_file(palette_dir, path, rel, image.shape[:2])
         elif rule_palette is not None:
             palette = rule_palette(image.shape[:2], image_id)
         else:
@@ -337,7 +494,7 @@ class _Reader:
     needs no model): read by a thread up to ``ahead`` images in advance, or
     (``ahead=0``) on demand in the calling thread."""
 
-    def __init__(self, todo: list[tuple[Path, str]], palette_dir: Path | None, ahead: int,
+    def __init__(self, todo: list[tuple[Path, str, Path]], palette_dir: Path | None, ahead: int,
                  rule_palette: Callable[[tuple[int, int], str], np.ndarray] | None = None):  # fmt: skip
         self._todo, self._palette_dir, self._rule_palette = todo, palette_dir, rule_palette
         self._next = 0
@@ -349,11 +506,11 @@ class _Reader:
             self._thread.start()
 
     def _run(self) -> None:
-        for path, image_id in self._todo:
+        for path, image_id, rel in self._todo:
             if self._stop.is_set():
                 return
             try:
-                item: _Read | BaseException = _read(path, image_id, self._palette_dir, self._rule_palette)
+                item: _Read | BaseException = _read(path, image_id, rel, self._palette_dir, self._rule_palette)
             except BaseException as e:  # not a bad image: raised in the labelling thread
                 item = e
             if not _put(self._queue, item, self._stop.is_set) or isinstance(item, BaseException):
@@ -362,9 +519,9 @@ class _Reader:
     def get(self) -> _Read:
         """The next image (at most ``len(todo)`` calls)."""
         if self._thread is None:
-            path, image_id = self._todo[self._next]
+            path, image_id, rel = self._todo[self._next]
             self._next += 1
-            return _read(path, image_id, self._palette_dir, self._rule_palette)
+            return _read(path, image_id, rel, self._palette_dir, self._rule_palette)
         item = self._queue.get()
         if isinstance(item, BaseException):
             raise item
@@ -624,13 +781,14 @@ def label_images(
     inputs: Iterable[str | os.PathLike],
     store_path: str | os.PathLike,
     *,
-    rule: str = "R2",
+    rule: str | None = None,
     palette_from: str = "semantics",
     model: str | Predictor = "default",
     palette_model: str = "default",
     device: str = "auto",
     batch_size: int = 4,
     tile: int = 1024,
+    overlap: int | None = None,
     precision: str = "auto",
     overwrite: bool = False,
     shard: tuple[int, int] | None = None,
@@ -660,6 +818,11 @@ def label_images(
     :data:`PROCESS_MIN_IMAGES` (64) images, True / False forces it; never without
     pipelining or with ``writers=0``. ``summary.done`` lists the images written in input
     order.
+
+    ``rule`` None: R2, or with ``palette_from="net"`` the rule the palette network was
+    trained for (its checkpoint says; another rule is refused). ``tile`` / ``overlap``:
+    images larger than ``tile`` are predicted in overlapping tiles (``overlap`` None:
+    ``min(128, tile // 4)``). Image ids: :func:`image_ids`, settled against the store.
     """
     if writers is not None and (isinstance(writers, bool) or not isinstance(writers, int) or writers < 0):
         raise LabelError(f"--writers takes an integer >= 0, got {writers!r}")
@@ -667,57 +830,98 @@ def label_images(
         raise LabelError(f"writer_processes is None, True or False, got {writer_processes!r}")
     inputs = list(inputs)
     store_path = Path(store_path)
-    rule_obj = load_rule(rule)  # a bad rule is a usage error before anything is written
+    if preview is not None and (Path(preview).suffix.lower() != ".png" or Path(preview).is_dir()):
+        raise LabelError(f"the preview is a PNG file: {os.fspath(preview)!r} is "
+                         f"{'a folder' if Path(preview).is_dir() else 'not a .png path'}")  # fmt: skip
     palette_dir = None
     if palette_from not in ("semantics", "net"):
-        palette_dir = Path(palette_from)
+        palette_dir = Path(palette_from).resolve()
         if not palette_dir.is_dir():
             raise LabelError(f"--palette-from is 'semantics', 'net' or a folder of palette PNGs; "
                              f"{palette_from!r} is none of these")  # fmt: skip
-    if shard is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        shard = (int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"]))
+    if shard is None:
+        shard = _shard_from_environment()
 
     predictor = model if isinstance(model, Predictor) else Predictor(
-        model, device=device, tile=tile, precision=precision,
-        palette_model=palette_model if palette_from == "net" else None)
+        model, device=device, tile=tile, overlap=min(128, tile // 4) if overlap is None else overlap,
+        precision=precision, palette_model=palette_model if palette_from == "net" else None)
+    palette_sha = None
     if palette_from == "net":
         try:
             predictor.palette_net  # load now: a missing network is a usage error
         except (ValueError, OSError) as e:
             raise LabelError(f"--palette-from net: {e}") from None
+        info = predictor.palette_info
+        palette_sha = info.sha256 if info is not None else None
+        learned = ((info.provenance.get("recipe") or {}).get("rule") if info is not None else None)
+        if learned is not None:  # the network makes its rule's palettes, whatever is asked
+            if rule is not None and load_rule(rule).name != load_rule(learned).name:
+                raise LabelError(f"--palette-from net: the palette network ({info.path}) was trained "
+                                 f"for rule {learned}, so its palettes follow {learned}, not "
+                                 f"{load_rule(rule).name}; leave out --rule, or use "
+                                 f"--palette-from semantics --rule {rule}")  # fmt: skip
+            rule = learned
+    rule_obj = load_rule("R2" if rule is None else rule)  # a bad rule: a usage error before anything is written
     origin = palette_from if palette_dir is None else f"folder:{palette_dir}"
     wanted = {"model_sha256": predictor.model_sha256, "model": predictor.model_id,
-              "rule": rule_obj.name, "palette_from": origin}  # fmt: skip
+              "rule": rule_obj.name, "rule_sha256": rule_fingerprint(rule_obj), "palette_from": origin}  # fmt: skip
+    if palette_sha is not None:
+        wanted["palette_model_sha256"] = palette_sha
 
     scan = scan_inputs(inputs)
     summary = LabelSummary(store_path, failed=list(scan.skipped))
     files = scan.files
-    ids = image_ids(files, inputs)
-    if shard is not None:
-        i, n = shard
-        files, ids = files[i::n], ids[i::n]
 
     store = _open_store(store_path, {"labelling": wanted})
     have = store.attrs.get("labelling")
-    if have is not None and len(store) and any(have.get(k) != v for k, v in wanted.items()):
+    records = store.image_records()
+    if have is not None and records and _settings_differ(have, wanted):
         if not overwrite:
-            diff = {k: (have.get(k), v) for k, v in wanted.items() if have.get(k) != v}
+            diff = {k: (have.get(k), wanted.get(k)) for k in _SETTINGS if _differs(k, have, wanted)}
             raise LabelError(
                 f"{store_path} was written with other settings {diff} (stored, asked); "
                 "pass --overwrite to relabel it, or write to another store"
             )
+    ids = image_ids(files, inputs, records)
+    roots = [Path(i).resolve() for i in inputs if Path(i).is_dir()]
+    rels = [_relative(f, roots) for f in files]
+    if shard is not None:
+        i, n = shard
+        files, ids, rels = files[i::n], ids[i::n], rels[i::n]
+    image_wanted = {"model_sha256": wanted["model_sha256"], "rule": wanted["rule"],
+                    "rule_sha256": wanted["rule_sha256"], "palette_from": origin,
+                    "palette_model_sha256": palette_sha}  # fmt: skip
+    todo, other = [], []
+    for f, i, rel in zip(files, ids, rels):
+        rec = records.get(i)
+        if rec is None:
+            todo.append((f, i, rel))
+        elif _person_made(rec):  # a person's work: never relabelled
+            summary.kept.append(i)
+        elif _settings_differ(_image_settings(rec), image_wanted):
+            other.append(i)
+            todo.append((f, i, rel))
+        elif overwrite:
+            todo.append((f, i, rel))
+        else:
+            summary.skipped_complete.append(i)
+    if other and not overwrite:
+        rec = _image_settings(records[other[0]])
+        diff = {k: (rec.get(k), image_wanted.get(k)) for k in _SETTINGS if _differs(k, rec, image_wanted)}
+        raise LabelError(f"{len(other)} image(s) of {store_path} were labelled with other settings "
+                         f"(e.g. {other[0]!r}: {diff}, stored, asked); pass --overwrite to relabel "
+                         "them, or write to another store")  # fmt: skip
     if have != wanted:
         store.update_attrs({"labelling": wanted})
-    complete = set(store.ids())
-    todo = [(f, i) for f, i in zip(files, ids) if overwrite or i not in complete]
-    summary.skipped_complete = [i for f, i in zip(files, ids) if not overwrite and i in complete]
     total = len(todo)
     batch_size = max(1, batch_size)
     # a semantic rule on the model's own semantics: made in predict_batch, from the same encoder pass
     own_palette = palette_dir is None and palette_from != "net" and rule_obj.needs_semantics
-    write_attrs = {"rule": rule_obj.name, "palette_origin": origin,
+    write_attrs = {"rule": rule_obj.name, "rule_sha256": wanted["rule_sha256"], "palette_origin": origin,
                    "model": predictor.model_id, "model_sha256": predictor.model_sha256,
                    "precision": predictor.precision}  # fmt: skip
+    if palette_sha is not None:
+        write_attrs["palette_model_sha256"] = palette_sha
 
     def write(path: Path, image_id: str, image: np.ndarray, pred: Prediction) -> None:
         write_prediction(store, image_id, image, pred, write_attrs, store_image, str(Path(path).resolve()))
@@ -866,7 +1070,7 @@ def label_images(
         clock.stop()
         summary.timings = clock.seconds(writers, writer.busy if writer is not None else 0.0)
     collect()
-    order = {image_id: k for k, (_, image_id) in enumerate(todo)}
+    order = {image_id: k for k, (_, image_id, _) in enumerate(todo)}
     summary.done.sort(key=order.__getitem__)  # writers finish in any order: report input order
     if preview is not None and sheet:
         summary.preview = contact_sheet(sheet, Path(preview))

@@ -19,6 +19,8 @@ package, and any YAML file in the same format is a rule (see :func:`load_rule_fi
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -39,6 +41,7 @@ __all__ = [
     "BUILTIN_RULES",
     "load_rule",
     "load_rule_file",
+    "rule_fingerprint",
     "validate_palette",
     "palette_tasks",
 ]
@@ -316,6 +319,27 @@ def load_rule(spec: str | Path | Rule) -> Rule:
         f"unknown rule {text!r}; use R2, R3, S:<task> (tasks: {', '.join(TASK_NAMES)}), "
         "mosaic, random, or the path of a YAML rule file"
     )
+
+
+def rule_fingerprint(rule: Rule) -> str:
+    """16 hex digits that change whenever ``rule`` would make other palettes: a semantic
+    rule's default and class table (not its name or description), a random rule's tasks
+    (and the mosaic's ``distinct``), rule S's task. A label store records it beside the
+    rule's name, so a rule file edited under the same ``name:`` is not mistaken for the
+    one the store was labelled with."""
+    if isinstance(rule, SemanticRule):
+        what = {"kind": "semantic", "default": rule.default,
+                "assignments": sorted(rule.assignments.items()), "classes": list(rule.classes)}  # fmt: skip
+    elif isinstance(rule, SingleTaskRule):
+        what = {"kind": "S", "task": rule.task.name}
+    elif isinstance(rule, MosaicRule):
+        what = {"kind": "mosaic", "tasks": list(rule.tasks), "distinct": rule.distinct}
+    elif isinstance(rule, RandomRule):
+        what = {"kind": "random", "tasks": list(rule.tasks)}
+    else:  # a rule class of the caller's: its name is all there is to go by
+        what = {"kind": type(rule).__name__, "name": rule.name}
+    text = json.dumps(what, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def validate_palette(palette: np.ndarray, source: str = "palette") -> np.ndarray:

@@ -853,6 +853,15 @@ class LabelStore:
             if not complete_only or g.attrs[NS].get("complete") is True
         )  # fmt: skip
 
+    def image_records(self, complete_only: bool = True) -> dict[str, dict]:
+        """``{image_id: its "composite_tasking" attributes}`` for every image (by default
+        only the completely written ones), in one pass over the store: what
+        :meth:`image_attrs` gives for each, without opening each image again."""
+        return {
+            name: json.loads(json.dumps(g.attrs[NS])) for name, g in self._image_groups()
+            if not complete_only or g.attrs[NS].get("complete") is True
+        }  # fmt: skip
+
     def _group(self, image_id: str, mode: str = "r") -> zarr.Group | None:
         validate_image_id(image_id)
         try:

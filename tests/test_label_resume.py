@@ -1,0 +1,272 @@
+"""Which images `ctn label` relabels, skips or keeps when it writes into a store that
+already holds images: ids that name one file each, settings checked image by image,
+a person's work kept, palette files found by their path.
+
+A tiny random CTN (ResNet-18) on the CPU, images of 32 x 40 pixels, the core function
+(:func:`composite_tasking.label.label_images`) and, where the command line matters,
+real ``ctn label`` subprocesses.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from composite_tasking.label import LabelError, image_ids, label_images
+from composite_tasking.store import LabelStore
+from composite_tasking.synthetic import generate
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SIZE = (32, 40)
+ENV = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+ENV.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_checkpoint):
+    from composite_tasking.inference import Predictor
+
+    return Predictor(tiny_checkpoint, device="cpu")
+
+
+def image(seed: int, i: int) -> np.ndarray:
+    return generate(seed, i, SIZE)["image"]
+
+
+def write_images(folder, names, seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, name in enumerate(names):
+        iio.imwrite(folder / name, image(seed, k))
+    return folder
+
+
+def run(inputs, out, predictor, **kw):
+    kw.setdefault("rule", "mosaic")
+    return label_images(inputs, out, model=predictor, batch_size=2, pipeline=False, **kw)
+
+
+def sources(out):
+    st = LabelStore(out, mode="r")
+    return {i: st.image_attrs(i)["image"]["source"] for i in st.ids()}
+
+
+# ------------------------------------------------------------------------ image ids
+
+
+def test_two_folders_with_one_file_name_are_both_labelled_run_after_run(tmp_path, predictor):
+    day1 = write_images(tmp_path / "day1", ["IMG_0001.png", "IMG_0002.png"], seed=1)
+    day2 = write_images(tmp_path / "day2", ["IMG_0001.png"], seed=2)  # other pixels, same name
+    out = tmp_path / "s.zarr"
+    first = run([day1], out, predictor)
+    assert first.done == ["IMG_0001.png", "IMG_0002.png"]
+    second = run([day2], out, predictor)
+    assert len(second.done) == 1 and second.skipped_complete == []  # not taken for day1's image
+    new = second.done[0]
+    assert new.startswith("IMG_0001.png-")
+    src = sources(out)
+    assert src["IMG_0001.png"] == str((day1 / "IMG_0001.png").resolve())
+    assert src[new] == str((day2 / "IMG_0001.png").resolve())
+    # run again, one folder or both, in either order: nothing is labelled twice
+    for inputs in ([day2], [day2, day1], [day1, day2]):
+        again = run(inputs, out, predictor)
+        assert again.done == [] and sorted(again.skipped_complete) == sorted(
+            [new] + (["IMG_0001.png", "IMG_0002.png"] if day1 in inputs else []))
+    assert len(LabelStore(out, mode="r").ids()) == 3
+
+
+def test_ids_do_not_depend_on_files_added_later(tmp_path, predictor):
+    folder = write_images(tmp_path / "in", ["photo_1.png"], seed=3)
+    out = tmp_path / "s.zarr"
+    assert run([folder], out, predictor).done == ["photo_1.png"]
+    iio.imwrite(folder / "photo 1.png", image(4, 0))  # the same id once cleaned up
+    summary = run([folder], out, predictor)
+    assert summary.skipped_complete == ["photo_1.png"]
+    assert len(summary.done) == 1 and summary.done[0].startswith("photo_1.png-")
+    assert sources(out)[summary.done[0]] == str((folder / "photo 1.png").resolve())
+
+
+def test_a_moved_folder_resumes_without_relabelling(tmp_path, predictor):
+    old = write_images(tmp_path / "old", ["a.png", "b.png"], seed=5)
+    out = tmp_path / "s.zarr"
+    run([old], out, predictor)
+    new = tmp_path / "new"
+    shutil.move(old, new)
+    iio.imwrite(new / "c.png", image(5, 9))
+    summary = run([new], out, predictor)
+    assert summary.skipped_complete == ["a.png", "b.png"] and summary.done == ["c.png"]
+
+
+def test_long_paths_get_ids_the_store_takes(tmp_path, predictor):
+    deep = tmp_path / "in" / ("a" * 100) / ("b" * 100)
+    write_images(deep, ["c" * 60 + ".png", "d" * 60 + ".png"])
+    summary = run([tmp_path / "in"], tmp_path / "s.zarr", predictor)
+    assert len(summary.done) == 2 and summary.failed == []
+    assert all(len(i) <= 200 for i in summary.done)
+    assert summary.done[0].endswith(".png-" + summary.done[0].rsplit("-", 1)[1])
+    assert len(set(summary.done)) == 2
+
+
+def test_image_ids_without_a_store_are_unique_and_stable(tmp_path):
+    a = write_images(tmp_path / "a", ["x.png"])
+    b = write_images(tmp_path / "b", ["x.png"])
+    ids = image_ids([a / "x.png", b / "x.png"], [a, b])
+    assert ids[0] == "x.png" and ids[1].startswith("x.png-") and len(set(ids)) == 2
+
+
+# ------------------------------------------------------------- settings, image by image
+
+
+def test_a_partial_overwrite_does_not_leave_a_silently_mixed_store(tmp_path, predictor):
+    folder = write_images(tmp_path / "in", ["a.png", "b.png", "c.png"])
+    out = tmp_path / "s.zarr"
+    run([folder], out, predictor, rule="mosaic")
+    run([folder / "a.png"], out, predictor, rule="S:edges", overwrite=True)
+    with pytest.raises(LabelError, match=r"2 image\(s\) of .* other settings .*'b.png'.*mosaic"):
+        run([folder], out, predictor, rule="S:edges")
+    summary = run([folder], out, predictor, rule="S:edges", overwrite=True)
+    assert summary.done == ["a.png", "b.png", "c.png"]
+    st = LabelStore(out, mode="r")
+    assert {st.image_attrs(i)["rule"] for i in st.ids()} == {"S:edges"}
+    assert run([folder], out, predictor, rule="S:edges").skipped_complete == ["a.png", "b.png", "c.png"]
+
+
+def test_a_rule_file_edited_under_its_old_name_is_another_rule(tmp_path, predictor):
+    folder = write_images(tmp_path / "in", ["a.png", "b.png"])
+    rule = tmp_path / "mine.yaml"
+    rule.write_text("name: mine\ndefault: edges\ntasks:\n  normals: [person]\n")
+    out = tmp_path / "s.zarr"
+    run([folder / "a.png"], out, predictor, rule=str(rule))
+    rule.write_text("name: mine\ndefault: saliency\ntasks:\n  normals: [person]\n")
+    with pytest.raises(LabelError, match="rule_sha256"):
+        run([folder], out, predictor, rule=str(rule))
+
+
+def test_a_copied_model_and_a_relative_palette_folder_are_the_same_settings(tmp_path, tiny_checkpoint, monkeypatch):
+    from composite_tasking.inference import Predictor
+
+    folder = write_images(tmp_path / "in", ["a.png", "b.png"])
+    pals = tmp_path / "pals"
+    pals.mkdir()
+    for name in ("a.png", "b.png"):
+        iio.imwrite(pals / name, np.full(SIZE, 3, np.uint8))
+    copy = shutil.copytree(tiny_checkpoint, tmp_path / "copy")
+    out = tmp_path / "s.zarr"
+    run([folder / "a.png"], out, Predictor(tiny_checkpoint, device="cpu"), palette_from=str(pals))
+    monkeypatch.chdir(tmp_path)
+    summary = run([folder], out, Predictor(copy, device="cpu"), palette_from="pals")
+    assert summary.done == ["b.png"] and summary.skipped_complete == ["a.png"]
+
+
+def test_a_persons_work_is_never_relabelled(tmp_path, predictor):
+    folder = write_images(tmp_path / "in", ["a.png", "b.png"])
+    out = tmp_path / "s.zarr"
+    run([folder], out, predictor, rule="S:edges")
+    with LabelStore(out, mode="a") as st:
+        edges = st.read_sample("a.png").labels["edges"].copy()
+        edges[:4] = 1
+        st.update_labels("a.png", {"edges": edges}, provenance={"edges": "corrected"})
+    summary = run([folder], out, predictor, rule="S:edges", overwrite=True)
+    assert summary.kept == ["a.png"] and summary.done == ["b.png"]
+    summary = run([folder], out, predictor, rule="mosaic", overwrite=True)  # another rule too
+    assert summary.kept == ["a.png"] and summary.done == ["b.png"]
+    st = LabelStore(out, mode="r")
+    assert st.image_attrs("a.png")["provenance"]["edges"] == "corrected"
+    assert (st.read_sample("a.png").labels["edges"][:4] == 1).all()
+
+
+def test_the_palette_network_follows_its_own_rule(tmp_path, tiny_checkpoint):
+    from composite_tasking.inference import Predictor
+
+    folder = write_images(tmp_path / "in", ["a.png"])
+    pred = Predictor(tiny_checkpoint, device="cpu", palette_model="default")  # the bundled one: R2
+    with pytest.raises(LabelError, match="trained for rule R2.*not S:edges"):
+        label_images([folder], tmp_path / "x.zarr", model=pred, palette_from="net", rule="S:edges")
+    assert not (tmp_path / "x.zarr").exists()
+    summary = label_images([folder], tmp_path / "s.zarr", model=pred, palette_from="net", pipeline=False)
+    attrs = LabelStore(tmp_path / "s.zarr", mode="r").image_attrs(summary.done[0])
+    assert attrs["rule"] == "R2" and attrs["palette_origin"] == "net" and attrs["palette_model_sha256"]
+
+
+# -------------------------------------------------------------------------- palette files
+
+
+def test_palette_files_are_found_by_the_images_path(tmp_path, predictor):
+    folder = write_images(tmp_path / "in", ["dup.png", "dup.jpg.png"])  # two images
+    write_images(tmp_path / "in" / "sub", ["n.png"])
+    write_images(tmp_path / "in" / "sub2", ["n.png"])
+    iio.imwrite(folder / "dup.jpg", image(0, 7), extension=".jpg")
+    pals = tmp_path / "pals"
+    (pals / "sub").mkdir(parents=True)
+    for name, value in [("dup.png", 1), ("dup.jpg.png", 2), ("dup.jpg.png.png", 5),
+                        ("sub/n.png", 3), ("n.png", 4)]:  # fmt: skip
+        iio.imwrite(pals / name, np.full(SIZE, value, np.uint8))
+    out = tmp_path / "s.zarr"
+    summary = run([folder], out, predictor, palette_from=str(pals))
+    assert summary.failed == []
+    st = LabelStore(out, mode="r")
+    value = {i: int(np.unique(st.read_sample(i).palette)[0]) for i in st.ids()}
+    assert value == {"dup.png": 1, "dup.jpg": 2, "dup.jpg.png": 5, "sub__n.png": 3, "sub2__n.png": 4}
+
+
+@pytest.mark.parametrize("bad", ["empty", "garbage", "values"])
+def test_a_bad_palette_file_skips_its_image_only(tmp_path, predictor, bad):
+    folder = write_images(tmp_path / "in", ["a.png", "b.png", "c.png"])
+    pals = tmp_path / "pals"
+    pals.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        iio.imwrite(pals / name, np.full(SIZE, 2, np.uint8))
+    if bad == "empty":
+        (pals / "b.png").write_bytes(b"")
+    elif bad == "garbage":
+        (pals / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"x" * 50)
+    else:
+        iio.imwrite(pals / "b.png", np.full(SIZE, 9, np.uint8))  # no task 8
+    summary = run([folder], tmp_path / "s.zarr", predictor, palette_from=str(pals))
+    assert summary.done == ["a.png", "c.png"]
+    assert len(summary.failed) == 1 and summary.failed[0][0] == str(folder / "b.png")
+    assert "palette" in summary.failed[0][1]
+
+
+# ------------------------------------------------------------------------ usage errors
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"WORLD_SIZE": "abc"}, "WORLD_SIZE='abc' is not an integer"),
+    ({"WORLD_SIZE": "2", "RANK": "5"}, "RANK=5 and WORLD_SIZE=2"),
+])  # fmt: skip
+def test_a_bad_torchrun_environment_is_named(tmp_path, predictor, monkeypatch, env, message):
+    folder = write_images(tmp_path / "in", ["a.png"])
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(LabelError, match=message):
+        run([folder], tmp_path / "s.zarr", predictor)
+    assert not (tmp_path / "s.zarr").exists()
+
+
+@pytest.mark.parametrize("preview", ["sheet.jpg", "folder"])
+def test_the_preview_must_be_a_png_path(tmp_path, predictor, preview):
+    folder = write_images(tmp_path / "in", ["a.png"])
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(LabelError, match="preview is a PNG"):
+        run([folder], tmp_path / "s.zarr", predictor, preview=tmp_path / preview)
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_ctn_label_labels_a_second_folders_namesakes(tmp_path, tiny_checkpoint):
+    """The review's case, as a user runs it: `ctn label day1`, then `ctn label day2`."""
+    day1 = write_images(tmp_path / "day1", ["IMG_0001.png"], seed=1)
+    day2 = write_images(tmp_path / "day2", ["IMG_0001.png"], seed=2)
+    out = tmp_path / "s.zarr"
+    for folder in (day1, day2):
+        proc = subprocess.run([sys.executable, "-m", "composite_tasking.cli", "label", str(folder),
+                               "--out", str(out), "--rule", "S:edges", "--model", str(tiny_checkpoint),
+                               "--device", "cpu", "--no-preview"], capture_output=True, text=True,
+                              env=ENV, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert "labelled 1 image(s)" in proc.stdout, proc.stdout
+    assert len(LabelStore(out, mode="r").ids()) == 2
