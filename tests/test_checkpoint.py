@@ -125,3 +125,63 @@ def test_half_precision_keeps_statistics_that_do_not_fit_in_float16(tmp_path, ct
     bn.running_var.fill_(2.5e10)  # seen in a real decoder; inf in float16
     loaded, _ = load_checkpoint(save_checkpoint(model, tmp_path / "h", dtype=torch.float16))
     assert torch.equal(loaded.decoder.decs[0].norm.running_var, bn.running_var)
+
+
+def _edit_config(folder, **changes):
+    cfg = folder / "config.json"
+    meta = json.loads(cfg.read_text())
+    meta.update(changes)
+    cfg.write_text(json.dumps(meta))
+    return cfg
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"tasks": ["semseg"]}, "'tasks' must be a mapping"),
+    ({"format_version": "one"}, "format_version must be an integer, got 'one'"),
+    ({"provenance": "trained"}, "'provenance' must be a mapping"),
+    ({"model": ["ctn"]}, "'model' must be a mapping"),
+])  # fmt: skip
+def test_a_config_of_the_wrong_types_is_a_checkpoint_error_naming_the_file(tmp_path, ctn18, changes, words):
+    cfg = _edit_config(save_checkpoint(ctn18, tmp_path / "c"), **changes)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(cfg.parent)
+    assert str(cfg) in str(e.value) and words in str(e.value)
+
+
+def test_weights_of_another_architecture_are_named_briefly(tmp_path, ctn18):
+    """ResNet-18 weights under a ResNet-34 config: a few key names and how many more,
+    not torch's list of thousands of characters."""
+    folder = save_checkpoint(ctn18, tmp_path / "c")
+    meta = json.loads((folder / "config.json").read_text())
+    meta["model"]["encoder"] = "resnet34"
+    (folder / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(folder, verify=False)
+    msg = str(e.value)
+    assert str(folder / "model.safetensors") in msg and str(folder / "config.json") in msg
+    assert "missing key(s)" in msg and "more" in msg and len(msg) < 700, msg
+
+
+def test_a_run_folder_with_a_broken_latest_json_is_named(tmp_path):
+    from composite_tasking.inference import resolve_model
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "latest.json").write_text('{"state": "epoch-0001" "model": 3}')
+    with pytest.raises(CheckpointError) as e:
+        resolve_model(run)
+    assert str(run / "latest.json") in str(e.value) and "not a readable JSON" in str(e.value)
+    (run / "latest.json").write_text('{"state": "epoch-0001"}')
+    with pytest.raises(CheckpointError, match="names no model"):
+        resolve_model(run)
+
+
+def test_config_json_is_strict_json_with_null_for_nan(tmp_path, ctn18):
+    folder = save_checkpoint(ctn18, tmp_path / "c", provenance={"val": {"parts": float("nan"), "edges": 1.5}})
+
+    def no_nan(token):
+        raise AssertionError(f"not strict JSON: {token}")
+
+    meta = json.loads((folder / "config.json").read_text(), parse_constant=no_nan)
+    assert meta["provenance"]["val"] == {"parts": None, "edges": 1.5}
+    assert read_checkpoint_info(folder).provenance["val"]["parts"] is None

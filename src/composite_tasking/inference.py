@@ -52,7 +52,14 @@ def resolve_model(spec: str | Path) -> Path:
     p = Path(spec)
     latest = p / "latest.json"
     if latest.is_file():  # a training run: its newest model
-        return p / json.loads(latest.read_text())["model"]
+        try:
+            pointer = json.loads(latest.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{latest}: not a readable JSON file ({e}); the run's newest "
+                                  "checkpoint is its highest epoch-NNNN/model folder") from None  # fmt: skip
+        if not isinstance(pointer, dict) or not isinstance(pointer.get("model"), str):
+            raise CheckpointError(f"{latest}: names no model (expected {{\"model\": \"epoch-NNNN/model\"}})")
+        return p / pointer["model"]
     if not p.exists():
         raise CheckpointError(f"model {str(spec)!r} not found: give 'default', a checkpoint folder "
                               "or a training run folder")  # fmt: skip

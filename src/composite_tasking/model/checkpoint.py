@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "read_checkpoint_info",
+    "json_safe",
+    "state_dict_mismatch",
     "CONFIG_NAME",
     "WEIGHTS_NAME",
     "FORMAT",
@@ -60,6 +63,44 @@ class CheckpointInfo:
     meta: dict[str, Any]  # the whole config.json
     sha256: str  # of model.safetensors: identifies the weights
     provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def json_safe(value):
+    """NaN and infinities (a metric with nothing to score) as null: strict JSON, which
+    every JSON reader accepts (``json.dumps`` writes bare ``NaN`` tokens otherwise).
+    Readers of such files take null where a NaN was."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def _some(names, shown: int = 3) -> str:
+    names = sorted(names)
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def state_dict_mismatch(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    """Why ``state`` cannot be loaded into ``model`` (missing and unexpected keys, shapes),
+    a few names of each and how many more; None when it fits."""
+    own = model.state_dict()
+    missing = set(own) - set(state)
+    unexpected = set(state) - set(own)
+    shapes = {k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape)}
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s) ({_some(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s) ({_some(unexpected)})")
+    if shapes:
+        k = sorted(shapes)[0]
+        parts.append(f"{len(shapes)} of another shape ({_some(shapes)}; e.g. {k}: "
+                     f"{tuple(state[k].shape)} stored, {tuple(own[k].shape)} expected)")  # fmt: skip
+    return "; ".join(parts) or None
 
 
 def _task_table(tasks) -> dict[str, Any]:
@@ -133,7 +174,7 @@ def save_checkpoint(model, path: str | Path, provenance: dict[str, Any] | None =
         "weights_dtype": str(dtype or torch.float32).removeprefix("torch."),
         "provenance": provenance or {},
     }
-    text = json.dumps(meta, indent=2) + "\n"
+    text = json.dumps(json_safe(meta), indent=2, allow_nan=False) + "\n"
     _atomic_write_bytes(path / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return path
 
@@ -171,19 +212,27 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{cfg_path}: not a {FORMAT} config (format = {meta.get('format')!r})"
                               if isinstance(meta, dict) else f"{cfg_path}: not a JSON object")  # fmt: skip
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{cfg_path}: format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
-            f"{cfg_path}: format version {meta['format_version']} is newer than this package "
+            f"{cfg_path}: format version {version} is newer than this package "
             f"reads ({FORMAT_VERSION}); update napari-composite-tasking"
         )
+    for key, kind in (("model", dict), ("tasks", dict), ("provenance", dict), ("weights_sha256", str)):
+        if key in meta and not isinstance(meta[key], kind):
+            what = "a mapping" if kind is dict else "a string"
+            raise CheckpointError(f"{cfg_path}: {key!r} must be {what}, got {type(meta[key]).__name__} "
+                                  f"{str(meta[key])[:80]}")  # fmt: skip
     try:
         config = ModelConfig.from_dict(meta["model"])
+        expected = _task_table(config.tasks)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{cfg_path}: invalid model config: {e}") from None
     # The class tables are data of the package; a checkpoint trained with other anchors
     # would decode to wrong classes, so a mismatch is an error, not a warning.
     stored = meta.get("tasks", {})
-    expected = _task_table(config.tasks)
     for name, entry in expected.items():
         if name in stored and stored[name] != entry:
             raise CheckpointError(
@@ -214,8 +263,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", verify
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{weights}: not a readable safetensors file ({e})") from None
     model = build_model(info.config, pretrained=False)
+    problem = state_dict_mismatch(model, state)
+    if problem:
+        raise CheckpointError(f"{weights} does not fit its config ({info.path / CONFIG_NAME}): {problem}")
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{weights} does not fit its config: {e}") from None
+    except RuntimeError as e:  # pragma: no cover - the check above finds what this would
+        raise CheckpointError(f"{weights} does not fit its config: {str(e)[:300]}") from None
     return model.to(device).eval(), info
