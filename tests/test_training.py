@@ -25,7 +25,7 @@ import yaml
 from composite_tasking.model import load_checkpoint
 from composite_tasking.model.checkpoint import CheckpointError
 from composite_tasking.training import trainer as trainer_mod
-from composite_tasking.training.recipe import Recipe, RecipeError
+from composite_tasking.training.recipe import Recipe, RecipeError, load_recipe
 from composite_tasking.training.trainer import LATEST, Trainer, TrainingDiverged
 
 ALL_TASKS = {"semseg", "parts", "edges", "saliency", "normals"}
@@ -470,7 +470,7 @@ import json, math, os, sys
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from composite_tasking.training.recipe import Recipe, RecipeError
+from composite_tasking.training.recipe import Recipe, RecipeError, load_recipe
 from composite_tasking.training.trainer import Trainer
 
 
@@ -549,3 +549,53 @@ def test_max_minutes_stops_after_the_last_finished_epoch(tmp_path, capsys, monke
             ctn_here(capsys, "train", "--config", recipe, "--out", tmp_path / "x", "--max-minutes", bad)
         assert e.value.code == 2
     assert "--max-minutes" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------- recipe checks
+@pytest.mark.parametrize("change, words", [
+    ({"optimizer": {"lr": 1.0e-2}}, ["optimizer", "'lr'", "lr_decoder, lr_encoder"]),
+    ({"schedule": {"kind": "step", "milestone": [1]}}, ["schedule", "'milestone'", "milestones"]),
+    ({"schedule": {"kind": "step", "patience": 3}}, ["schedule", "'patience'", "kind, factor, milestones"]),
+    ({"augment": {"hfilp": False}}, ["augment", "'hfilp'", "hflip"]),
+    ({"model": {"preset": "ctn-resnet18", "pretrainde": True}}, ["model", "'pretrainde'", "pretrained"]),
+    ({"loss_weights": {"semseeg": 1}}, ["loss_weights", "'semseeg'", "semseg"]),
+    ({"train": {"kind": "synthetic", "seed": 1, "n": 8, "sise": 32}}, ["train", "'sise'", "seed, n, size"]),
+    ({"optimizer": {"lr_decoder": "fast"}}, ["optimizer.lr_decoder", "'fast'"]),
+    ({"optimizer": {"lr_decoder": 0}}, ["optimizer.lr_decoder", "> 0", "got 0"]),
+    ({"optimizer": {"lr_decoder": 1.0e-3, "lr_encoder": -1.0e-5}}, ["optimizer.lr_encoder", "-1e-05"]),
+    ({"loss_weights": {"edges": -50}}, ["loss_weights.edges", "-50"]),
+    ({"loss_weights": {"edges": ".inf"}}, ["loss_weights.edges", "inf"]),
+    ({"grad_clip": 0}, ["grad_clip", "got 0"]),
+    ({"max_steps_per_epoch": 0}, ["max_steps_per_epoch", "got 0"]),
+    ({"epochs": 0}, ["epochs", "got 0"]),
+    ({"batch_size": "four"}, ["batch_size", "'four'"]),
+    ({"train": {"kind": "synthetic", "seed": 1, "n": 0}}, ["train", "n must be an integer >= 1", "got 0"]),
+])  # fmt: skip
+def test_a_typo_or_a_bad_value_anywhere_in_a_recipe_is_an_error(tmp_path, change, words):
+    """Recipe.validate reads every nested key and value the trainer reads: an error names
+    the key, the value or the allowed keys, and the file."""
+    path = tmp_path / "recipe.yaml"
+    data = recipe_dict(**change)
+    if change.get("loss_weights", {}).get("edges") == ".inf":
+        path.write_text(yaml.safe_dump(recipe_dict()).replace("rule: mosaic", "rule: mosaic\nloss_weights: {edges: .inf}"))
+    else:
+        path.write_text(yaml.safe_dump(data))
+    with pytest.raises(RecipeError) as e:
+        load_recipe(path)
+    msg = str(e.value)
+    assert str(path) in msg and all(w in msg for w in words), msg
+
+
+def test_recipe_numbers_yaml_reads_as_strings_and_a_frozen_encoder_are_accepted(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe_dict()).replace("lr_decoder: 0.001", "lr_decoder: 1e-3")
+                    .replace("lr_encoder: 0.001", "lr_encoder: 0"))  # fmt: skip
+    r = load_recipe(path)
+    assert r.optimizer["lr_decoder"] == 1e-3 and r.optimizer["lr_encoder"] == 0
+
+
+def test_bad_recipe_value_via_the_cli(tmp_path, capsys):
+    recipe = write_recipe(tmp_path / "fast.yaml", optimizer={"lr_decoder": "fast", "lr_encoder": 1e-5})
+    code, _, err = ctn_here(capsys, "train", "--config", recipe, "--out", tmp_path / "run")
+    assert code == 2 and "optimizer.lr_decoder" in err and "'fast'" in err and str(recipe) in err, err
+    assert "could not convert" not in err and not (tmp_path / "run").exists()

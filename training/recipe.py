@@ -3,18 +3,30 @@
 A recipe names the model, the data, the rule that makes the training palettes, the loss
 weights, the optimiser with the paper's two learning rates (encoder, decoder + task
 representation), the schedule, the augmentation, the epochs and the precision. Unknown
-keys are errors naming the file, so a typo never silently changes a run.
+keys are errors naming the file, at every level (``optimizer: {lr: ...}``, a task name
+in ``loss_weights``, ...), and so are values out of range, so a typo never silently
+changes a run.
 
 Data specs, in a recipe or on the command line (``--data``)::
 
-    synthetic:seed=K,n=N[,size=S]      scenes of the synthetic world
-    pascal-mt:ROOT[,split=val]         PASCAL-MT on disk
-    STORE.zarr                         a label store (ground truth or corrections)
+    synthetic:seed=K,n=N[,size=S]          scenes of the synthetic world
+    pascal-mt:ROOT[,split=train|val]       PASCAL-MT on disk
+    STORE.zarr                             a label store
+
+or, in a recipe, a mapping with ``kind`` and the keys of that kind
+(:data:`DATA_KEYS`), e.g. ``{kind: store, root: labels.zarr, select: all, size: 96}``.
+A PASCAL-MT spec without a split means the train split where a model is trained and the
+val split where it is evaluated (``default_split`` of :func:`parse_data_spec`). A
+store spec trains on the images holding labels a person corrected or ground truth
+(``select: corrected``, the default) or on every image, pseudo-labels a model wrote
+included (``select: all``: self-training). ``size`` is the side of the training crop
+(smaller images are padded, padding has no task); 256 unless given.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -22,11 +34,23 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Recipe", "RecipeError", "DataSpec", "parse_data_spec", "load_recipe", "builtin_recipe"]
+__all__ = ["Recipe", "RecipeError", "DataSpec", "DATA_KEYS", "SELECT", "parse_data_spec",
+           "load_recipe", "builtin_recipe"]  # fmt: skip
 
 
 class RecipeError(ValueError):
     """A recipe or data spec is invalid."""
+
+
+#: the keys each kind of data spec reads (beside ``kind``)
+DATA_KEYS: dict[str, tuple[str, ...]] = {
+    "synthetic": ("seed", "n", "size"),
+    "pascal-mt": ("root", "split", "size"),
+    "store": ("root", "select", "size"),
+}
+#: which images of a store a store spec takes: those with labels a person corrected or
+#: ground truth, or all (pseudo-labels too)
+SELECT = ("corrected", "all")
 
 
 @dataclass(frozen=True)
@@ -37,6 +61,7 @@ class DataSpec:
     size: int = 256
     root: str = ""
     split: str = "train"
+    select: str = "corrected"  # store: see SELECT
 
     def to_string(self) -> str:
         if self.kind == "synthetic":
@@ -45,51 +70,115 @@ class DataSpec:
             return f"pascal-mt:{self.root},split={self.split}"
         return self.root
 
+    def to_dict(self) -> dict:
+        """The recipe mapping of this spec: ``kind`` and the keys of its kind."""
+        return {"kind": self.kind, **{k: getattr(self, k) for k in DATA_KEYS[self.kind]}}
 
-def parse_data_spec(spec: str | dict | DataSpec) -> DataSpec:
-    """``synthetic:seed=K,n=N[,size=S]``, ``pascal-mt:ROOT[,split=S]`` or a store path."""
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse_data_spec(spec: str | dict | DataSpec, default_split: str = "train", key: str = "data",
+                    where: str = "") -> DataSpec:  # fmt: skip
+    """``synthetic:seed=K,n=N[,size=S]``, ``pascal-mt:ROOT[,split=S]``, a store path, or a
+    mapping with ``kind`` (see the module doc). ``default_split`` is the PASCAL-MT split
+    when the spec names none: ``train`` to train, ``val`` to evaluate. ``key`` and
+    ``where`` name the spec in errors (``train``, `` in recipe.yaml``)."""
     if isinstance(spec, DataSpec):
         return spec
     if isinstance(spec, dict):
-        spec = dict(spec)
-        kind = spec.pop("kind", None)
-        try:
-            return DataSpec(kind=str(kind), **spec)
-        except TypeError as e:
-            raise RecipeError(f"data spec {spec}: {e}") from None
-    text = str(spec).strip()
+        return _data_from_dict(spec, default_split, key, where)
+    if not isinstance(spec, str):
+        raise RecipeError(f"{key}{where}: a data spec is a string or a mapping with kind, got {spec!r}")
+    text = spec.strip()
     if text.startswith("synthetic:") or text == "synthetic":
-        opts = _options(text.partition(":")[2], text)
-        unknown = set(opts) - {"seed", "n", "size"}
-        if unknown:
-            raise RecipeError(f"data spec {text!r}: unknown option(s) {sorted(unknown)}; "
-                              "use seed, n, size")  # fmt: skip
-        try:
-            vals = {k: int(v) for k, v in opts.items()}
-        except ValueError:
-            raise RecipeError(f"data spec {text!r}: seed, n and size are integers") from None
-        if vals.get("n", 0) < 1:
-            raise RecipeError(f"data spec {text!r}: give n=N (number of scenes, >= 1)")
-        return DataSpec("synthetic", seed=vals.get("seed", 0), n=vals["n"], size=vals.get("size", 256))
+        opts = _options(text.partition(":")[2], text, ("seed", "n", "size"), where)
+        vals = {}
+        for k, v in opts.items():
+            try:
+                vals[k] = int(v)
+            except ValueError:
+                raise RecipeError(f"data spec {text!r}{where}: {k} is an integer, got {v!r}") from None
+        if "n" not in vals:
+            raise RecipeError(f"data spec {text!r}{where}: give n=N (number of scenes, >= 1)")
+        return _data_from_dict({"kind": "synthetic", **vals}, default_split, f"data spec {text!r}", where)
     if text.startswith("pascal-mt:"):
         root, _, rest = text[len("pascal-mt:"):].partition(",")
-        opts = _options(rest, text)
-        if not root:
-            raise RecipeError(f"data spec {text!r}: give the PASCAL-MT root folder")
-        return DataSpec("pascal-mt", root=root, split=opts.get("split", "val"))
+        opts = _options(rest, text, ("split", "size"), where)
+        if "size" in opts:
+            try:
+                opts["size"] = int(opts["size"])
+            except ValueError:
+                raise RecipeError(f"data spec {text!r}{where}: size is an integer, got {opts['size']!r}") from None
+        return _data_from_dict({"kind": "pascal-mt", "root": root, **opts}, default_split,
+                               f"data spec {text!r}", where)  # fmt: skip
     if not text:
-        raise RecipeError("empty data spec")
+        raise RecipeError(f"{key}{where}: empty data spec")
     return DataSpec("store", root=text)
 
 
-def _options(text: str, whole: str) -> dict[str, str]:
+def _data_from_dict(spec: dict, default_split: str, key: str, where: str) -> DataSpec:
+    kind = spec.get("kind")
+    if kind not in DATA_KEYS:
+        raise RecipeError(f"{key}{where}: kind is {', '.join(DATA_KEYS)}, not {kind!r}")
+    allowed = DATA_KEYS[kind]
+    unknown = sorted(set(spec) - {"kind", *allowed})
+    if unknown:
+        raise RecipeError(f"{key}{where}: unknown key(s) {unknown} for data of kind {kind}; "
+                          f"allowed: {', '.join(allowed)}")  # fmt: skip
+    values = {k: v for k, v in spec.items() if k != "kind"}
+    minimum = {"seed": 0, "n": 1, "size": 1}
+    for k, low in minimum.items():
+        if k in values and not (_is_int(values[k]) and values[k] >= low):
+            raise RecipeError(f"{key}{where}: {k} must be an integer >= {low}, got {values[k]!r}")
+    if kind == "synthetic" and "n" not in values:
+        raise RecipeError(f"{key}{where}: give n (number of scenes, >= 1)")
+    if kind != "synthetic":
+        root = values.get("root")
+        if not isinstance(root, str) or not root.strip():
+            what = "the PASCAL-MT root folder" if kind == "pascal-mt" else "the label store's path"
+            raise RecipeError(f"{key}{where}: give root, {what}")
+    if kind == "pascal-mt":
+        values.setdefault("split", default_split)
+        if not isinstance(values["split"], str) or not values["split"]:
+            raise RecipeError(f"{key}{where}: split is a split name (train, val), got {values['split']!r}")
+    if kind == "store" and values.get("select", "corrected") not in SELECT:
+        raise RecipeError(f"{key}{where}: select is {' or '.join(SELECT)}, not {values['select']!r}")
+    return DataSpec(kind=kind, **values)
+
+
+def _options(text: str, whole: str, allowed: tuple[str, ...], where: str) -> dict[str, str]:
     out = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         k, eq, v = part.partition("=")
         if not eq:
-            raise RecipeError(f"data spec {whole!r}: expected key=value, got {part!r}")
+            raise RecipeError(f"data spec {whole!r}{where}: expected key=value, got {part!r}")
         out[k.strip()] = v.strip()
+    unknown = sorted(set(out) - set(allowed))
+    if unknown:
+        raise RecipeError(f"data spec {whole!r}{where}: unknown option(s) {unknown}; "
+                          f"use {', '.join(allowed)}")  # fmt: skip
     return out
+
+
+#: the keys of each nested section that the trainer reads (trainer.py: Trainer,
+#: build_augment, _Schedule); anything else in them is a typo
+SECTION_KEYS: dict[str, tuple[str, ...]] = {
+    "model": ("preset", "pretrained"),
+    "optimizer": ("lr_decoder", "lr_encoder", "weight_decay", "betas"),
+    "augment": ("crop", "hflip", "scale", "photometric"),
+}
+#: the keys of ``schedule`` for each of its kinds
+SCHEDULE_KEYS: dict[str, tuple[str, ...]] = {
+    "plateau": ("kind", "factor", "patience"),
+    "step": ("kind", "factor", "milestones"),
+    "none": ("kind",),
+}
 
 
 @dataclass
@@ -131,18 +220,60 @@ class Recipe:
         return r
 
     def validate(self, where: str = "") -> None:
+        """Every key and value the trainer reads; a :class:`RecipeError` names the key,
+        the value and (``where``) the file."""
         from composite_tasking.model import PRESETS
         from composite_tasking.palette import load_rule
         from composite_tasking.tasks import TASK_NAMES
 
-        if self.init is None and self.model.get("preset") not in PRESETS:
-            raise RecipeError(f"unknown model preset {self.model.get('preset')!r}{where}; "
-                              f"presets: {', '.join(PRESETS)}")  # fmt: skip
-        for key in ("train", "val"):
+        def fail(key: str, problem: str):
+            raise RecipeError(f"{key}{where}: {problem}")
+
+        def integer(key: str, value, low: int, none_ok: bool = False) -> None:
+            if value is None and none_ok:
+                return
+            if not (_is_int(value) and value >= low):
+                fail(key, f"must be an integer >= {low}{' or null' if none_ok else ''}, got {value!r}")
+
+        def number(key: str, value, low: float, strict: bool, high: float | None = None) -> float:
+            if isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
+                try:
+                    value = float(value)
+                except ValueError:
+                    pass
+            ok = _is_number(value) and (value > low if strict else value >= low)
+            if ok and high is not None:
+                ok = value <= high
+            if not ok:
+                bound = f"{'>' if strict else '>='} {low:g}" + ("" if high is None else f" and <= {high:g}")
+                fail(key, f"must be a finite number {bound}, got {value!r}")
+            return value
+
+        def section(key: str, value, allowed) -> dict:
+            if not isinstance(value, dict):
+                fail(key, f"must be a mapping with keys {', '.join(allowed)}, got {value!r}")
+            unknown = sorted(set(value) - set(allowed))
+            if unknown:
+                fail(key, f"unknown key(s) {unknown}; allowed: {', '.join(allowed)}")
+            return value
+
+        for key in ("name", "rule", "val_rule", "precision"):
+            if not isinstance(getattr(self, key), str):
+                fail(key, f"must be a string, got {getattr(self, key)!r}")
+        if self.init is not None and not isinstance(self.init, str):
+            fail("init", f"must be a checkpoint path or null, got {self.init!r}")
+        model = section("model", self.model, SECTION_KEYS["model"])
+        if self.init is None and model.get("preset") not in PRESETS:
+            fail("model.preset", f"unknown model preset {model.get('preset')!r}; presets: {', '.join(PRESETS)}")
+        if not isinstance(model.get("pretrained", False), bool):
+            fail("model.pretrained", f"must be true or false, got {model['pretrained']!r}")
+        if self.train is None:
+            fail("train", "give the training data")
+        for key, split in (("train", "train"), ("val", "val")):
             spec = getattr(self, key)
             if spec is not None:
-                parse_data_spec(spec)
-        is_palette_net = self.model.get("preset", "").startswith("palette")
+                parse_data_spec(spec, split, key, where)
+        is_palette_net = self.init is None and str(model.get("preset", "")).startswith("palette")
         if self.rule == "S" and is_palette_net:
             raise RecipeError(f"rule S (every task everywhere) trains a CTN, MHN or STN, not a palette "
                               f"network: give the palette network a rule to learn{where}")  # fmt: skip
@@ -153,17 +284,55 @@ class Recipe:
                 load_rule(self.val_rule)
         except ValueError as e:
             raise RecipeError(f"{e}{where}") from None
-        if self.loss_weights:
-            bad = set(self.loss_weights) - set(TASK_NAMES)
-            if bad:
-                raise RecipeError(f"unknown task(s) {sorted(bad)} in loss_weights{where}")
+        if self.loss_weights is not None:
+            weights = section("loss_weights", self.loss_weights, TASK_NAMES)
+            for task, w in weights.items():
+                weights[task] = number(f"loss_weights.{task}", w, 0, strict=False)
+        self.focal_gamma = number("focal_gamma", self.focal_gamma, 0, strict=False)
+        opt = section("optimizer", self.optimizer, SECTION_KEYS["optimizer"])
+        # lr_encoder 0 keeps the encoder's weights (its BatchNorm statistics still adapt)
+        for key, strict in (("lr_decoder", True), ("lr_encoder", False), ("weight_decay", False)):
+            if key in opt:
+                opt[key] = number(f"optimizer.{key}", opt[key], 0, strict)
+        if "betas" in opt:
+            betas = opt["betas"]
+            if not (isinstance(betas, (list, tuple)) and len(betas) == 2
+                    and all(_is_number(b) and 0 <= b < 1 for b in betas)):  # fmt: skip
+                fail("optimizer.betas", f"must be two numbers in [0, 1), got {betas!r}")
+        if not isinstance(self.schedule, dict) or self.schedule.get("kind") not in SCHEDULE_KEYS:
+            kind = self.schedule.get("kind") if isinstance(self.schedule, dict) else self.schedule
+            fail("schedule", f"kind must be plateau, step or none, got {kind!r}")
+        sch = section("schedule", self.schedule, SCHEDULE_KEYS[self.schedule["kind"]])
+        if "factor" in sch:
+            sch["factor"] = number("schedule.factor", sch["factor"], 0, strict=True, high=1)
+        if "patience" in sch:
+            integer("schedule.patience", sch["patience"], 0)
+        if "milestones" in sch:
+            ms = sch["milestones"]
+            if not (isinstance(ms, list) and all(_is_int(m) and m >= 1 for m in ms)):
+                fail("schedule.milestones", f"must be a list of epochs (integers >= 1), got {ms!r}")
+        if self.augment:
+            aug = section("augment", self.augment, SECTION_KEYS["augment"])
+            for key in ("hflip", "photometric"):
+                if not isinstance(aug.get(key, True), bool):
+                    fail(f"augment.{key}", f"must be true or false, got {aug[key]!r}")
+            if "crop" in aug:
+                integer("augment.crop", aug["crop"], 1)
+            scale = aug.get("scale")
+            if scale is not None and scale is not False:
+                if not (isinstance(scale, (list, tuple)) and len(scale) == 2
+                        and all(_is_number(v) and v > 0 for v in scale) and scale[0] <= scale[1]):  # fmt: skip
+                    fail("augment.scale", f"must be [low, high] with 0 < low <= high (or null), got {scale!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
-            raise RecipeError(f"precision is auto, bf16 or fp32, not {self.precision!r}{where}")
-        if self.schedule.get("kind") not in ("plateau", "step", "none"):
-            raise RecipeError(f"schedule kind is plateau, step or none{where}")
-        for k in ("epochs", "batch_size"):
-            if int(getattr(self, k)) < 1:
-                raise RecipeError(f"{k} must be >= 1{where}")
+            fail("precision", f"must be auto, bf16 or fp32, got {self.precision!r}")
+        integer("epochs", self.epochs, 1)
+        integer("batch_size", self.batch_size, 1)
+        integer("workers", self.workers, 0)
+        integer("seed", self.seed, 0)
+        integer("max_steps_per_epoch", self.max_steps_per_epoch, 1, none_ok=True)
+        integer("bn_recalibration_batches", self.bn_recalibration_batches, 0)
+        if self.grad_clip is not None:  # null = no clipping
+            self.grad_clip = number("grad_clip", self.grad_clip, 0, strict=True)
 
     def to_dict(self) -> dict:
         d = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}
