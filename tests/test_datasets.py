@@ -560,3 +560,65 @@ def test_store_dataset(tmp_path):
         StoreDataset(path)[0]
     with pytest.raises(FileNotFoundError, match="missing.zarr"):
         StoreDataset(tmp_path / "missing.zarr")
+
+
+# ------------------------------------------------- which store images, which split, which rule
+
+
+def _store_with(tmp_path, entries):
+    """A store whose images hold (provenance, palette rule or None, stored palette?)."""
+    from composite_tasking.store import LabelStore
+    from composite_tasking.synthetic import generate
+
+    path = tmp_path / "labels.zarr"
+    with LabelStore(path, mode="w") as st:
+        for k, (image_id, prov, rule, with_palette) in enumerate(entries):
+            s = {t: v for t, v in generate(3, k, 32).items() if t != "meta"}
+            if with_palette:
+                s["palette"] = load_rule("R2").palette(semantics=s["semseg"])
+            st.write_sample(image_id, s, provenance=dict.fromkeys(TASK_NAMES, prov),
+                            attrs={} if rule is None else {"rule": rule})  # fmt: skip
+    return path
+
+
+def test_training_ids_take_corrections_and_ground_truth(tmp_path):
+    from composite_tasking.datasets import DatasetError, training_ids
+    from composite_tasking.store import LabelStore
+
+    path = _store_with(tmp_path, [("gt", "ground-truth", None, False), ("pseudo", "pseudo", "R2", True),
+                                  ("fixed", "corrected", "R2", True)])  # fmt: skip
+    assert training_ids(path) == ["fixed", "gt"]
+    assert training_ids(path, "all") == ["fixed", "gt", "pseudo"]
+    only_pseudo = _store_with(tmp_path / "p", [("a", "pseudo", "R2", True), ("b", "pseudo", "R2", True)])
+    with pytest.raises(DatasetError) as e:
+        training_ids(only_pseudo)
+    assert str(only_pseudo) in str(e.value) and "2 image(s)" in str(e.value) and "--all-images" in str(e.value)
+    assert training_ids(only_pseudo, required=False) == []
+    LabelStore(tmp_path / "empty.zarr", mode="w")
+    with pytest.raises(DatasetError, match="holds no image"):
+        training_ids(tmp_path / "empty.zarr")
+
+
+def test_stored_palettes_of_another_rule_are_refused(tmp_path):
+    from composite_tasking.datasets import StoreRuleError, check_stored_palettes
+
+    path = _store_with(tmp_path, [("byhand", "corrected", None, True), ("nopalette", "ground-truth", "R3", False),
+                                  ("r2a", "corrected", "R2", True), ("r2b", "pseudo", "R2", True)])  # fmt: skip
+    check_stored_palettes(path, "R2")
+    check_stored_palettes(path, "R3", ids=["byhand", "nopalette"])  # painted by hand; made by the rule
+    with pytest.raises(StoreRuleError) as e:
+        check_stored_palettes(path, "R3")
+    msg = str(e.value)
+    assert str(path) in msg and "2 image(s)" in msg and "'r2a'" in msg and "rule R2, not R3" in msg
+    assert "ctn label --rule R3" in msg and "--rule R2 to train" in msg
+    with pytest.raises(StoreRuleError, match="--rule R2 to score"):
+        check_stored_palettes(path, "R3", ids=["r2b"], purpose="score")
+
+
+def test_batches_by_shape():
+    from composite_tasking.datasets import batches_by_shape
+
+    same = [(32, 32)] * 7
+    assert batches_by_shape(same, 3) == [[0, 1, 2], [3, 4, 5], [6]]  # DataLoader(batch_size=3)'s
+    mixed = [(32, 32), (48, 80), (32, 32), (48, 80), (32, 32)]
+    assert batches_by_shape(mixed, 2) == [[0, 2], [4], [1, 3]]

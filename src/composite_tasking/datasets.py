@@ -84,8 +84,13 @@ __all__ = [
     "PascalMTDataset",
     "SyntheticDataset",
     "StoreDataset",
+    "StoreRuleError",
     "prepare_item",
     "to_tensors",
+    "training_ids",
+    "check_stored_palettes",
+    "batches_by_shape",
+    "TRAINING_PROVENANCES",
 ]
 
 Augment = Callable[[dict, np.random.Generator], dict]
@@ -94,6 +99,11 @@ CLASS_TASKS = ("semseg", "parts", "edges", "saliency")
 
 class DatasetError(Exception):
     """A data set, or one of its files, is missing or invalid; the message says which."""
+
+
+class StoreRuleError(DatasetError):
+    """Images of a label store hold palettes made under another rule than the one asked
+    for (:func:`check_stored_palettes`)."""
 
 
 class DatasetNotFoundError(DatasetError, FileNotFoundError):
@@ -562,6 +572,11 @@ class _ItemDataset(torch.utils.data.Dataset):
         """The generator of item ``index`` in the current epoch."""
         return np.random.default_rng([self.seed, int(index), self.epoch, self._SALT])
 
+    def shapes(self) -> list[tuple[int, int]] | None:
+        """The (H, W) of every item before augmentation, where the data set can tell it
+        without reading pixels (else None); :func:`batches_by_shape` groups by it."""
+        return None
+
     def _check_index(self, index: int) -> int:
         n = len(self)
         index = int(index)
@@ -594,6 +609,10 @@ class SyntheticDataset(_ItemDataset):
 
     def __len__(self) -> int:
         return self.length
+
+    def shapes(self) -> list[tuple[int, int]]:
+        h, w = (self.size, self.size) if isinstance(self.size, int) else self.size
+        return [(int(h), int(w))] * self.length
 
     def sample(self, index: int) -> dict:
         """The canonical (not augmented) sample of item ``index``."""
@@ -633,6 +652,14 @@ class PascalMTDataset(_ItemDataset):
     def __len__(self) -> int:
         return len(self.pascal)
 
+    def shapes(self) -> list[tuple[int, int]]:
+        """From the JPEG headers (PIL reads no pixels for ``size``)."""
+        out = []
+        for image_id in self.pascal.ids:
+            with Image.open(self.pascal.image_path(image_id)) as img:
+                out.append((img.height, img.width))
+        return out
+
     def __getitem__(self, index: int) -> dict:
         index = self._check_index(index)
         image_id = self.pascal.ids[index]
@@ -652,7 +679,9 @@ class StoreDataset(_ItemDataset):
     training signal); otherwise ``rule`` makes one (a semantic rule from the stored
     ``semseg``, ignore where it is not valid). Labels outside their ``valid`` mask become
     ignore (normals: zero). An image stored by reference is read from its
-    ``image_source`` path. ``ids`` restricts the data set to some images.
+    ``image_source`` path. ``ids`` restricts the data set to some images
+    (:func:`training_ids` chooses those with corrections or ground truth;
+    :func:`check_stored_palettes` refuses a rule the stored palettes contradict).
     """
 
     def __init__(self, store_path: str | os.PathLike, rule=None, augment: Augment | None = None,
@@ -673,6 +702,7 @@ class StoreDataset(_ItemDataset):
                 raise DatasetError(f"image(s) {missing[:5]} not in label store {self.store_path}")
             self.ids = list(ids)
         self._store = None  # opened lazily in each process
+        self._shapes = None
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -689,6 +719,12 @@ class StoreDataset(_ItemDataset):
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def shapes(self) -> list[tuple[int, int]]:
+        """From each image's attributes (``shape``): no pixels are read."""
+        if self._shapes is None:
+            self._shapes = [tuple(int(v) for v in self.store.image_attrs(i)["shape"]) for i in self.ids]
+        return self._shapes
 
     def sample(self, index: int) -> dict:
         """The canonical sample of item ``index``, labels masked by validity."""
@@ -722,3 +758,96 @@ class StoreDataset(_ItemDataset):
         index = self._check_index(index)
         return prepare_item(self.sample(index), self.rule, self.augment, self.rng(index),
                             self.ids[index])  # fmt: skip
+
+
+# ------------------------------------------------------------- choosing store images
+
+#: provenances of labels that teach a model: a person's corrections and ground truth
+#: (never ``pseudo``: a model's own output nobody checked)
+TRAINING_PROVENANCES = ("corrected", "ground-truth")
+
+
+def training_ids(store_path: str | os.PathLike, select: str = "corrected", required: bool = True) -> list[str]:
+    """The images of a label store to train on.
+
+    ``select="corrected"``: the images holding, for at least one task, labels a person
+    corrected or ground truth (provenance ``corrected`` or ``ground-truth``); images
+    with pseudo-labels only (a model's output nobody checked) are left out.
+    ``select="all"``: every image (self-training on pseudo-labels). When no image is
+    selected, ``required`` raises :class:`DatasetError` naming the store, how many
+    images it holds and the way to take them all (else the list is empty). The napari
+    Fine-tune widget and ``ctn finetune`` / ``ctn evaluate`` choose their images with
+    this.
+    """
+    from .store import LabelStore
+
+    path = Path(store_path)
+    if not path.exists():
+        raise _missing("label store", path)
+    store = LabelStore(path, mode="r")
+    ids = store.ids()
+    if select == "all":
+        chosen = ids
+    elif select == "corrected":
+        chosen = [i for i in ids
+                  if set(TRAINING_PROVENANCES) & set(store.image_attrs(i).get("provenance", {}).values())]  # fmt: skip
+    else:
+        raise ValueError(f"select is 'corrected' or 'all', not {select!r}")
+    if not chosen and required:
+        if not ids:
+            raise DatasetError(f"label store {path} holds no image")
+        raise DatasetError(
+            f"label store {path} holds {len(ids)} image(s), none with labels a person corrected "
+            "or ground truth (only pseudo-labels a model wrote): correct some in napari and "
+            "save them first, or pass --all-images (a recipe's store spec: select: all) to use "
+            "the pseudo-labels too (self-training)")  # fmt: skip
+    return list(chosen)
+
+
+def check_stored_palettes(store_path: str | os.PathLike, rule, ids: Sequence[str] | None = None,
+                          purpose: str = "train") -> None:  # fmt: skip
+    """Refuse a rule that contradicts the stored palettes of ``ids`` (default: all).
+
+    A stored palette always wins over the rule (:func:`prepare_item`): it is the
+    training signal. An image whose palette was made under a recorded rule (the image
+    attribute ``"rule"``, written by ``ctn label`` and by napari saves that know it)
+    other than ``rule`` would silently train (``purpose="train"``) or be scored
+    (``"score"``) under that other rule while the run says ``rule``:
+    :class:`StoreRuleError` names the store, the count, an example and what to do.
+    Palettes without a recorded rule (painted by hand) and images without a stored
+    palette (the rule makes theirs) pass.
+    """
+    from .store import LabelStore
+
+    name = rule.name if hasattr(rule, "palette") else load_rule(rule).name
+    store = LabelStore(store_path, mode="r")
+    clash: dict[str, list[str]] = {}
+    for i in store.ids() if ids is None else ids:
+        attrs = store.image_attrs(i)
+        recorded = attrs.get("rule")
+        if "palette" in attrs.get("labels", []) and recorded and recorded != name:
+            clash.setdefault(str(recorded), []).append(i)
+    if not clash:
+        return
+    n = sum(len(v) for v in clash.values())
+    rules = (f"rule {next(iter(clash))}" if len(clash) == 1
+             else "rules " + ", ".join(f"{r} ({len(v)})" for r, v in sorted(clash.items())))  # fmt: skip
+    example = next(iter(clash.values()))[0]
+    other = sorted(clash)[0]
+    verb = "train" if purpose == "train" else "score"
+    raise StoreRuleError(
+        f"label store {store_path}: {n} image(s) (e.g. {example!r}) hold a palette made "
+        f"under {rules}, not {name}, and a stored palette wins over the rule: label or "
+        f"correct the images under {name} first (ctn label --rule {name} / napari), or give "
+        f"--rule {other} to {verb} under the stored palettes")  # fmt: skip
+
+
+def batches_by_shape(shapes: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
+    """Indices ``0..len(shapes)-1`` in batches of at most ``batch_size`` whose items share
+    one (H, W): the shapes in the order they first appear, each one's items in order.
+    Items of one size give exactly the batches of ``DataLoader(batch_size=...)``."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, shape in enumerate(shapes):
+        groups.setdefault(tuple(shape), []).append(i)
+    b = max(1, int(batch_size))
+    return [idx[k:k + b] for idx in groups.values() for k in range(0, len(idx), b)]
