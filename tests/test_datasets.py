@@ -565,6 +565,22 @@ def test_store_dataset(tmp_path):
 # ------------------------------------------------- which store images, which split, which rule
 
 
+def test_pascal_mt_spec_trains_on_train_and_evaluates_on_val(pascal_root):
+    """A spec without a split: the train split to train, the val split to evaluate; the
+    string and the mapping forms agree."""
+    from composite_tasking.training.recipe import parse_data_spec
+    from composite_tasking.training.trainer import build_dataset
+
+    text, mapping = f"pascal-mt:{pascal_root}", {"kind": "pascal-mt", "root": str(pascal_root)}
+    assert parse_data_spec(text).split == parse_data_spec(mapping).split == "train"
+    assert parse_data_spec(text, "val").split == parse_data_spec(mapping, "val").split == "val"
+    assert parse_data_spec(f"{text},split=val").split == "val"
+    assert build_dataset(text, "R2").ids == ["2008_000001", "2008_000002"]
+    assert build_dataset(text, "R2", default_split="val").ids == ["2008_000003"]
+    # images of any size are batched by size, from the JPEG headers
+    assert build_dataset(text, "R2").shapes() == [(H, W), (H, W)]
+
+
 def _store_with(tmp_path, entries):
     """A store whose images hold (provenance, palette rule or None, stored palette?)."""
     from composite_tasking.store import LabelStore

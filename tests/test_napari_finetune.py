@@ -4,6 +4,8 @@ model is in use. Run under Xvfb: ``xvfb-run -a python -m pytest tests/test_napar
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -289,3 +291,57 @@ def test_finetune_without_a_palette_network_trains_the_ctn_only(corrected_store,
     assert predict.model_spec()[0] == str(widget.last_model)
     assert predict._full_spec()[2] == missing  # unchanged
     assert not (tmp_path / "ctn-only" / "palette").exists()
+
+
+# ------------------------------------------------------- the images and the run folder
+
+
+def _small_store(path, entries):
+    """(id, provenance, recorded rule) per image, each with a stored R2 palette."""
+    from composite_tasking.palette import load_rule
+    from composite_tasking.store import LabelStore
+    from composite_tasking.synthetic import generate
+    from composite_tasking.tasks import TASK_NAMES
+
+    with LabelStore(path, mode="w") as st:
+        for k, (image_id, prov, rule) in enumerate(entries):
+            s = {t: v for t, v in generate(5, k, 32).items() if t != "meta"}
+            s["palette"] = load_rule("R2").palette(semantics=s["semseg"])
+            st.write_sample(image_id, s, provenance=dict.fromkeys(TASK_NAMES, prov),
+                            attrs={} if rule is None else {"rule": rule})  # fmt: skip
+    return path
+
+
+def test_the_widget_and_ctn_finetune_choose_the_same_images(tmp_path):
+    from composite_tasking.datasets import training_ids
+
+    store = _small_store(tmp_path / "s.zarr", [("gt", "ground-truth", None), ("fixed", "corrected", "R2"),
+                                               ("pseudo", "pseudo", "R2")])  # fmt: skip
+    assert corrected_ids(store) == training_ids(store) == ["fixed", "gt"]
+    only_pseudo = _small_store(tmp_path / "p.zarr", [("pseudo", "pseudo", "R2")])
+    assert corrected_ids(only_pseudo) == []
+
+
+def test_run_finetune_refuses_a_contradicting_rule_and_a_folder_that_is_not_a_run(
+        make_napari_viewer, tiny_checkpoint, tmp_path, errors):  # fmt: skip
+    from composite_tasking.datasets import StoreRuleError
+
+    store = _small_store(tmp_path / "s.zarr", [("fixed", "corrected", "R2")])
+    with pytest.raises(StoreRuleError, match="rule R2, not R3"):
+        run_finetune(store, tiny_checkpoint, tmp_path / "r3", rule="R3", epochs=1, max_steps_per_epoch=1,
+                     device="cpu")  # fmt: skip
+    assert not (tmp_path / "r3").exists()
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="not a run folder"):
+        run_finetune(store, tiny_checkpoint, notes, epochs=1, max_steps_per_epoch=1, device="cpu")
+    assert [p.name for p in notes.iterdir()] == ["a.txt"]
+    # the widget's own choice of run folder (beside the store) is fine
+    widget = FinetuneWidget(make_napari_viewer())
+    widget.store_edit.setText(str(store))
+    out = widget.inputs()["out"]
+    assert not Path(out).exists() and Path(out).parent == store.parent
+    new = run_finetune(store, tiny_checkpoint, out, epochs=1, max_steps_per_epoch=1, device="cpu")
+    assert new.is_relative_to(out)
+    assert errors == []

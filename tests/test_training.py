@@ -577,7 +577,8 @@ def test_a_typo_or_a_bad_value_anywhere_in_a_recipe_is_an_error(tmp_path, change
     path = tmp_path / "recipe.yaml"
     data = recipe_dict(**change)
     if change.get("loss_weights", {}).get("edges") == ".inf":
-        path.write_text(yaml.safe_dump(recipe_dict()).replace("rule: mosaic", "rule: mosaic\nloss_weights: {edges: .inf}"))
+        text = yaml.safe_dump(recipe_dict()).replace("rule: mosaic", "rule: mosaic\nloss_weights: {edges: .inf}")
+        path.write_text(text)
     else:
         path.write_text(yaml.safe_dump(data))
     with pytest.raises(RecipeError) as e:
@@ -599,3 +600,79 @@ def test_bad_recipe_value_via_the_cli(tmp_path, capsys):
     code, _, err = ctn_here(capsys, "train", "--config", recipe, "--out", tmp_path / "run")
     assert code == 2 and "optimizer.lr_decoder" in err and "'fast'" in err and str(recipe) in err, err
     assert "could not convert" not in err and not (tmp_path / "run").exists()
+
+
+def test_help_names_the_pascal_mt_split_and_the_store_images():
+    from composite_tasking.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    helps = {c: {a.dest: a.help or "" for a in commands[c]._actions} for c in ("finetune", "evaluate")}
+    for command, split in (("finetune", "default split train"), ("evaluate", "default split val")):
+        data = helps[command]["data"]
+        assert "pascal-mt:ROOT[,split=train|val]" in data and split in data, data
+        assert "all_images" in helps[command]
+    assert "256 px" in helps["finetune"]["data"] and "self-training" in helps["finetune"]["all_images"]
+
+
+# ------------------------------------------------------------------ resume, JSON, Ctrl-C
+def test_resume_with_another_architecture_is_a_short_error(run_copy, tmp_path):
+    recipe = write_recipe(tmp_path / "r34.yaml", model={"preset": "ctn-resnet34", "pretrained": False}, epochs=3)
+    before = digests(run_copy)
+    r = ctn("train", "--config", recipe, "--out", run_copy, "--resume")
+    assert r.returncode == 2, r.stderr
+    err = r.stderr
+    assert "differs from the run's" in err and str(newest(run_copy) / "model") in err, err
+    assert "Traceback" not in err and len(err) < 1000, err
+    assert digests(run_copy) == before
+
+
+def test_resume_lists_changed_recipe_values(run_copy, tmp_path, capsys):
+    recipe = write_recipe(tmp_path / "more.yaml", epochs=3, grad_clip=5.0)
+    code, out, err = ctn_here(capsys, "train", "--config", recipe, "--out", run_copy, "--resume",
+                              "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    line = next(ln for ln in out.splitlines() if "recipe values changed" in ln)
+    assert "epochs: 2 -> 3" in line and "grad_clip: None -> 5.0" in line, line
+    assert json.loads((run_copy / LATEST).read_text())["epoch"] == 3
+
+
+def test_a_state_json_without_a_key_is_named(run_copy):
+    state = newest(run_copy) / "state.json"
+    data = json.loads(state.read_text())
+    del data["schedule"]
+    replace_bytes(state, json.dumps(data).encode())
+    with pytest.raises(CheckpointError) as e:
+        Trainer(make_recipe(epochs=3), run_copy, device="cpu", resume=True)
+    assert str(state) in str(e.value) and "'schedule'" in str(e.value)
+
+
+def test_run_files_are_strict_json(run_a):
+    """A metric with nothing to score (a class absent from the validation scenes) is
+    NaN in memory and null on disk; resuming reads it back (test_resume_*)."""
+
+    def no_nan(token):
+        raise AssertionError(f"not strict JSON: {token}")
+
+    folder = newest(run_a.out)
+    history = json.loads((run_a.out / "history.json").read_text(), parse_constant=no_nan)
+    json.loads((folder / "state.json").read_text(), parse_constant=no_nan)
+    json.loads((folder / "model" / "config.json").read_text(), parse_constant=no_nan)
+    assert any(v is None for h in history for v in h["val"]["metrics"]["semseg"]["IoU"])
+
+
+def test_ctrl_c_says_whether_an_epoch_was_saved(tmp_path, capsys, monkeypatch):
+    from composite_tasking import cli
+
+    def interrupt_at_step(stop_epoch):
+        def progress(event):
+            if event.get("epoch") == stop_epoch and event.get("step") == 1:
+                raise KeyboardInterrupt  # what Ctrl-C raises
+        return lambda: progress
+
+    recipe = write_recipe(tmp_path / "recipe.yaml", epochs=2, val=None, augment=None, batch_size=4)
+    monkeypatch.setattr(cli, "_train_progress", interrupt_at_step(1))
+    code, _, err = ctn_here(capsys, "train", "--config", recipe, "--out", tmp_path / "run")
+    assert code == 130 and "nothing was saved" in err and "--resume" not in err, err
+    monkeypatch.setattr(cli, "_train_progress", interrupt_at_step(2))
+    code, _, err = ctn_here(capsys, "train", "--config", recipe, "--out", tmp_path / "run2")
+    assert code == 130 and "epoch 1, the last complete one, is saved" in err and "--resume" in err, err

@@ -105,17 +105,21 @@ def evaluate_palette_loader(model, loader, device, autocast=None, progress=None)
 
 def evaluate(model, data, rule: str = "S", device: str = "auto", batch_size: int = 8,
              workers: int = 0, precision: str = "fp32", progress=None) -> dict:  # fmt: skip
-    """Evaluate on a data spec (``synthetic:seed=K,n=N``, ``pascal-mt:ROOT``, a store)."""
-    from .trainer import _collate, build_dataset, pick_autocast_dtype, pick_device
+    """Evaluate on a data spec (``synthetic:seed=K,n=N``, ``pascal-mt:ROOT``: its val split
+    unless the spec names one, a store: the images with corrections or ground truth
+    unless the spec says ``select: all``). Images of different sizes are batched by size.
+    A store whose stored palettes were made under another rule than ``rule`` is refused
+    (they would be scored instead of the rule's); rule S and S:<task> pass."""
+    from .trainer import _ordered_loader, build_dataset, check_palettes, pick_autocast_dtype, pick_device
 
     dev = pick_device(device)
     palette_net = model.config.kind == "palette"
     if palette_net and (rule == "S" or rule.startswith("S:")):
         raise ValueError("a palette network is scored against the palettes of a rule: give the "
                          "rule it predicts (e.g. --rule R2), not S")  # fmt: skip
-    dataset = build_dataset(data, "mosaic" if rule == "S" else rule, None)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                                         collate_fn=_collate)  # fmt: skip
+    dataset = build_dataset(data, "mosaic" if rule == "S" else rule, None, default_split="val")
+    check_palettes(dataset, rule, purpose="score")
+    loader = _ordered_loader(dataset, batch_size, workers)
     model = model.to(dev).to(memory_format=torch.channels_last)
     autocast = pick_autocast_dtype(precision, dev)
     if palette_net:  # palette mIoU against the rule's palettes (section 6.2)

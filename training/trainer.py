@@ -4,7 +4,8 @@
   (``avx512_bf16`` / ``amx_bf16``), channels_last memory on both;
 - progress with the loss of each task; validation metrics each epoch;
 - a checkpoint after every epoch, written to a temporary folder and renamed into place,
-  then pointed at by ``RUN_DIR/latest.json`` (replaced atomically), with the model
+  then pointed at by ``RUN_DIR/latest.json`` (replaced atomically); the previous epoch's
+  folder is then removed, so a run keeps its newest checkpoint only. It holds the model
   (safetensors + JSON, :mod:`composite_tasking.model.checkpoint`) and the training state
   (optimiser tensors as safetensors, everything else as JSON: nothing is pickled);
 - ``resume=True`` continues exactly: data, palettes and augmentation are functions of
@@ -15,7 +16,10 @@
   written; the newest checkpoint is the last finished epoch's, and a resume redoes it);
 - a NaN or infinite loss stops the run with :class:`TrainingDiverged` before anything is
   written, so the last good checkpoint stays intact;
-- ``RUN_DIR/curves.png``: loss and validation curves;
+- ``RUN_DIR/curves.png``: loss and validation curves; every JSON file is strict JSON
+  (a NaN metric, e.g. a task with nothing to score, is written as null);
+- ``out`` is a new or empty folder, or (``resume``) a run folder: a folder that holds
+  something else (a label store, say) is refused, so nothing is ever written into it;
 - several processes through ``torchrun`` (DistributedDataParallel; gloo on CPU, NCCL on
   GPU): each process reads its own shard of every epoch, rank 0 validates and writes.
 """
@@ -38,11 +42,11 @@ from safetensors.torch import load_file, save_file
 
 from composite_tasking.device import cpu_has_bf16, pick_device
 from composite_tasking.model import build_model, load_checkpoint, save_checkpoint
-from composite_tasking.model.checkpoint import CheckpointError, _sha256
+from composite_tasking.model.checkpoint import CheckpointError, _sha256, json_safe, state_dict_mismatch
 from composite_tasking.tasks import get_task
 
 from .losses import LossResult, composite_loss, palette_loss
-from .recipe import DataSpec, Recipe, parse_data_spec
+from .recipe import DataSpec, Recipe, RecipeError, parse_data_spec
 
 __all__ = ["Trainer", "TrainingDiverged", "pick_device", "pick_autocast_dtype", "cpu_has_bf16",
            "build_dataset", "LATEST"]  # fmt: skip
@@ -79,18 +83,50 @@ def build_augment(cfg: dict | None, size: int):
     )
 
 
-def build_dataset(spec: DataSpec | str | dict, rule: str, augment: dict | None = None, seed: int = 0):
-    from composite_tasking.datasets import PascalMTDataset, StoreDataset, SyntheticDataset
+def build_dataset(spec: DataSpec | str | dict, rule: str, augment: dict | None = None, seed: int = 0,
+                  default_split: str = "train"):  # fmt: skip
+    """The data set of a spec; ``default_split`` is the PASCAL-MT split when the spec
+    names none (``train`` to train, ``val`` to evaluate). A store spec takes the images
+    its ``select`` chooses (:func:`~composite_tasking.datasets.training_ids`)."""
+    from composite_tasking.datasets import PascalMTDataset, StoreDataset, SyntheticDataset, training_ids
 
-    spec = parse_data_spec(spec)
+    spec = parse_data_spec(spec, default_split)
     aug = build_augment(augment, spec.size)
     if spec.kind == "synthetic":
         return SyntheticDataset(spec.seed, spec.n, spec.size, rule=rule, augment=aug)
     if spec.kind == "pascal-mt":
         return PascalMTDataset(spec.root, spec.split, rule=rule, augment=aug, seed=seed)
     if spec.kind == "store":
-        return StoreDataset(spec.root, rule=rule, augment=aug, seed=seed)
+        ids = training_ids(spec.root, spec.select)
+        return StoreDataset(spec.root, rule=rule, augment=aug, seed=seed, ids=ids)
     raise ValueError(f"unknown data kind {spec.kind!r}")
+
+
+def check_palettes(dataset, rule: str, purpose: str = "train") -> None:
+    """Refuse ``rule`` when ``dataset`` is a label store whose stored palettes were made
+    under another rule (they would win: :func:`composite_tasking.datasets.check_stored_palettes`).
+    Rule S (and S:<task> for scoring) asks for no palette from the data: nothing to check."""
+    from composite_tasking.datasets import StoreDataset, check_stored_palettes
+
+    if not isinstance(dataset, StoreDataset) or rule == "S":
+        return
+    if purpose == "score" and rule.startswith("S:"):
+        return
+    check_stored_palettes(dataset.store_path, rule, dataset.ids, purpose)
+
+
+def _trainer_leftovers(folder: Path) -> bool:
+    """Only what an interrupted first save leaves: hidden temporary files and folders."""
+    return all(p.name.startswith(".") and ".tmp" in p.name for p in folder.iterdir())
+
+
+def _flat(d, prefix: str = "") -> dict:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
 
 
 def _param_groups(model: torch.nn.Module, lr_encoder: float, lr_decoder: float):
@@ -166,19 +202,40 @@ def _load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict, meta: dict)
 
 def _atomic_json(path: Path, data) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _ordered_loader(dataset, batch_size: int, workers: int = 0, pin_memory: bool = False):
+    """The items in order, in batches of images of one size
+    (:func:`~composite_tasking.datasets.batches_by_shape`): images that differ in size
+    (a label store, PASCAL-MT) cannot share a batch without augmentation's fixed crop.
+    Data of one size gives the batches of a plain ``DataLoader(batch_size=...)``."""
+    from composite_tasking.datasets import batches_by_shape
+
+    shapes = dataset.shapes() if hasattr(dataset, "shapes") else None
+    if shapes is None:
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                           pin_memory=pin_memory, collate_fn=_collate)  # fmt: skip
+    return torch.utils.data.DataLoader(dataset, batch_sampler=batches_by_shape(shapes, batch_size),
+                                       num_workers=workers, pin_memory=pin_memory,
+                                       collate_fn=_collate)  # fmt: skip
 
 
 Progress = Callable[[dict], None]
 
 
 class Trainer:
-    """Runs a :class:`Recipe` into ``out``; ``fit()`` returns the history."""
+    """Runs a :class:`Recipe` into ``out``; ``fit()`` returns the history.
+
+    ``train_set`` replaces the data set of the recipe's ``train`` spec (the napari
+    Fine-tune widget passes the images it chose); a label store's stored palettes are
+    checked against the rule either way (:func:`check_palettes`)."""
 
     def __init__(self, recipe: Recipe, out: str | Path, resume: bool = False,
                  device: str = "auto", progress: Progress | None = None,
-                 should_stop: Callable[[], bool] | None = None):  # fmt: skip
+                 should_stop: Callable[[], bool] | None = None,
+                 train_set: torch.utils.data.Dataset | None = None):  # fmt: skip
         self.recipe = recipe
         self.out = Path(out)
         self.progress = progress
@@ -198,14 +255,7 @@ class Trainer:
             torch.cuda.set_device(self.device)
             torch.backends.cudnn.benchmark = True  # fixed training shapes: pick the fastest kernels
         self.autocast = pick_autocast_dtype(recipe.precision, self.device)
-        if self.out.exists() and any(self.out.iterdir()) and not resume:
-            if (self.out / LATEST).exists():
-                raise FileExistsError(f"{self.out} holds a run already; pass --resume to continue it "
-                                      "or choose another folder")  # fmt: skip
-        if resume and not (self.out / LATEST).exists():
-            raise FileNotFoundError(f"nothing to resume in {self.out}: no {LATEST}")
-        if self.rank == 0:
-            self.out.mkdir(parents=True, exist_ok=True)
+        self._check_out(resume)
 
         torch.manual_seed(recipe.seed)
         self.provenance_init = None
@@ -215,6 +265,9 @@ class Trainer:
         else:
             m = recipe.model
             self.model = build_model(m.get("preset", "ctn-resnet34"), pretrained=m.get("pretrained", False))
+        if self.is_palette_net and recipe.rule == "S":  # the recipe saw a preset, not the checkpoint
+            raise RecipeError(f"rule S (every task everywhere) trains a CTN, MHN or STN; {recipe.init} is "
+                              "a palette network: give it a rule to learn (e.g. R2)")  # fmt: skip
         self.model.to(self.device).to(memory_format=torch.channels_last)
         self._task_names = tuple(getattr(self.model.config, "tasks", ()))  # decode_all's order
         opt = recipe.optimizer
@@ -228,34 +281,70 @@ class Trainer:
                                   int(sch.get("patience", 12)), list(sch.get("milestones", [])))  # fmt: skip
         # rule S (complete labels: every task everywhere) needs no palette from the data
         train_rule = "mosaic" if recipe.rule == "S" else recipe.rule
-        self.train_set = build_dataset(recipe.train, train_rule, recipe.augment, recipe.seed)
+        if train_set is None:
+            train_set = build_dataset(recipe.train, train_rule, recipe.augment, recipe.seed, "train")
+        self.train_set = train_set
+        check_palettes(self.train_set, recipe.rule)
         self.val_set = None
         if recipe.val is not None and self.rank == 0:
-            rule = recipe.rule if self.is_palette_net else ("mosaic" if recipe.val_rule == "S" else recipe.val_rule)
-            self.val_set = build_dataset(recipe.val, rule, None, recipe.seed + 1)
+            rule = recipe.rule if self.is_palette_net else recipe.val_rule
+            self.val_set = build_dataset(recipe.val, "mosaic" if rule == "S" else rule, None,
+                                         recipe.seed + 1, "val")  # fmt: skip
+            check_palettes(self.val_set, rule)
         self.epoch = 0
         self.history: list[dict] = []
+        #: recipe values that differ from the run's when resuming ("key: old -> new")
+        self.resume_changes: list[str] = []
         self.ddp = None
         if resume:
             self._load_state()
+        elif self.rank == 0:  # every check passed: only now is anything written
+            self.out.mkdir(parents=True, exist_ok=True)
         if self.world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
+    def _check_out(self, resume: bool) -> None:
+        """``out`` must be new, empty or a run (with ``resume``, a run); never a folder of
+        something else, nor inside the label store trained on."""
+        out = self.out
+        if out.exists() and not out.is_dir():
+            raise FileExistsError(f"{out} is a file, not a run folder: choose a folder for the run")
+        is_run = (out / LATEST).exists()
+        if resume and not is_run:
+            raise FileNotFoundError(f"nothing to resume in {out}: no {LATEST}")
+        if not resume and is_run:
+            raise FileExistsError(f"{out} holds a run already; pass --resume to continue it "
+                                  "or choose another folder")  # fmt: skip
+        if not is_run and out.is_dir() and not _trainer_leftovers(out):
+            raise FileExistsError(f"{out} exists, is not empty and is not a run folder (no {LATEST}): "
+                                  "choose a new or empty folder for the run")  # fmt: skip
+        for key in ("train", "val"):
+            spec = getattr(self.recipe, key)
+            if spec is None:
+                continue
+            spec = parse_data_spec(spec)
+            if spec.kind == "store" and out.resolve().is_relative_to(Path(spec.root).resolve()):
+                raise FileExistsError(f"{out} is inside the label store {spec.root}: choose a run "
+                                      "folder outside it")  # fmt: skip
+
     # ------------------------------------------------------------------ data
     def _loader(self, dataset, epoch: int, shuffle: bool):
         dataset.set_epoch(epoch)
+        workers = int(self.recipe.workers)
+        if not shuffle:  # validation: no augmentation, images of one size per batch
+            return _ordered_loader(dataset, int(self.recipe.batch_size), workers,
+                                   pin_memory=self.device.type == "cuda")  # fmt: skip
         g = torch.Generator().manual_seed(self.recipe.seed * 1_000_003 + epoch)
         sampler = None
-        if self.world > 1 and shuffle:
+        if self.world > 1:
             sampler = torch.utils.data.DistributedSampler(dataset, self.world, self.rank,
                                                           shuffle=True, seed=self.recipe.seed)  # fmt: skip
             sampler.set_epoch(epoch)
-        workers = int(self.recipe.workers)
         return torch.utils.data.DataLoader(
-            dataset, batch_size=int(self.recipe.batch_size), shuffle=shuffle and sampler is None,
+            dataset, batch_size=int(self.recipe.batch_size), shuffle=sampler is None,
             sampler=sampler, num_workers=workers, generator=g,
-            drop_last=shuffle and len(dataset) >= int(self.recipe.batch_size) * self.world,
+            drop_last=len(dataset) >= int(self.recipe.batch_size) * self.world,
             persistent_workers=False, pin_memory=self.device.type == "cuda",
             collate_fn=_collate,
         )  # fmt: skip
@@ -463,7 +552,7 @@ class Trainer:
             previous = json.loads((self.out / LATEST).read_text()).get("state")
         _atomic_json(self.out / LATEST, {"state": name, "model": f"{name}/model", "epoch": self.epoch})
         _atomic_json(self.out / "history.json", self.history)
-        if previous and previous != name:  # keep the newest state only (and any 'best')
+        if previous and previous != name:  # keep the newest state only (~60 MB each)
             shutil.rmtree(self.out / previous, ignore_errors=True)
 
     def _load_state(self) -> None:
@@ -478,9 +567,23 @@ class Trainer:
             folder = self.out / latest["state"]
         except (KeyError, TypeError):
             raise CheckpointError(f"{self.out / LATEST}: names no state folder") from None
+        state_file = folder / "state.json"
+        state = read_json(state_file)
+        keys = ("epoch", "optimizer", "schedule", "history", "recipe")
+        missing = [k for k in keys if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise CheckpointError(f"{state_file}: no {', '.join(repr(k) for k in missing)} (the file is "
+                                  "incomplete or not a training state)")  # fmt: skip
+        self._compare_recipes(state["recipe"], folder)
         model, _ = load_checkpoint(folder / "model")
+        if model.config != self.model.config:
+            raise CheckpointError(f"{folder / 'model'}: the run's model ({_describe(model.config)}) differs "
+                                  f"from the recipe's ({_describe(self.model.config)}): resume with the "
+                                  "run's recipe, or train into another folder")  # fmt: skip
+        problem = state_dict_mismatch(self.model, model.state_dict())
+        if problem:
+            raise CheckpointError(f"{folder / 'model'} does not fit the recipe's model: {problem}")
         self.model.load_state_dict(model.state_dict())
-        state = read_json(folder / "state.json")
         opt_file = folder / "optimizer.safetensors"
         try:
             digest = _sha256(opt_file)
@@ -492,10 +595,29 @@ class Trainer:
                                   f"{state['optimizer_sha256'][:12]}...; the file was changed or is incomplete")  # fmt: skip
         # load_state_dict moves the moments to their parameters' device; Adam's step
         # counts stay on the CPU, where (not capturable) it reads them every step
-        _load_optimizer_state(self.optimizer, tensors, state["optimizer"])
-        self.schedule.load(state["schedule"])
-        self.history = state["history"]
-        self.epoch = int(state["epoch"])
+        try:
+            _load_optimizer_state(self.optimizer, tensors, state["optimizer"])
+            self.schedule.load(state["schedule"])
+            self.epoch = int(state["epoch"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{state_file} or {opt_file.name} does not fit this run: "
+                                  f"{str(e)[:300]}") from None  # fmt: skip
+        self.history = state["history"]  # null where a metric was NaN: see _plot
+
+    def _compare_recipes(self, saved: dict, folder: Path) -> None:
+        """The run's recipe (state.json) against this one: another model is an error
+        (its weights cannot be loaded); other changes are listed in
+        :attr:`resume_changes` (e.g. more epochs)."""
+        now = self.recipe.to_dict()
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"{folder / 'state.json'}: 'recipe' is not a mapping")
+        if not now.get("init") and not saved.get("init") and saved.get("model") != now["model"]:
+            raise RecipeError(f"the recipe's model {now['model']} differs from the run's {saved.get('model')} "
+                              f"(checkpoint {folder / 'model'}): resume with the run's recipe, or train "
+                              "into another folder")  # fmt: skip
+        old, new = _flat(saved), _flat(now)
+        self.resume_changes = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
+                               for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]  # fmt: skip
 
     def _plot(self) -> None:
         try:
@@ -509,14 +631,14 @@ class Trainer:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         keys = sorted({k for h in self.history for k in h["train_loss"]})
         for k in keys:
-            axes[0].plot(epochs, [h["train_loss"].get(k, np.nan) for h in self.history], label=k)
+            axes[0].plot(epochs, [_num(h["train_loss"].get(k)) for h in self.history], label=k)
         axes[0].set_yscale("log")
         axes[0].set_xlabel("epoch")
         axes[0].set_title("training loss")
         axes[0].legend(fontsize=8)
-        vals = [h.get("val", {}).get("primary", {}) for h in self.history]
+        vals = [(h.get("val") or {}).get("primary") or {} for h in self.history]
         for k in sorted({k for v in vals for k in v}):
-            axes[1].plot(epochs, [v.get(k, np.nan) for v in vals], label=k)
+            axes[1].plot(epochs, [_num(v.get(k)) for v in vals], label=k)
         axes[1].set_xlabel("epoch")
         axes[1].set_title("validation (normals: mean error in degrees)")
         if axes[1].lines:
@@ -526,6 +648,15 @@ class Trainer:
         fig.savefig(tmp, dpi=90)
         plt.close(fig)
         os.replace(tmp, self.out / "curves.png")
+
+
+def _num(value) -> float:
+    """A value of history.json for a plot: null (a NaN when it was written) -> NaN."""
+    return np.nan if value is None else float(value)
+
+
+def _describe(config) -> str:
+    return f"{config.kind} {getattr(config, 'encoder', '')}".strip()
 
 
 def _collate(items: list[dict]) -> dict:

@@ -207,7 +207,9 @@ def _now() -> float:
 
 
 def _run_training(recipe, out, resume, device, max_minutes: float | None = None) -> int:
-    from composite_tasking.training.trainer import Trainer, TrainingDiverged
+    import json
+
+    from composite_tasking.training.trainer import LATEST, Trainer, TrainingDiverged
 
     deadline = None if max_minutes is None else _now() + 60.0 * max_minutes
     out_of_time = False
@@ -220,13 +222,24 @@ def _run_training(recipe, out, resume, device, max_minutes: float | None = None)
     try:
         trainer = Trainer(recipe, out, resume=resume, device=device, progress=_train_progress(),
                           should_stop=should_stop)  # fmt: skip
+        if trainer.resume_changes:
+            print(f"resuming {out}; recipe values changed since the run started: "
+                  f"{'; '.join(trainer.resume_changes)}")  # fmt: skip
         trainer.fit()
     except TrainingDiverged as e:
         print(f"ctn: training stopped: {e}", file=sys.stderr)
         return EXIT_PARTIAL
     except KeyboardInterrupt:
-        print(f"\ninterrupted; the last complete epoch is saved in {out}: continue with --resume",
-              file=sys.stderr)  # fmt: skip
+        try:
+            saved = json.loads((Path(out) / LATEST).read_text(encoding="utf-8"))["epoch"]
+        except (OSError, ValueError, KeyError, TypeError):
+            saved = None
+        if saved:
+            print(f"\ninterrupted; epoch {saved}, the last complete one, is saved in {out}: "
+                  "continue with --resume", file=sys.stderr)  # fmt: skip
+        else:
+            print(f"\ninterrupted before the first epoch finished: nothing was saved in {out}",
+                  file=sys.stderr)  # fmt: skip
         return 130
     newest = Path(out) / f"epoch-{trainer.epoch:04d}" / "model"
     if out_of_time and trainer.epoch < recipe.epochs:
@@ -239,6 +252,7 @@ def _run_training(recipe, out, resume, device, max_minutes: float | None = None)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from composite_tasking.datasets import DatasetError
     from composite_tasking.training.recipe import RecipeError, load_recipe
 
     overrides = {}
@@ -251,23 +265,31 @@ def cmd_train(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         return _run_training(recipe, args.out, args.resume, args.device, args.max_minutes)
-    except (FileExistsError, FileNotFoundError, ValueError) as e:
+    except (DatasetError, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"ctn train: {e}", file=sys.stderr)
         return EXIT_USAGE
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from composite_tasking.datasets import DatasetError
     from composite_tasking.training.recipe import RecipeError, builtin_recipe, load_recipe, parse_data_spec
 
     try:
         model = _model_path(args.model)
-        data = parse_data_spec(args.data)
-        overrides = {"init": str(model), "train": {**data.__dict__}, "rule": args.rule}
+        data = parse_data_spec(args.data, "train")
+        if args.all_images:
+            if data.kind != "store":
+                raise RecipeError(f"--all-images chooses the images of a label store; --data "
+                                  f"{args.data} is not one")  # fmt: skip
+            data = replace(data, select="all")
+        overrides = {"init": str(model), "train": data.to_dict(), "rule": args.rule}
         if args.epochs is not None:
             overrides["epochs"] = args.epochs
         recipe = load_recipe(args.config, overrides) if args.config else builtin_recipe("finetune", overrides)
         return _run_training(recipe, args.out, args.resume, args.device, args.max_minutes)
-    except (RecipeError, FileExistsError, FileNotFoundError, ValueError) as e:
+    except (RecipeError, DatasetError, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"ctn finetune: {e}", file=sys.stderr)
         return EXIT_USAGE
 
@@ -303,25 +325,33 @@ def _json_safe(value):
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
+    from dataclasses import replace
 
+    from composite_tasking.datasets import DatasetError
     from composite_tasking.model import load_checkpoint
-    from composite_tasking.model.checkpoint import CheckpointError
+    from composite_tasking.model.checkpoint import CheckpointError, json_safe
     from composite_tasking.training.evaluate import evaluate
-    from composite_tasking.training.recipe import RecipeError
+    from composite_tasking.training.recipe import RecipeError, parse_data_spec
 
     try:
+        data = parse_data_spec(args.data, "val")
+        if args.all_images:
+            if data.kind != "store":
+                raise RecipeError(f"--all-images chooses the images of a label store; --data "
+                                  f"{args.data} is not one")  # fmt: skip
+            data = replace(data, select="all")
         model, info = load_checkpoint(_model_path(args.model))
         bar = None if args.json else _Bar("evaluate", "batch")
-        result = evaluate(model, args.data, rule=args.rule, device=args.device,
+        result = evaluate(model, data, rule=args.rule, device=args.device,
                           batch_size=args.batch_size, progress=bar)  # fmt: skip
         if bar is not None:
             bar.close()
-    except (CheckpointError, RecipeError, FileNotFoundError, ValueError) as e:
+    except (CheckpointError, RecipeError, DatasetError, FileNotFoundError, ValueError) as e:
         print(f"ctn evaluate: {e}", file=sys.stderr)
         return EXIT_USAGE
     result["model"] = {"path": str(info.path), "sha256": info.sha256}
     if args.json:
-        print(json.dumps(_json_safe(result), indent=2, allow_nan=False))
+        print(json.dumps(json_safe(result), indent=2, allow_nan=False))
     else:
         _print_table(result)
     return EXIT_OK
@@ -479,7 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model from a recipe (YAML)")
     p.add_argument("--config", required=True, help="recipe file, or a built-in recipe name (ctn-synthetic)")
-    p.add_argument("--out", required=True, help="run folder (checkpoints, history, curves)")
+    p.add_argument("--out", required=True,
+                   help="run folder (newest checkpoint, history, curves): a new or empty folder, "
+                        "or the run to continue with --resume")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--epochs", type=_nonneg, default=None, help="override the recipe's epochs")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:I")
@@ -490,9 +522,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("finetune", help="fine-tune a model on a store, a data set or a new rule")
     p.add_argument("--model", required=True, help="'default', a checkpoint folder or a run folder")
-    p.add_argument("--data", required=True, help="STORE.zarr | synthetic:seed=K,n=N[,size=S] | pascal-mt:ROOT")
-    p.add_argument("--rule", required=True, help="R2, R3, S:<task>, mosaic, random or a YAML rule file")
-    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--data", required=True,
+                   help="pascal-mt:ROOT[,split=train|val] (default split train) | "
+                        "synthetic:seed=K,n=N[,size=S] | STORE.zarr: a store trains on its images "
+                        "with corrected or ground-truth labels (see --all-images), cropped or "
+                        "padded to 256 px (a recipe's augment: {crop: S} changes it)")  # fmt: skip
+    p.add_argument("--rule", required=True,
+                   help="R2, R3, S:<task>, mosaic, random or a YAML rule file; it makes the palettes "
+                        "of images stored without one (a stored palette is the training signal, "
+                        "and one made under another rule is refused)")  # fmt: skip
+    p.add_argument("--all-images", action="store_true",
+                   help="with a store: also train on the images holding only pseudo-labels "
+                        "(a model's output nobody checked): self-training")  # fmt: skip
+    p.add_argument("--out", required=True,
+                   help="run folder: a new or empty folder, or the run to continue with --resume")
     p.add_argument("--config", default=None, help="a recipe to start from (default: built-in 'finetune')")
     p.add_argument("--epochs", type=_nonneg, default=None, help="override the recipe's epochs")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -515,8 +558,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="metrics of a model on a data set under a rule")
     p.add_argument("--model", required=True, help="'default', a checkpoint folder or a run folder")
-    p.add_argument("--data", required=True, help="synthetic:seed=K,n=N[,size=S] | pascal-mt:ROOT | STORE.zarr")
-    p.add_argument("--rule", default="S", help="S (every task everywhere, default) or a palette rule")
+    p.add_argument("--data", required=True,
+                   help="pascal-mt:ROOT[,split=train|val] (default split val) | "
+                        "synthetic:seed=K,n=N[,size=S] | STORE.zarr (its images with corrected or "
+                        "ground-truth labels)")  # fmt: skip
+    p.add_argument("--rule", default="S",
+                   help="S (every task everywhere, default) or a palette rule (a store's stored "
+                        "palettes made under another rule are refused)")  # fmt: skip
+    p.add_argument("--all-images", action="store_true",
+                   help="with a store: also score against the images holding only pseudo-labels "
+                        "(a model's output nobody checked)")  # fmt: skip
     p.add_argument("--batch-size", type=_nonneg, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")

@@ -7,9 +7,12 @@ built-in ``finetune`` recipe); this widget only chooses its inputs and shows its
 progress. The plain functions (no Qt; tests and scripts call them directly):
 
 - :func:`run_finetune`: the CTN on the images of the store whose provenance says a
-  person corrected some task (:func:`corrected_ids`), ``epochs`` epochs into a run
-  folder; returns the new checkpoint folder. Each image trains under its stored palette
-  (the rule only makes palettes for images stored without one).
+  person corrected some task, or that hold ground truth (:func:`corrected_ids`: the
+  core's :func:`composite_tasking.datasets.training_ids`, as ``ctn finetune`` chooses),
+  ``epochs`` epochs into a run folder; returns the new checkpoint folder. Each image
+  trains under its stored palette (the rule only makes palettes for images stored
+  without one); a stored palette made under another rule than the chosen one is
+  refused (:func:`composite_tasking.datasets.check_stored_palettes`).
 - :func:`run_finetune_palette`: the palette network (kind ``palette``) on the palettes
   a person chose (:func:`palette_ids`), with the same recipe, epochs, learning rate and
   batch size; the stored palette is its *target* (cross-entropy), so "Fill palette"
@@ -112,12 +115,11 @@ class FinetuneResult:
 
 
 def corrected_ids(store_path: str | Path) -> list[str]:
-    """Images of a store with at least one task a person corrected."""
-    from ..store import LabelStore
+    """Images of a store with at least one task a person corrected or with ground truth
+    (:func:`composite_tasking.datasets.training_ids`; empty when there is none)."""
+    from ..datasets import training_ids
 
-    store = LabelStore(store_path, mode="r")
-    return [i for i in store.ids()
-            if "corrected" in store.image_attrs(i).get("provenance", {}).values()]  # fmt: skip
+    return training_ids(store_path, "corrected", required=False)
 
 
 def palette_ids(store_path: str | Path) -> list[str]:
@@ -214,11 +216,12 @@ def _train(network: str, store: str | Path, init: Path, out: str | Path, ids: li
         raise FinetuneCancelled(f"fine-tuning of the {NETWORK_NAMES[network]} cancelled")
     if progress is not None:
         progress({"network": network, "stage": "start", "images": len(ids), "out": str(out)})
-    trainer = Trainer(recipe, out, device=device, progress=report, should_stop=should_stop)
-    # only the chosen images (the recipe's store spec takes them all)
+    # only the chosen images; the Trainer checks their stored palettes against the rule
     dataset = StoreDataset if network == "ctn" else _palette_dataset_class()
-    trainer.train_set = dataset(store, rule=rule, seed=recipe.seed, ids=ids,
-                                augment=build_augment(recipe.augment, 256))  # fmt: skip
+    train_set = dataset(store, rule=rule, seed=recipe.seed, ids=ids,
+                        augment=build_augment(recipe.augment, 256))  # fmt: skip
+    trainer = Trainer(recipe, out, device=device, progress=report, should_stop=should_stop,
+                      train_set=train_set)  # fmt: skip
     trainer.fit()
     if trainer.epoch < recipe.epochs:  # the Trainer's own should_stop ended it early
         done = f"; {trainer.epoch} finished epoch(s) stay in {out}" if trainer.epoch else ""
@@ -546,7 +549,7 @@ class FinetuneWidget(QWidget):
             self.progress_bar.setRange(0, 0)
             self.progress_bar.setFormat(f"{name}: %p%")
             if not self._stop.is_set():
-                kind = "corrected image(s)" if network == "ctn" else "saved palette(s)"
+                kind = "corrected or ground-truth image(s)" if network == "ctn" else "saved palette(s)"
                 self.status_label.setText(f"Fine-tuning the {name} on {info.get('images')} "
                                           f"{kind} -> {info.get('out')}")  # fmt: skip
             return
