@@ -1,6 +1,9 @@
 """Robust image reading (every supported format and mode) and folder scanning."""
 
+import os
 import struct
+import warnings
+from pathlib import Path
 import zlib
 
 import numpy as np
@@ -134,6 +137,37 @@ def test_exif_orientation_6_is_applied(tmp_path):
     check(read_image(tmp_path / "o1.jpg"), (20, 40, 3))
 
 
+def test_gif_first_frame_with_transparency_over_white(tmp_path):
+    p = Image.new("P", (3, 1))
+    p.putpalette([255, 0, 0, 0, 0, 255, 0, 255, 0] + [0] * 759)
+    for x in range(3):
+        p.putpixel((x, 0), x)
+    second = p.copy()
+    second.putpixel((0, 0), 1)
+    p.save(tmp_path / "anim.gif", save_all=True, append_images=[second], transparency=2)
+    assert read_image(tmp_path / "anim.gif").tolist() == [[list(RED), list(BLUE), list(WHITE)]]
+
+
+def test_float_tiff_with_nan_is_scaled_by_its_finite_values(tmp_path):
+    import tifffile
+
+    a = np.array([[np.nan, 1.0, 2.0], [3.0, 5.0, np.inf]], np.float32)
+    tifffile.imwrite(tmp_path / "f.tif", a)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning leaks into a progress bar
+        g = read_image(tmp_path / "f.tif")
+    check(g, (2, 3, 3))
+    # range 1..5 from the finite values: NaN -> 0, 1 -> 0, 5 -> 255, +inf -> 255
+    assert g[..., 0].tolist() == [[0, 0, 64], [128, 255, 255]]
+    assert (g[..., 0] == g[..., 2]).all()
+    tifffile.imwrite(tmp_path / "flat.tif", np.array([[np.nan, 7.0]], np.float32))
+    assert read_image(tmp_path / "flat.tif")[..., 0].tolist() == [[0, 0]]
+    tifffile.imwrite(tmp_path / "nan.tif", np.full((2, 2), np.nan, np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert "no pixel has a finite value" in reason_of(tmp_path / "nan.tif")
+
+
 # ------------------------------------------------------------------------- failures
 
 
@@ -155,8 +189,8 @@ def test_bad_files_raise_with_a_reason(tmp_path, rgb):
         data = (tmp_path / f"full-{name}").read_bytes()
         (tmp_path / name).write_bytes(data[: len(data) // 2])
         assert "truncated" in reason_of(tmp_path / name), name
-    Image.fromarray(rgb).save(tmp_path / "gif-in-disguise.png", format="GIF")
-    assert "unsupported image format GIF" in reason_of(tmp_path / "gif-in-disguise.png")
+    Image.fromarray(rgb).save(tmp_path / "ppm-in-disguise.png", format="PPM")
+    assert "unsupported image format PPM" in reason_of(tmp_path / "ppm-in-disguise.png")
     # more pixels than allowed: refused before decoding, with the limit given
     Image.fromarray(rgb).save(tmp_path / "ok.png")
     r = reason_of(tmp_path / "ok.png", max_pixels=1000)
@@ -196,7 +230,7 @@ def touch_png(path):
     return path
 
 
-def test_scan_inputs_recurses_ignores_hidden_lists_unsupported_and_removes_repeats(tmp_path):
+def test_scan_inputs_recurses_ignores_hidden_and_non_images_and_removes_repeats(tmp_path):
     d = tmp_path / "data"
     b, a = touch_png(d / "b.png"), touch_png(d / "a.PNG")
     c = touch_png(d / "sub" / "deeper" / "c.jpg")
@@ -204,6 +238,7 @@ def test_scan_inputs_recurses_ignores_hidden_lists_unsupported_and_removes_repea
     touch_png(d / ".cache" / "x.png")
     (d / "notes.txt").write_text("x")
     (d / "sub" / "README").write_text("x")
+    (d / "sub" / "c.json").write_text("{}")
     single = touch_png(tmp_path / "single.webp")
 
     res = scan_inputs([d, single, d / "b.png", str(single), d / "sub" / ".." / "a.PNG",
@@ -211,13 +246,106 @@ def test_scan_inputs_recurses_ignores_hidden_lists_unsupported_and_removes_repea
     assert res.files == [a, b, c, single]  # folders sorted, then the named file; once each
     assert [f.name for f in res.files] == ["a.PNG", "b.png", "c.jpg", "single.webp"]
     assert len({f.resolve() for f in res.files}) == len(res.files)
-    reasons = dict(res.skipped)
-    assert reasons == {
-        str(d / "notes.txt"): "unsupported file type .txt",
-        str(d / "sub" / "README"): "unsupported file type (no suffix)",
-        str(tmp_path / "missing.png"): "no such file or folder",
-    }
-    # a named file of another type is listed too; not recursive: only the top level
-    assert scan_inputs([d / "notes.txt"]).skipped == [(str(d / "notes.txt"), "unsupported file type .txt")]
+    # files of other types inside a folder are counted, not reported: a folder with a
+    # README can be labelled completely (exit 0)
+    assert res.skipped == [(str(tmp_path / "missing.png"), "no such file or folder")]
+    assert res.ignored == 3 and res.ignored_suffixes == ("(no suffix)", ".json", ".txt")
+    # a file named explicitly is always tried (reading it says whether it is an image)
+    named = scan_inputs([d / "notes.txt"])
+    assert named.files == [d / "notes.txt"] and named.skipped == [] and named.ignored == 0
     assert [f.name for f in scan_inputs([d], recursive=False).files] == ["a.PNG", "b.png"]
     assert scan_inputs([]).files == [] and scan_inputs([tmp_path / "empty-dir"]).files == []
+
+
+def test_the_order_is_that_of_the_sorted_paths(tmp_path):
+    """Depth first over sorted names: the order sorted(folder.rglob("*")) gave (shards and
+    resumed runs of older versions split the files the same way)."""
+    names = ["a-b.png", "a/x.png", "a/b/y.png", "B.png", "b.png", "z/zz/z.png", "m.png", "a0.png"]
+    for n in names:
+        touch_png(tmp_path / n)
+    expected = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    assert scan_inputs([tmp_path]).files == expected
+
+
+def test_every_image_suffix_of_the_table_is_scanned_and_read(tmp_path, rgb):
+    from composite_tasking.images import IMAGE_FORMATS, SUPPORTED_SUFFIXES
+
+    assert set(SUPPORTED_SUFFIXES) == {s for v in IMAGE_FORMATS.values() for s in v}
+    for fmt, suffixes in IMAGE_FORMATS.items():
+        for suffix in suffixes:
+            save_as = {"MPO": "JPEG"}.get(fmt, fmt)
+            Image.fromarray(rgb).save(tmp_path / f"im{suffix}", format=save_as)
+    res = scan_inputs([tmp_path])
+    assert sorted(f.suffix for f in res.files) == sorted(SUPPORTED_SUFFIXES) and res.ignored == 0
+    for f in res.files:
+        check(read_image(f), rgb.shape)
+
+
+def test_a_label_store_inside_the_folder_is_never_searched(tmp_path):
+    d = tmp_path / "photos"
+    img = touch_png(d / "img.png")
+    touch_png(d / "labels.zarr" / "img.png" / "image" / "thumb.png")  # whatever a store holds
+    (d / "labels.zarr" / "zarr.json").write_text("{}")
+    touch_png(d / "OTHER.ZARR" / "x.png")
+    res = scan_inputs([d])
+    assert res.files == [img] and res.skipped == [] and res.ignored == 0
+    # named explicitly: reported
+    assert scan_inputs([d / "labels.zarr"]).skipped == [(str(d / "labels.zarr"),
+                                                         "a zarr store, not a folder of images")]  # fmt: skip
+
+
+def test_excluded_paths_are_neither_listed_nor_searched(tmp_path, monkeypatch):
+    d = tmp_path / "photos"
+    img = touch_png(d / "img.png")
+    preview = touch_png(d / "labels-preview.png")
+    store = d / "labels"  # a store without the .zarr suffix
+    touch_png(store / "x.png")
+    res = scan_inputs([d], exclude=[store, preview])
+    assert res.files == [img] and res.skipped == [] and res.ignored == 0
+    # relative, absolute, through a symbolic link: the same path
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "link").symlink_to(d)
+    assert scan_inputs(["photos"], exclude=["link/labels-preview.png", store]).files == [Path("photos/img.png")]
+    reason = "an output of this run (its label store or preview)"
+    assert scan_inputs([preview], exclude=[preview]).skipped == [(str(preview), reason)]
+    assert scan_inputs([store], exclude=(p for p in [store])).skipped == [(str(store), reason)]
+    assert scan_inputs([d]).files == [img, store / "x.png", preview]  # nothing excluded: all
+
+
+def test_symbolic_links_are_followed_and_broken_ones_reported(tmp_path):
+    d = tmp_path / "photos"
+    own = touch_png(d / "own.png")
+    elsewhere = tmp_path / "elsewhere"
+    far = touch_png(elsewhere / "far.png")
+    touch_png(elsewhere / "deeper" / "deep.png")
+    (d / "linked").symlink_to(elsewhere, target_is_directory=True)  # a symlinked subfolder
+    (d / "loop").symlink_to(d, target_is_directory=True)  # a cycle
+    (d / "linked" / "deeper" / "up").symlink_to(elsewhere, target_is_directory=True)  # another
+    (d / "same.png").symlink_to(own)  # a link to an image already listed
+    (d / "file-link.png").symlink_to(far)  # a link to an image outside
+    (d / "gone.png").symlink_to(tmp_path / "deleted.png")
+    (d / "gone-folder").symlink_to(tmp_path / "deleted-folder", target_is_directory=True)
+
+    res = scan_inputs([d])
+    assert res.files == [d / "file-link.png", d / "linked" / "deeper" / "deep.png", d / "own.png"]
+    assert {f.resolve() for f in res.files} == {far, elsewhere / "deeper" / "deep.png", own}
+    assert res.skipped == [(str(d / "gone-folder"), "broken symbolic link"),
+                           (str(d / "gone.png"), "broken symbolic link")]  # fmt: skip
+    # named explicitly: the same reason; reading one says so too
+    assert scan_inputs([d / "gone.png"]).skipped == [(str(d / "gone.png"), "broken symbolic link")]
+    assert "broken symbolic link" in reason_of(d / "gone.png")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any folder")
+def test_an_unreadable_folder_is_reported(tmp_path):
+    d = tmp_path / "photos"
+    img = touch_png(d / "img.png")
+    locked = d / "locked"
+    touch_png(locked / "x.png")
+    locked.chmod(0)
+    try:
+        res = scan_inputs([d])
+    finally:
+        locked.chmod(0o755)
+    assert res.files == [img]
+    assert res.skipped == [(str(locked), "cannot read the folder: Permission denied")]

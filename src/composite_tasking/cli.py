@@ -1,21 +1,26 @@
 """The ``ctn`` command.
 
 Exit codes: 0 all done; 1 finished but some inputs were skipped; 2 usage error (a clear
-message, nothing written).
+message, nothing written); 3 (``ctn label``) stopped by an error of the file system or
+the OS (a full disk, a read-only place; the message names the path and the reason): the
+store stays valid, fix the cause and re-run to resume; 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
+import re
 import sys
+import tempfile
 from pathlib import Path
 from importlib import metadata
 
 from .__about__ import __version__
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
 
 
 def _dist_version(name: str) -> str:
@@ -357,25 +362,178 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _Usage(Exception):
+    """A usage error of ``ctn label`` found before anything is written (exit 2)."""
+
+
+#: the --device values ``ctn label`` accepts
+_DEVICES = "auto, cpu, cuda or cuda:I"
+
+
+def _default_overlap(tile: int) -> int:
+    """--overlap when not given: 128 pixels, less for tiles under 512 (below tile / 2)."""
+    return min(128, tile // 4)
+
+
+def _check_tile(tile: int, overlap: int | None) -> int:
+    """The overlap to use, or :class:`_Usage` with the real limits."""
+    if tile < 64:
+        raise _Usage(f"--tile takes 64 or more pixels, got {tile}")
+    if overlap is None:
+        return _default_overlap(tile)
+    if not 0 <= overlap < tile // 2:
+        raise _Usage(f"--overlap takes 0 to {tile // 2 - 1} pixels with --tile {tile} (below half a "
+                     f"tile), got {overlap}")  # fmt: skip
+    return overlap
+
+
+def _check_device(spec: str) -> None:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", spec):
+        raise _Usage(f"--device takes {_DEVICES} (I: the index of a CUDA device), got {spec!r}")
+    if spec.startswith("cuda"):
+        import torch
+
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise _Usage(f"--device {spec}: torch sees no CUDA device here; use auto or cpu")
+        if ":" in spec and int(spec.split(":")[1]) >= n:
+            raise _Usage(f"--device {spec}: torch sees {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
+
+
+def _env_shard() -> tuple[int, int]:
+    """The shard of a torchrun process from RANK and WORLD_SIZE; (0, 1) without them."""
+    world_text = os.environ.get("WORLD_SIZE")
+    if world_text is None or world_text.strip() == "":
+        return 0, 1
+    try:
+        world = int(world_text)
+    except ValueError:
+        world = 0
+    if world < 1:
+        raise _Usage(f"the environment variable WORLD_SIZE is the number of processes (an integer "
+                     f">= 1), got WORLD_SIZE={world_text!r}")  # fmt: skip
+    rank_text = os.environ.get("RANK")
+    if rank_text is None:
+        if world == 1:
+            return 0, 1
+        raise _Usage(f"WORLD_SIZE={world_text} is set but RANK is not: set both (torchrun does), "
+                     f"or give --shard I/N")  # fmt: skip
+    try:
+        rank = int(rank_text)
+    except ValueError:
+        rank = -1
+    if not 0 <= rank < world:
+        raise _Usage(f"the environment variable RANK is this process's index, 0 to {world - 1} with "
+                     f"WORLD_SIZE={world_text}, got RANK={rank_text!r}")  # fmt: skip
+    return rank, world
+
+
+def _check_writable(path: Path, what: str) -> None:
+    """:class:`_Usage` unless ``path`` can be written: its nearest existing folder above
+    is a folder this process can create files in (tried with a hidden file, removed)."""
+    place = path.parent
+    while not os.path.lexists(place) and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise _Usage(f"{what} {path}: {place} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".ctn-write-test-", dir=place)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise _Usage(f"{what} {path}: cannot write in {place}: {e.strerror or e}") from None
+
+
+def _check_outputs(out: Path, preview: Path | None) -> None:
+    if out.is_dir():
+        pass  # an existing store: opening it says whether it can be written
+    elif os.path.lexists(out):
+        raise _Usage(f"--out {out} is a file; the label store is a folder (e.g. labels.zarr)")
+    else:
+        _check_writable(out, "--out")
+    if preview is None:
+        return
+    if preview.is_dir():
+        raise _Usage(f"--preview {preview} is a folder; give the path of a .png file")
+    if preview.suffix.lower() != ".png":
+        raise _Usage(f"--preview {preview}: the contact sheet is a PNG; give a path ending in .png")
+    _check_writable(preview, "--preview")
+
+
+def _check_inputs(inputs: list[str]) -> None:
+    """:class:`_Usage` when not one input exists (a mistyped name: nothing to label)."""
+    if any(os.path.exists(p) for p in inputs):
+        return
+
+    def why(p: str) -> str:
+        return f"{p} (a broken symbolic link)" if os.path.islink(p) else p
+
+    raise _Usage(f"no such file or folder: {', '.join(map(why, inputs))}")
+
+
+def _os_error(e: OSError, where_else: Path) -> str:
+    """One line: the path(s) (``where_else`` when the error names none: a write into an
+    open file), the OS's reason, and what was being done (the exception's notes)."""
+    reason = e.strerror or str(e)
+    where = e.filename if e.filename is not None else where_else
+    if where is not None and e.filename2 is not None:
+        where = f"{where} -> {e.filename2}"
+    text = f"{where}: {reason}"
+    notes = [n.strip() for n in getattr(e, "__notes__", ()) if str(n).strip()]
+    return text + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _accepts(func, name: str) -> bool:
+    import inspect
+
+    params = inspect.signature(func).parameters
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 def cmd_label(args: argparse.Namespace) -> int:
+    from .images import scan_inputs
+
+    out = Path(args.out)
+    preview = Path(args.preview) if args.preview else out.with_name(out.name.removesuffix(".zarr") + "-preview.png")
+    if args.no_preview:
+        preview = None
+    try:
+        if args.resume and args.overwrite:
+            raise _Usage("--resume and --overwrite exclude each other")
+        if args.palette_model is not None and args.palette_from != "net":
+            raise _Usage(f"--palette-model is the palette network of --palette-from net; with "
+                         f"--palette-from {args.palette_from} it would be ignored")  # fmt: skip
+        overlap = _check_tile(args.tile, args.overlap)
+        _check_device(args.device)
+        shard = None if args.shard is not None else _env_shard()
+        _check_inputs(args.inputs)
+        _check_outputs(out, preview)
+    except _Usage as e:  # found before torch is imported: at once
+        print(f"ctn label: {e}", file=sys.stderr)
+        return EXIT_USAGE
     from .label import LabelError, format_timings, label_images, parse_shard
     from .model.checkpoint import CheckpointError
     from .palette import RuleError
 
-    if args.resume and args.overwrite:
-        print("ctn label: --resume and --overwrite exclude each other", file=sys.stderr)
-        return EXIT_USAGE
-    out = Path(args.out)
-    preview = Path(args.preview) if args.preview else out.with_name(out.name.removesuffix(".zarr") + "-preview.png")
+    if shard is None:
+        try:
+            shard = parse_shard(args.shard)
+        except LabelError as e:
+            print(f"ctn label: {e}", file=sys.stderr)
+            return EXIT_USAGE
+    # the files of other types in the folders, for the summary (label_images scans too)
+    scan = scan_inputs(args.inputs, exclude=[out] + ([preview] if preview else []))
+    extra = {}
+    if _accepts(label_images, "overlap"):  # label_images(overlap=) is being added: drop this test then
+        extra["overlap"] = overlap
     bar = _Bar("label", "image")
     try:
-        shard = parse_shard(args.shard)
         summary = label_images(
             args.inputs, out, rule=args.rule, palette_from=args.palette_from, model=args.model,
-            palette_model=args.palette_model,
+            palette_model=args.palette_model or "default",
             device=args.device, batch_size=args.batch_size, tile=args.tile, precision=args.precision,
             overwrite=args.overwrite, shard=shard, store_image=not args.reference,
-            preview=None if args.no_preview else preview, progress=bar, writers=args.writers,
+            preview=preview, progress=bar, writers=args.writers, **extra,
         )  # fmt: skip
     except KeyboardInterrupt:
         bar.close()
@@ -386,11 +544,18 @@ def cmd_label(args: argparse.Namespace) -> int:
         bar.close()
         print(f"ctn label: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as e:
+        bar.close()
+        print(f"ctn label: stopped: {_os_error(e, out)}. Every image written before is complete and the "
+              f"store is valid: fix this and run the same command again to continue", file=sys.stderr)  # fmt: skip
+        return EXIT_STOPPED
     bar.close()
     print(f"labelled {len(summary.done)} image(s) into {summary.store}; "
           f"{len(summary.skipped_complete)} already complete; {len(summary.failed)} skipped")  # fmt: skip
     for path, reason in summary.failed:
         print(f"  skipped {path}: {reason}")
+    if scan.ignored:
+        print(f"ignored {scan.ignored} non-image file(s) ({', '.join(scan.ignored_suffixes)})")
     if summary.preview:
         print(f"preview: {summary.preview}")
     if args.timings:
@@ -469,16 +634,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="semantics (the rule on the predicted classes, default), net, or a folder "
                         "of palette PNGs named like the images (values = task id + 1)")  # fmt: skip
     p.add_argument("--model", default="default", help="'default' (bundled), a checkpoint folder or a run folder")
-    p.add_argument("--palette-model", default="default",
-                   help="with --palette-from net: the palette network ('default' = bundled, or a folder)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:I")
+    p.add_argument("--palette-model", default=None,
+                   help="only with --palette-from net: the palette network ('default' = bundled, "
+                        "the default; or a folder)")  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto (CUDA if present, else cpu), cpu, cuda, cuda:I")
     p.add_argument("--batch-size", type=_nonneg, default=4)
     p.add_argument("--writers", type=_nonneg, default=None, metavar="N",
                    help="writers of the store when the model runs on a GPU: processes that also "
                         "decode the labels from 64 images on (default min(12, cores - 2)), "
                         "threads below (default min(4, cores - 1)); 0: write in the "
                         "labelling thread")  # fmt: skip
-    p.add_argument("--tile", type=_nonneg, default=1024, help="tile images larger than this (pixels per side)")
+    p.add_argument("--tile", type=_nonneg, default=1024,
+                   help="tile images larger than this many pixels per side (64 or more; default 1024)")
+    p.add_argument("--overlap", type=_nonneg, default=None,
+                   help="pixels neighbouring tiles share, blended across (0 to TILE/2 - 1; default "
+                        "min(128, TILE/4))")  # fmt: skip
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="auto: float32 (on GPUs too: bf16 did not pay on an H200); bf16 on a CPU "
                         "with native bf16 is ~1.7x faster with labels that differ slightly "
@@ -488,7 +658,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true", help="relabel everything, also with another model or rule")
     p.add_argument("--shard", default=None, help="I/N: label every N-th image starting at I (torchrun sets it)")
     p.add_argument("--reference", action="store_true", help="store a path and sha256 instead of the pixels")
-    p.add_argument("--preview", default=None, help="contact sheet PNG (default: next to the store)")
+    p.add_argument("--preview", default=None,
+                   help="the contact sheet, a .png file (default: next to the store, "
+                        "STORE-preview.png)")  # fmt: skip
     p.add_argument("--no-preview", action="store_true", help="write no contact sheet")
     p.add_argument("--timings", action="store_true",
                    help="print where the time went: the labelling thread's shares (model, "
@@ -498,10 +670,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="label the bundled sample images with the bundled model (store + preview)")
     p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
     p.add_argument("--rule", default="mosaic",
-                   help="default mosaic: every task somewhere in each image (R2 needs semantics the "
-                        "bundled model predicts only in part)")  # fmt: skip
+                   help="default mosaic: four rectangles around a random point, each a different "
+                        "task (four of the five tasks per image); R2 needs semantics the bundled "
+                        "model predicts only in part")  # fmt: skip
     p.add_argument("--model", default="default")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present, else cpu), cpu, cuda, cuda:I")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="as for ctn label")
     p.add_argument("--overwrite", action="store_true", help="relabel an existing demo store")

@@ -1,16 +1,21 @@
 """Robust image reading and folder scanning.
 
-:func:`read_image` returns uint8 RGB (H, W, 3) for JPEG, PNG, TIFF (8 and 16 bit), BMP
-and WebP: EXIF orientation applied, grayscale / palette / CMYK converted to RGB, alpha
-composited over white (as a viewer shows it), 16-bit scaled to 8-bit (by the full 16-bit
-range, or by the data's range for 32-bit and float images). Every failure raises :class:`ImageReadError` with the path
-and a reason a person can act on: missing, zero bytes, not an image, truncated,
-unsupported format, larger than the decompression-bomb limit.
+:func:`read_image` returns uint8 RGB (H, W, 3) for the formats of :data:`IMAGE_FORMATS`
+(JPEG, PNG, TIFF 8/16/32 bit and float, BMP, WebP, GIF: its first frame): EXIF
+orientation applied, grayscale / palette / CMYK converted to RGB, alpha composited over
+white (as a viewer shows it), 16-bit scaled to 8-bit (by the full 16-bit range, or by
+the data's range for 32-bit and float images; NaN pixels become 0). Every failure
+raises :class:`ImageReadError` with the path and a reason a person can act on: missing,
+zero bytes, not an image, truncated, unsupported format, larger than the
+decompression-bomb limit, no finite pixel value.
+
+:func:`scan_inputs` turns files and folders into the list of image files to read.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +24,26 @@ from typing import Iterable
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageReadError", "read_image", "scan_inputs", "SUPPORTED_SUFFIXES", "MAX_PIXELS", "ScanResult"]
+__all__ = ["ImageReadError", "read_image", "scan_inputs", "IMAGE_FORMATS", "SUPPORTED_SUFFIXES", "MAX_PIXELS",
+           "ScanResult"]  # fmt: skip
 
-#: file name suffixes read as images
-SUPPORTED_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+#: the one table of what is read: PIL format -> the file name suffixes it goes by
+#: (MPO is a JPEG with more pictures in it: the first is read). A file inside a folder
+#: is an image by its suffix; a file of another format is refused by its content.
+IMAGE_FORMATS: dict[str, tuple[str, ...]] = {
+    "JPEG": (".jpg", ".jpeg", ".jpe", ".jfif"),
+    "MPO": (".mpo",),
+    "PNG": (".png",),
+    "TIFF": (".tif", ".tiff"),
+    "BMP": (".bmp",),
+    "WEBP": (".webp",),
+    "GIF": (".gif",),
+}
+#: file name suffixes read as images (from :data:`IMAGE_FORMATS`)
+SUPPORTED_SUFFIXES = tuple(s for suffixes in IMAGE_FORMATS.values() for s in suffixes)
 #: images with more pixels are refused (PIL's decompression-bomb guard, made an error)
 MAX_PIXELS = 178_956_970
-_FORMATS = {"JPEG", "PNG", "TIFF", "BMP", "WEBP", "MPO"}
+_FORMATS = frozenset(IMAGE_FORMATS)
 
 
 class ImageReadError(ValueError):
@@ -41,7 +59,8 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
     try:
         size = path.stat().st_size
     except FileNotFoundError:
-        raise ImageReadError(path, "no such file") from None
+        reason = "broken symbolic link" if path.is_symlink() else "no such file"
+        raise ImageReadError(path, reason) from None
     except OSError as e:
         raise ImageReadError(path, f"cannot read: {e.strerror or e}") from None
     if size == 0:
@@ -60,7 +79,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
                                                    f"{max_pixels} (decompression bomb guard)")  # fmt: skip
                     im.load()
                     im = ImageOps.exif_transpose(im)
-                    return _to_rgb8(im)
+                    return _to_rgb8(im, path)
             finally:
                 Image.MAX_IMAGE_PIXELS = old
     except ImageReadError:
@@ -69,16 +88,26 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
         raise ImageReadError(path, f"too many pixels (decompression bomb guard): {e}") from None
     except UnidentifiedImageError:
         raise ImageReadError(path, "not an image, or a format this program cannot read") from None
-    except (OSError, SyntaxError, ValueError) as e:  # truncated / corrupt data
+    except OSError as e:
+        if e.errno is not None:  # the file system's (permission denied, a folder, ...): not the data's
+            raise ImageReadError(path, f"cannot read: {e.strerror or e}") from None
+        raise ImageReadError(path, f"corrupt or truncated image: {e}") from None
+    except (SyntaxError, ValueError) as e:  # truncated / corrupt data
         raise ImageReadError(path, f"corrupt or truncated image: {e}") from None
 
 
-def _to_rgb8(im: Image.Image) -> np.ndarray:
+def _to_rgb8(im: Image.Image, path: Path) -> np.ndarray:
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im, dtype=np.float64)
-        lo, hi = float(a.min()), float(a.max())
+        finite = np.isfinite(a)
+        if not finite.any():
+            raise ImageReadError(path, "no pixel has a finite value (all NaN or infinite)")
+        values = a[finite] if not finite.all() else a
+        lo, hi = float(values.min()), float(values.max())
         if im.mode.startswith("I;16") and hi <= 65535 and lo >= 0:
             lo, hi = 0.0, 65535.0 if hi > 255 else 255.0
+        # NaN -> the low end (0); infinities -> the ends; then nothing is out of range
+        a = np.clip(np.where(np.isnan(a), lo, a), lo, hi)
         scale = 255.0 / (hi - lo) if hi > lo else 0.0
         g = np.clip((a - lo) * scale + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(g[..., None], 3, axis=2)
@@ -94,17 +123,38 @@ def _to_rgb8(im: Image.Image) -> np.ndarray:
 class ScanResult:
     files: list[Path]
     skipped: list[tuple[str, str]]  # (path, reason)
+    #: files inside the folders whose suffix is no image format's: not read, not reported
+    ignored: int = 0
+    #: their suffixes, sorted ("(no suffix)" for none)
+    ignored_suffixes: tuple[str, ...] = ()
 
 
-def scan_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = True) -> ScanResult:
+def _suffix(p: Path) -> str:
+    return p.suffix.lower() or "(no suffix)"
+
+
+def scan_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = True, *,
+                exclude: Iterable[str | os.PathLike] = ()) -> ScanResult:  # fmt: skip
     """Image files named by ``inputs`` (files or folders), sorted and without repeats.
 
-    Files of other types inside a folder are skipped with a reason; hidden files
-    (names starting with '.') are ignored. A missing input is skipped with a reason.
+    Inside a folder (searched recursively, symbolic links to folders followed once each)
+    a file is an image by its suffix (:data:`SUPPORTED_SUFFIXES`); other files are
+    ignored, counted in :attr:`ScanResult.ignored`. Names starting with '.' are ignored,
+    and so are ``*.zarr`` folders (label stores: never a folder of images) and the paths
+    of ``exclude`` (a run's own outputs: its store and its preview), wherever they are.
+    A file named in ``inputs`` is always listed, whatever its suffix (reading it says
+    whether it is an image). Skipped with a reason: a missing input, a broken symbolic
+    link, a folder that cannot be read, a ``.zarr`` folder or an excluded path named in
+    ``inputs``.
     """
     files: list[Path] = []
     skipped: list[tuple[str, str]] = []
+    ignored: dict[str, int] = {}
     seen: set[Path] = set()
+    excluded = {Path(os.path.abspath(e)) for e in exclude} | {Path(e).resolve() for e in exclude}
+
+    def is_excluded(p: Path) -> bool:
+        return bool(excluded) and (Path(os.path.abspath(p)) in excluded or p.resolve() in excluded)
 
     def add(p: Path) -> None:
         rp = p.resolve()
@@ -112,22 +162,67 @@ def scan_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = True) -> 
             seen.add(rp)
             files.append(p)
 
+    def walk(folder: Path, visited: set[tuple[int, int]]) -> None:
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            skipped.append((str(folder), f"cannot read the folder: {e.strerror or e}"))
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            p = folder / entry.name
+            try:
+                is_dir = entry.is_dir()  # follows a symbolic link
+                is_file = not is_dir and entry.is_file()
+            except OSError:
+                is_dir = is_file = False
+            if is_dir:
+                if not recursive or p.suffix.lower() == ".zarr" or is_excluded(p):
+                    continue
+                try:
+                    st = p.stat()
+                except OSError as e:
+                    skipped.append((str(p), f"cannot read the folder: {e.strerror or e}"))
+                    continue
+                key = (st.st_dev, st.st_ino)
+                if key in visited:  # a symbolic link back into a folder being searched, or one searched
+                    continue
+                visited.add(key)
+                walk(p, visited)
+            elif is_file:
+                if is_excluded(p):
+                    continue
+                if p.suffix.lower() in SUPPORTED_SUFFIXES:
+                    add(p)
+                else:
+                    ignored[_suffix(p)] = ignored.get(_suffix(p), 0) + 1
+            elif entry.is_symlink() and not os.path.exists(p):
+                skipped.append((str(p), "broken symbolic link"))
+            # else: a socket, a FIFO, a device: nothing to read
+
+    visited: set[tuple[int, int]] = set()
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            walker = p.rglob("*") if recursive else p.glob("*")
-            for f in sorted(walker):
-                if not f.is_file() or any(part.startswith(".") for part in f.relative_to(p).parts):
-                    continue
-                if f.suffix.lower() in SUPPORTED_SUFFIXES:
-                    add(f)
-                else:
-                    skipped.append((str(f), f"unsupported file type {f.suffix or '(no suffix)'}"))
-        elif p.is_file():
-            if p.suffix.lower() in SUPPORTED_SUFFIXES:
-                add(p)
+            if p.suffix.lower() == ".zarr":
+                skipped.append((str(p), "a zarr store, not a folder of images"))
+            elif is_excluded(p):
+                skipped.append((str(p), "an output of this run (its label store or preview)"))
             else:
-                skipped.append((str(p), f"unsupported file type {p.suffix or '(no suffix)'}"))
+                st = p.stat()
+                visited.add((st.st_dev, st.st_ino))
+                walk(p, visited)
+        elif p.is_file():
+            if is_excluded(p):
+                skipped.append((str(p), "an output of this run (its label store or preview)"))
+            else:
+                add(p)
+        elif p.is_symlink():
+            skipped.append((str(p), "broken symbolic link"))
+        elif p.exists():
+            skipped.append((str(p), "not a file or folder"))
         else:
             skipped.append((str(p), "no such file or folder"))
-    return ScanResult(files, skipped)
+    return ScanResult(files, skipped, sum(ignored.values()), tuple(sorted(ignored)))
