@@ -188,8 +188,6 @@ def test_a_store_inside_the_input_folder_is_not_labelled_on_the_next_run(photos,
     assert "skipped" not in again.stdout.replace("0 skipped", "") and "ignored" not in again.stdout
 
 
-@pytest.mark.xfail(reason="needs label_images to pass exclude=[store, preview] to scan_inputs (label.py)",
-                   strict=False)  # fmt: skip
 def test_the_preview_inside_the_input_folder_is_not_labelled_on_the_next_run(photos, tiny_checkpoint):
     args = [photos, "--out", photos / "labels"]  # no .zarr suffix: excluded by name
     first = label(*args, ckpt=tiny_checkpoint)
@@ -320,15 +318,6 @@ def test_flags_reach_label_images(tmp_path, photos, monkeypatch):
     assert cli.main(base) == 0 and seen["shard"] == (0, 1)
 
 
-def _label_images_takes_overlap() -> bool:
-    import inspect
-
-    from composite_tasking.label import label_images
-
-    return "overlap" in inspect.signature(label_images).parameters
-
-
-@pytest.mark.skipif(not _label_images_takes_overlap(), reason="needs label_images(overlap=) (label.py)")
 def test_a_tile_of_256_is_accepted(tmp_path, photos, tiny_checkpoint):
     res = label(photos, "--out", tmp_path / "s.zarr", "--tile", 256, "--no-preview", ckpt=tiny_checkpoint)
     assert res.returncode == 0 and counts(res) == (2, 0, 0), res.stderr

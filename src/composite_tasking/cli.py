@@ -63,7 +63,7 @@ def _bundled_lines() -> list[str]:
             continue
         cfg = info.config
         val = (info.provenance.get("val") or {}).get("primary") or {}
-        metrics = ", ".join(f"{k} {v:.1f}" for k, v in val.items())
+        metrics = ", ".join(f"{k} {v:.1f}" for k, v in val.items() if isinstance(v, (int, float)))
         lines.append(f"  {name}: {cfg.kind} {cfg.encoder}, sha256 {info.sha256[:12]}, {info.path}")
         if metrics:
             lines.append(f"    validation: {metrics}")
@@ -317,17 +317,6 @@ def _print_table(result: dict) -> None:
         print(f"{task:<10} {key:<10} {metrics[key]:9.2f}   {others}")
 
 
-def _json_safe(value):
-    """NaN and infinities (a metric with nothing to score) as null: strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
     from dataclasses import replace
@@ -366,10 +355,6 @@ class _Usage(Exception):
     """A usage error of ``ctn label`` found before anything is written (exit 2)."""
 
 
-#: the --device values ``ctn label`` accepts
-_DEVICES = "auto, cpu, cuda or cuda:I"
-
-
 def _default_overlap(tile: int) -> int:
     """--overlap when not given: 128 pixels, less for tiles under 512 (below tile / 2)."""
     return min(128, tile // 4)
@@ -388,44 +373,15 @@ def _check_tile(tile: int, overlap: int | None) -> int:
 
 
 def _check_device(spec: str) -> None:
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", spec):
-        raise _Usage(f"--device takes {_DEVICES} (I: the index of a CUDA device), got {spec!r}")
+    from .device import DEVICES, pick_device
+
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", spec):  # before torch is imported: at once
+        raise _Usage(f"--device takes {DEVICES} (I: the index of a CUDA device), got {spec!r}")
     if spec.startswith("cuda"):
-        import torch
-
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n == 0:
-            raise _Usage(f"--device {spec}: torch sees no CUDA device here; use auto or cpu")
-        if ":" in spec and int(spec.split(":")[1]) >= n:
-            raise _Usage(f"--device {spec}: torch sees {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
-
-
-def _env_shard() -> tuple[int, int]:
-    """The shard of a torchrun process from RANK and WORLD_SIZE; (0, 1) without them."""
-    world_text = os.environ.get("WORLD_SIZE")
-    if world_text is None or world_text.strip() == "":
-        return 0, 1
-    try:
-        world = int(world_text)
-    except ValueError:
-        world = 0
-    if world < 1:
-        raise _Usage(f"the environment variable WORLD_SIZE is the number of processes (an integer "
-                     f">= 1), got WORLD_SIZE={world_text!r}")  # fmt: skip
-    rank_text = os.environ.get("RANK")
-    if rank_text is None:
-        if world == 1:
-            return 0, 1
-        raise _Usage(f"WORLD_SIZE={world_text} is set but RANK is not: set both (torchrun does), "
-                     f"or give --shard I/N")  # fmt: skip
-    try:
-        rank = int(rank_text)
-    except ValueError:
-        rank = -1
-    if not 0 <= rank < world:
-        raise _Usage(f"the environment variable RANK is this process's index, 0 to {world - 1} with "
-                     f"WORLD_SIZE={world_text}, got RANK={rank_text!r}")  # fmt: skip
-    return rank, world
+        try:
+            pick_device(spec)
+        except ValueError as e:
+            raise _Usage(f"--device {spec}: {e}") from None
 
 
 def _check_writable(path: Path, what: str) -> None:
@@ -483,15 +439,8 @@ def _os_error(e: OSError, where_else: Path) -> str:
     return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
-def _accepts(func, name: str) -> bool:
-    import inspect
-
-    params = inspect.signature(func).parameters
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-
-
 def cmd_label(args: argparse.Namespace) -> int:
-    from .images import scan_inputs
+    from .shards import ShardError, parse_shard, shard_from_environment
 
     out = Path(args.out)
     preview = Path(args.preview) if args.preview else out.with_name(out.name.removesuffix(".zarr") + "-preview.png")
@@ -505,27 +454,20 @@ def cmd_label(args: argparse.Namespace) -> int:
                          f"--palette-from {args.palette_from} it would be ignored")  # fmt: skip
         overlap = _check_tile(args.tile, args.overlap)
         _check_device(args.device)
-        shard = None if args.shard is not None else _env_shard()
+        try:
+            # explicit, so that label_images does not read the environment again
+            shard = parse_shard(args.shard) if args.shard is not None else (shard_from_environment() or (0, 1))
+        except ShardError as e:
+            raise _Usage(str(e)) from None
         _check_inputs(args.inputs)
         _check_outputs(out, preview)
     except _Usage as e:  # found before torch is imported: at once
         print(f"ctn label: {e}", file=sys.stderr)
         return EXIT_USAGE
-    from .label import LabelError, format_timings, label_images, parse_shard
+    from .label import LabelError, format_timings, label_images
     from .model.checkpoint import CheckpointError
     from .palette import RuleError
 
-    if shard is None:
-        try:
-            shard = parse_shard(args.shard)
-        except LabelError as e:
-            print(f"ctn label: {e}", file=sys.stderr)
-            return EXIT_USAGE
-    # the files of other types in the folders, for the summary (label_images scans too)
-    scan = scan_inputs(args.inputs, exclude=[out] + ([preview] if preview else []))
-    extra = {}
-    if _accepts(label_images, "overlap"):  # label_images(overlap=) is being added: drop this test then
-        extra["overlap"] = overlap
     bar = _Bar("label", "image")
     try:
         summary = label_images(
@@ -533,7 +475,7 @@ def cmd_label(args: argparse.Namespace) -> int:
             palette_model=args.palette_model or "default",
             device=args.device, batch_size=args.batch_size, tile=args.tile, precision=args.precision,
             overwrite=args.overwrite, shard=shard, store_image=not args.reference,
-            preview=preview, progress=bar, writers=args.writers, **extra,
+            preview=preview, progress=bar, writers=args.writers, overlap=overlap,
         )  # fmt: skip
     except KeyboardInterrupt:
         bar.close()
@@ -554,8 +496,14 @@ def cmd_label(args: argparse.Namespace) -> int:
           f"{len(summary.skipped_complete)} already complete; {len(summary.failed)} skipped")  # fmt: skip
     for path, reason in summary.failed:
         print(f"  skipped {path}: {reason}")
-    if scan.ignored:
-        print(f"ignored {scan.ignored} non-image file(s) ({', '.join(scan.ignored_suffixes)})")
+    if summary.kept:
+        print(f"kept {len(summary.kept)} image(s) a person corrected or saved from napari (never relabelled)")
+    if summary.ignored:
+        from .images import suffixes_of
+
+        names = summary.ignored[:10] + ([f"... {len(summary.ignored) - 10} more"] if len(summary.ignored) > 10 else [])
+        print(f"ignored {len(summary.ignored)} non-image file(s) ({', '.join(suffixes_of(summary.ignored))}): "
+              f"{', '.join(names)}")  # fmt: skip
     if summary.preview:
         print(f"preview: {summary.preview}")
     if args.timings:
@@ -629,7 +577,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
     p.add_argument("--out", required=True, help="the label store (e.g. labels.zarr)")
-    p.add_argument("--rule", default="R2", help="R2 (default), R3, S:<task>, mosaic, random or a YAML rule file")
+    p.add_argument("--rule", default=None,
+                   help="R2 (default), R3, S:<task>, mosaic, random or a YAML rule file; with "
+                        "--palette-from net the rule the network was trained for")  # fmt: skip
     p.add_argument("--palette-from", default="semantics",
                    help="semantics (the rule on the predicted classes, default), net, or a folder "
                         "of palette PNGs named like the images (values = task id + 1)")  # fmt: skip

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
 
 __all__ = ["pick_device", "cpu_has_bf16", "native_bf16"]
+
+
+#: the device values every command accepts
+DEVICES = "auto, cpu, cuda or cuda:I"
 
 
 def cpu_has_bf16() -> bool:
@@ -28,13 +33,18 @@ def native_bf16(device: str | torch.device) -> bool:
 
 
 def pick_device(spec: str = "auto") -> torch.device:
-    """``auto`` = the first CUDA device if torch sees one, else the CPU."""
+    """``auto`` = the first CUDA device if torch sees one, else the CPU; ``cpu``,
+    ``cuda`` or ``cuda:I``. Anything else (``mps``, a CUDA device torch does not see) is
+    a ValueError that says what is accepted."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(spec)
-    except RuntimeError:
-        raise ValueError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:I") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {spec!r} asked for, but torch sees no CUDA device")
+    if not isinstance(spec, (str, torch.device)) or not re.fullmatch(r"cpu|cuda(:\d+)?", str(spec)):
+        raise ValueError(f"unknown device {spec!r}; use {DEVICES} (I: the index of a CUDA device)")
+    dev = torch.device(spec)
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ValueError(f"device {str(spec)!r} asked for, but torch sees no CUDA device; use auto or cpu")
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"device {str(spec)!r}: torch sees {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
     return dev

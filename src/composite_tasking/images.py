@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import stat
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = ["ImageReadError", "read_image", "scan_inputs", "IMAGE_FORMATS", "SUPPORTED_SUFFIXES", "MAX_PIXELS",
-           "ScanResult"]  # fmt: skip
+           "ScanResult", "suffixes_of"]  # fmt: skip
 
 #: the one table of what is read: PIL format -> the file name suffixes it goes by
 #: (MPO is a JPEG with more pictures in it: the first is read). A file inside a folder
@@ -123,10 +123,22 @@ def _to_rgb8(im: Image.Image, path: Path) -> np.ndarray:
 class ScanResult:
     files: list[Path]
     skipped: list[tuple[str, str]]  # (path, reason)
-    #: files inside the folders whose suffix is no image format's: not read, not reported
-    ignored: int = 0
-    #: their suffixes, sorted ("(no suffix)" for none)
-    ignored_suffixes: tuple[str, ...] = ()
+    #: files inside the folders whose suffix is no image format's: not read, not counted
+    #: as skipped (a README beside the images does not make every run "partial")
+    ignored_files: list[str] = field(default_factory=list)
+
+    @property
+    def ignored(self) -> int:
+        return len(self.ignored_files)
+
+    @property
+    def ignored_suffixes(self) -> tuple[str, ...]:
+        return suffixes_of(self.ignored_files)
+
+
+def suffixes_of(paths: Iterable[str | os.PathLike]) -> tuple[str, ...]:
+    """The files' suffixes, lower case, sorted, each once ("(no suffix)" for none)."""
+    return tuple(sorted({_suffix(Path(f)) for f in paths}))
 
 
 def _suffix(p: Path) -> str:
@@ -149,7 +161,7 @@ def scan_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = True, *,
     """
     files: list[Path] = []
     skipped: list[tuple[str, str]] = []
-    ignored: dict[str, int] = {}
+    ignored: list[str] = []
     seen: set[Path] = set()
     excluded = {Path(os.path.abspath(e)) for e in exclude} | {Path(e).resolve() for e in exclude}
 
@@ -197,7 +209,7 @@ def scan_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = True, *,
                 if p.suffix.lower() in SUPPORTED_SUFFIXES:
                     add(p)
                 else:
-                    ignored[_suffix(p)] = ignored.get(_suffix(p), 0) + 1
+                    ignored.append(str(p))
             elif entry.is_symlink() and not os.path.exists(p):
                 skipped.append((str(p), "broken symbolic link"))
             # else: a socket, a FIFO, a device: nothing to read
@@ -225,4 +237,4 @@ def scan_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = True, *,
             skipped.append((str(p), "not a file or folder"))
         else:
             skipped.append((str(p), "no such file or folder"))
-    return ScanResult(files, skipped, sum(ignored.values()), tuple(sorted(ignored)))
+    return ScanResult(files, skipped, ignored)

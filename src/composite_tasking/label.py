@@ -108,6 +108,7 @@ from ._writer_process import (SharedSlots, _init_writer_process, _process_write,
                               write_prediction)  # fmt: skip
 from .inference import Prediction, Predictor, decode_labels
 from .palette import load_rule, rule_fingerprint, validate_palette
+from .shards import ShardError, parse_shard, shard_from_environment
 from .store import LabelStore, StoreError, file_sha256
 from .tasks import get_task
 
@@ -182,6 +183,9 @@ class LabelSummary:
     #: images in the store a person had a hand in (corrected, or saved from napari):
     #: never relabelled, ``overwrite`` or not
     kept: list[str] = field(default_factory=list)
+    #: files in the input folders that are not images by their suffix: not tried, and
+    #: not a reason for a "partial" result
+    ignored: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     preview: Path | None = None
     stopped: bool = False
@@ -193,15 +197,6 @@ class LabelSummary:
     @property
     def ok(self) -> bool:
         return not self.failed
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
-    if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
-        raise LabelError(f"--shard takes I/N with 0 <= I < N, got {text!r}")
-    return int(m.group(1)), int(m.group(2))
 
 
 #: the longest id made from a path (the store takes 200): a longer path keeps its end
@@ -216,12 +211,10 @@ def _hash8(text: str) -> str:
 def _base_ids(files: list[Path], inputs: Iterable[str | os.PathLike]) -> list[str]:
     """Each file's id before any clash is settled: the path below its input folder,
     '/' -> '__', characters other than letters, digits, '.', '_', '-' -> '_'."""
-    roots = [Path(i).resolve() for i in inputs if Path(i).is_dir()]
+    roots = [Path(i) for i in inputs if Path(i).is_dir()]
     out = []
     for f in files:
-        rf = f.resolve()
-        rel = next((rf.relative_to(r) for r in roots if rf.is_relative_to(r)), Path(f.name))
-        whole = "__".join(rel.parts)
+        whole = "__".join(_relative(f, roots).parts)
         base = re.sub(r"[^A-Za-z0-9._-]", "_", whole).lstrip(".") or "image"
         if len(base) > _ID_KEEP:
             base = f"{base[-_ID_KEEP:].lstrip('.')}-{_hash8(whole)}"
@@ -331,26 +324,14 @@ def _person_made(record: dict) -> bool:
 
 
 def _relative(path: Path, roots: list[Path]) -> Path:
-    """``path`` below the input folder it was found in (its name, for a file given as such)."""
-    rp = path.resolve()
-    return next((rp.relative_to(r) for r in roots if rp.is_relative_to(r)), Path(path.name))
-
-
-def _shard_from_environment() -> tuple[int, int] | None:
-    """``(RANK, WORLD_SIZE)`` as torchrun sets them, when WORLD_SIZE > 1."""
-    values = {}
-    for name in ("WORLD_SIZE", "RANK"):
-        text = os.environ.get(name)
-        if text is None:
-            continue
-        try:
-            values[name] = int(text)
-        except ValueError:
-            raise LabelError(f"the environment variable {name}={text!r} is not an integer") from None
-    world, rank = values.get("WORLD_SIZE", 1), values.get("RANK", 0)
-    if world < 1 or not 0 <= rank < world:
-        raise LabelError(f"torchrun's RANK={rank} and WORLD_SIZE={world} need 0 <= RANK < WORLD_SIZE")
-    return (rank, world) if world > 1 else None
+    """``path`` below the input folder it was found in, as found (through a symbolic
+    link to a folder too), else as resolved; its name, for a file given as such."""
+    for f, rs in ((Path(path).absolute(), [Path(r).absolute() for r in roots]),
+                  (Path(path).resolve(), [Path(r).resolve() for r in roots])):  # fmt: skip
+        rel = next((f.relative_to(r) for r in rs if f.is_relative_to(r)), None)
+        if rel is not None:
+            return rel
+    return Path(Path(path).name)
 
 
 def _composite_picture(pred: Prediction) -> np.ndarray:
@@ -839,8 +820,10 @@ def label_images(
         if not palette_dir.is_dir():
             raise LabelError(f"--palette-from is 'semantics', 'net' or a folder of palette PNGs; "
                              f"{palette_from!r} is none of these")  # fmt: skip
-    if shard is None:
-        shard = _shard_from_environment()
+    try:
+        shard = shard_from_environment() if shard is None else shard
+    except ShardError as e:
+        raise LabelError(str(e)) from None
 
     predictor = model if isinstance(model, Predictor) else Predictor(
         model, device=device, tile=tile, overlap=min(128, tile // 4) if overlap is None else overlap,
@@ -868,8 +851,9 @@ def label_images(
     if palette_sha is not None:
         wanted["palette_model_sha256"] = palette_sha
 
-    scan = scan_inputs(inputs)
-    summary = LabelSummary(store_path, failed=list(scan.skipped))
+    # never the store or the preview (an output inside an input folder)
+    scan = scan_inputs(inputs, exclude=[store_path] + ([Path(preview)] if preview is not None else []))
+    summary = LabelSummary(store_path, failed=list(scan.skipped), ignored=list(scan.ignored_files))
     files = scan.files
 
     store = _open_store(store_path, {"labelling": wanted})
@@ -883,7 +867,7 @@ def label_images(
                 "pass --overwrite to relabel it, or write to another store"
             )
     ids = image_ids(files, inputs, records)
-    roots = [Path(i).resolve() for i in inputs if Path(i).is_dir()]
+    roots = [Path(i) for i in inputs if Path(i).is_dir()]
     rels = [_relative(f, roots) for f in files]
     if shard is not None:
         i, n = shard
