@@ -24,6 +24,7 @@ from composite_tasking._napari import predict_widget as pwm  # noqa: E402
 from composite_tasking._napari.palette_widget import TaskPaletteWidget  # noqa: E402
 from composite_tasking._napari.predict_widget import PredictWidget  # noqa: E402
 from composite_tasking._napari.task_layers import (  # noqa: E402
+    corrected_mask,
     is_task_layer,
     layer_meta,
 )
@@ -146,7 +147,7 @@ def test_r2_palette_predict_layers_only_inside_regions(setup, errors):
             np.testing.assert_array_equal(data[..., 3] > 0, region)  # alpha: transparent outside
 
 
-def test_rerun_updates_layers_in_place_with_one_undo_step(setup, errors):
+def test_rerun_updates_layers_in_place_outside_the_undo_history(setup, errors):
     viewer, widget, image, palette = setup(128)
     first = widget.predict()
     n_layers = len(viewer.layers)
@@ -167,8 +168,13 @@ def test_rerun_updates_layers_in_place_with_one_undo_step(setup, errors):
     parts = first[("parts", "label")]
     assert (np.asarray(parts.data) == IGNORE).all()  # no longer asked for: emptied
     assert (np.asarray(semseg.data)[idx] != IGNORE).all()
-    semseg.undo()  # the whole update is one undo step
-    np.testing.assert_array_equal(np.asarray(semseg.data), before)
+    assert not np.array_equal(np.asarray(semseg.data), before)
+    # a prediction is not an undo step: Ctrl+Z on the layer has nothing of it to undo
+    # (undoing it would bring back old pseudo-labels that then count as corrections)
+    after = np.array(semseg.data, copy=True)
+    semseg.undo()
+    np.testing.assert_array_equal(np.asarray(semseg.data), after)
+    assert not corrected_mask(semseg).any()
 
 
 def test_fill_palette_from_predicted_semantics(setup, errors):
@@ -401,3 +407,103 @@ def test_widgets_from_the_plugin_menu_use_public_api_only(make_napari_viewer, ti
     from composite_tasking.store import LabelStore
 
     assert LabelStore(tmp_path / "proxy.zarr").read_sample("scene").provenance["semseg"] == "corrected"
+
+
+# ---------------------------------------------------------------------------------------
+# the widgets as napari docks them from the plugin's manifest, driven by their buttons
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def docked(make_napari_viewer, tiny_checkpoint, errors):
+    """Both widgets docked from the plugin (as from napari's Plugins menu), the Predict
+    widget on the tiny model and the CPU; ``make(viewer=None)``."""
+
+    def make(viewer=None):
+        viewer = viewer if viewer is not None else make_napari_viewer()
+        _d, palette_widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Task Palette")
+        _d, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Predict")
+        widget.model_edit.setText(str(tiny_checkpoint))
+        widget.model_edit.editingFinished.emit()
+        widget.device_combo.setCurrentText("cpu")
+        return viewer, palette_widget, widget
+
+    return make
+
+
+def _picture(index: int, size: int) -> np.ndarray:
+    from composite_tasking.synthetic import generate
+
+    return generate(424242, index, size)["image"]
+
+
+def _settle(qtbot, widget, timeout: int = 60_000) -> None:
+    """Wait until the widget is idle: no worker, no layers being added, no re-predict
+    waiting for its timer, nothing queued."""
+    qtbot.waitUntil(lambda: not widget.busy and not widget._debounce.isActive()
+                    and widget._pending is None, timeout=timeout)  # fmt: skip
+
+
+def _slow_model_load(monkeypatch, seconds: float = 0.6) -> None:
+    real = pwm.load_predictor
+
+    def slow(*args):
+        time.sleep(seconds)
+        return real(*args)
+
+    monkeypatch.setattr(pwm, "load_predictor", slow)
+
+
+def _layers_of(viewer, image) -> dict:
+    key = layer_meta(image)["image_key"]
+    return {(layer_meta(ly)["task"], layer_meta(ly)["role"]): ly
+            for ly in viewer.layers if is_task_layer(ly, key)}  # fmt: skip
+
+
+def _choose_rule(palette_widget, spec: str) -> None:
+    palette_widget.rule_combo.setCurrentIndex(palette_widget.rule_combo.findData(spec))
+
+
+def test_undo_on_a_pseudo_label_layer_never_makes_corrections(docked, qtbot, errors, tmp_path):
+    """Ctrl+Z after a live re-predict used to bring back the old pseudo-labels, which then
+    counted (and were saved) as corrections."""
+    from composite_tasking.store import LabelStore
+
+    viewer, palette_widget, widget = docked()
+    s = _scene(128)
+    image = viewer.add_image(s["image"], rgb=True, name="scene")
+    sem = viewer.add_labels(s["semseg"], name="semantics")
+    palette_widget.semantic_combo.set_current_layer(sem)
+    _choose_rule(palette_widget, "R2")
+    palette_widget.fill_button.click()
+    widget.image_combo.set_current_layer(image)
+    widget.predict_button.click()
+    _settle(qtbot, widget)
+    semseg = _layers_of(viewer, image)[("semseg", "label")]
+    first = np.array(semseg.data, copy=True)
+
+    _choose_rule(palette_widget, "S:semseg")  # a palette change: re-predicted live
+    palette_widget.fill_button.click()
+    assert widget._debounce.isActive()
+    _settle(qtbot, widget)
+    assert not np.array_equal(np.asarray(semseg.data), first)
+    semseg.undo()  # Ctrl+Z on the pseudo-label layer
+    assert not corrected_mask(semseg).any()
+
+    # a correction, a prediction that keeps it, then the correction undone: not corrected
+    data = np.asarray(semseg.data)
+    idx = np.nonzero(data != 3)
+    idx = (idx[0][:30], idx[1][:30])
+    semseg.data_setitem(idx, 3)
+    assert corrected_mask(semseg).sum() == 30
+    widget.predict_button.click()
+    _settle(qtbot, widget)
+    assert (np.asarray(semseg.data)[idx] == 3).all() and corrected_mask(semseg).sum() == 30
+    semseg.undo()
+    assert not corrected_mask(semseg).any()
+
+    widget.store_edit.setText(str(tmp_path / "undo.zarr"))
+    widget.save_button.click()
+    assert errors == []
+    assert "no corrections" in widget.save_status.text()
+    assert LabelStore(tmp_path / "undo.zarr").read_sample("scene").provenance["semseg"] == "pseudo"

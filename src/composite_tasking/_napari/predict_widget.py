@@ -75,7 +75,6 @@ from .task_layers import (
     new_task_layer,
     replace_labels,
     rgb8_of,
-    set_correction_state,
     task_layers_of,
     task_planes,
     update_task_layer,
@@ -545,8 +544,9 @@ class PredictWidget(QWidget):
         counts = []
         for layer in task_layers_of(self.viewer.layers, key):
             if isinstance(layer, Labels):
+                # the correction state stays as it is (the reference: the pseudo-labels),
+                # so undoing a correction after the save still un-counts it
                 mask = corrected_mask(layer)
-                set_correction_state(layer, mask)
                 if mask.any():
                     layer.metadata[METADATA_KEY]["provenance"] = "corrected"
                     counts.append(f"{layer_meta(layer)['task']} {int(mask.sum())}")
