@@ -507,3 +507,25 @@ def test_undo_on_a_pseudo_label_layer_never_makes_corrections(docked, qtbot, err
     assert errors == []
     assert "no corrections" in widget.save_status.text()
     assert LabelStore(tmp_path / "undo.zarr").read_sample("scene").provenance["semseg"] == "pseudo"
+
+
+def test_a_palette_network_is_refused_as_the_model(docked, qtbot, errors, tmp_path):
+    import torch
+
+    from composite_tasking.model import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    net = save_checkpoint(build_model("palette-resnet18").eval(), tmp_path / "palette-net")
+    viewer, palette_widget, widget = docked()
+    viewer.add_image(_picture(3, 64), name="scene")
+    palette_widget.fill_from_rule("S:semseg")
+    widget.model_edit.setText(str(net))
+    widget.model_edit.editingFinished.emit()
+    widget.load_button.click()
+    _settle(qtbot, widget)
+
+    text = widget.model_status.text()
+    assert text.startswith("Cannot load the model") and str(net) in text
+    assert "is a palette network, not a CTN" in text
+    assert errors and "is a palette network, not a CTN" in errors[-1]
+    assert widget.predictor is None
