@@ -236,11 +236,14 @@ def set_correction_state(layer: Labels, corrected: np.ndarray | None = None,
 def replace_labels(layer: Labels, new: np.ndarray) -> int:
     """Write ``new`` into ``layer`` through napari's edit history, as one undo step;
     returns the number of pixels changed. Very large changes replace the data without
-    history (napari's history keeps indices and old values of each changed pixel)."""
+    history (napari's history keeps indices and old values of each changed pixel).
+
+    ``new`` must have the layer's shape: a ValueError otherwise (a layer is never
+    resized here; napari's history of it would no longer fit its data)."""
     old = np.asarray(layer.data)
     if old.shape != new.shape:
-        layer.data = np.asarray(new, dtype=old.dtype).copy()
-        return int(new.size)
+        raise ValueError(f"layer {layer.name!r} has shape {old.shape}, the new values "
+                         f"{new.shape}")  # fmt: skip
     changed = np.nonzero(old != new)
     n = int(changed[0].size)
     if n == 0:
