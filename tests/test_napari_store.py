@@ -336,3 +336,25 @@ def test_an_image_read_from_a_store_saves_back_to_it(make_napari_viewer, tiny_ch
     assert LabelStore(b).read_sample("second").palette[0, 0] == 2
     widget.image_combo.set_current_layer(viewer.layers["first"])
     assert widget.store_edit.text() == str(a)
+
+
+def test_a_store_opened_twice_gives_two_independent_images(make_napari_viewer, tiny_checkpoint,
+                                                          tmp_path, qtbot, errors):  # fmt: skip
+    path = _store_with(tmp_path / "one.zarr", "scene", 3)
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin=PLUGIN)
+    viewer.open(str(path), plugin=PLUGIN)
+    first, second = viewer.layers["scene"], viewer.layers["scene [1]"]
+    assert layer_meta(first)["image_key"] != layer_meta(second)["image_key"]
+    widget = _docked_predict(viewer, tiny_checkpoint)
+
+    widget.image_combo.set_current_layer(second)
+    assert widget.palette_layer is viewer.layers["scene palette [1]"]
+    widget.predict_button.click()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+
+    assert errors == []
+    tasks = [ly for ly in viewer.layers if is_task_layer(ly)]
+    assert tasks and all(layer_meta(ly)["image_key"] == layer_meta(second)["image_key"]
+                         for ly in tasks)  # fmt: skip
+    assert [ly.name for ly in tasks if ly.name.startswith("scene [1] ")]

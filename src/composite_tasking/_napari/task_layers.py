@@ -93,7 +93,8 @@ def layer_meta(layer: Layer) -> dict:
 def image_key(layer: Layer) -> str:
     """A stable key naming the image ``layer`` shows: kept in its metadata (made on first
     use), copied into the palette and the task layers made for it. A layer read from a
-    label store gets ``store::image_id``, so predictions update the layers read with it."""
+    label store gets ``store::image_id::copy`` (``copy``: one token per opened copy), so
+    predictions update the layers read with it, and only those."""
     meta = layer.metadata.get(METADATA_KEY)
     if not isinstance(meta, dict):
         meta = {}
