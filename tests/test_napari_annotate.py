@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -38,14 +40,55 @@ def test_open_annotator_docks_widgets_and_loads_images(make_napari_viewer, tmp_p
     assert list(widgets) == list(WIDGETS)
     assert isinstance(widgets["Task Palette"], TaskPaletteWidget)
     assert isinstance(widgets["Predict"], PredictWidget)
-    assert widgets["Predict"].model_spec() == ("some/model", "cpu")
     assert [p for p, _ in problems] == [str(tmp_path / "notes.txt")]
-    names = [ly.name for ly in viewer.layers]
-    assert names[:2] == ["stored", "stored palette"]  # the store, through the reader
-    for p in sample_paths()[:2]:
+    first, second = sample_paths()[:2]
+    # in the order given: the images, then the store (through the reader)
+    assert [ly.name for ly in viewer.layers] == [first.stem, second.stem, "stored",
+                                                 "stored palette"]  # fmt: skip
+    for p in (first, second):
         np.testing.assert_array_equal(viewer.layers[p.stem].data, read_image(p))
-        assert not viewer.layers[p.stem].visible  # only the first input shows
+    # only the first input shows, and it is the image the Predict widget works on
+    assert [ly.name for ly in viewer.layers if ly.visible] == [first.stem]
+    assert widgets["Predict"].image_layer is viewer.layers[first.stem]
+    # a relative model path is made explicit (against the current directory)
+    assert widgets["Predict"].model_spec() == (os.path.abspath("some/model"), "cpu")
+
+
+def test_open_annotator_store_first_shows_the_store(make_napari_viewer, tmp_path):
+    from composite_tasking.store import LabelStore
+
+    store = tmp_path / "one.zarr"
+    with LabelStore(store, mode="a") as st:
+        st.write_sample("stored", {"image": np.full((16, 16, 3), 7, np.uint8)}, provenance={})
+    viewer, widgets, problems = open_annotator([store, sample_paths()[0]],
+                                               viewer=make_napari_viewer(), device="cpu")  # fmt: skip
+    assert problems == []
+    assert [ly.name for ly in viewer.layers if ly.visible] == ["stored"]
     assert widgets["Predict"].image_layer is viewer.layers["stored"]
+
+
+def test_open_annotator_names_what_it_cannot_open_once(make_napari_viewer, tmp_path):
+    import shutil
+
+    import zarr
+
+    other = tmp_path / "other.zarr"  # a zarr store, not a label store
+    zarr.open_group(str(other), mode="w").create_array("a", shape=(4, 4), dtype="u1")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    shutil.copy(sample_paths()[1], folder / "b.png")
+    zarr.open_group(str(folder / "inner.zarr"), mode="w").create_array("x", shape=(2,), dtype="u1")
+    missing = tmp_path / "nonexistent.png"
+    paths = [sample_paths()[0], missing, other, folder]
+
+    viewer, _widgets, problems = open_annotator(paths, viewer=make_napari_viewer(),
+                                                device="cpu")  # fmt: skip
+
+    NOT_A_STORE = "a zarr folder that is not a label store of this package: not opened"
+    assert problems == [(str(missing), "no such file or folder"),
+                        (str(other), NOT_A_STORE),
+                        (str(folder / "inner.zarr"), NOT_A_STORE)]  # fmt: skip
+    assert [ly.name for ly in viewer.layers] == [sample_paths()[0].stem, "b"]
 
 
 def test_cli_annotate(monkeypatch, tmp_path, capsys):
@@ -62,5 +105,17 @@ def test_cli_annotate(monkeypatch, tmp_path, capsys):
     assert calls == {"open": ([image], None, "cpu"), "run": True}
     assert "skipped bad.png: not an image" in capsys.readouterr().err
 
+    # nothing of what was given exists: nothing to open
     assert cli.main(["annotate", str(tmp_path / "missing.png")]) == cli.EXIT_USAGE
     assert "no such file" in capsys.readouterr().err
+
+    # some inputs exist: napari opens with them, the others are named, exit code 1
+    calls.clear()
+    monkeypatch.setattr("composite_tasking._napari.annotate.open_annotator",
+                        lambda images, model=None, device=None: (
+                            calls.setdefault("open", list(images)), {},
+                            [(images[1], "no such file or folder")]))  # fmt: skip
+    missing = str(tmp_path / "missing.png")
+    assert cli.main(["annotate", image, missing]) == cli.EXIT_PARTIAL
+    assert calls == {"open": [image, missing], "run": True}
+    assert f"skipped {missing}: no such file or folder" in capsys.readouterr().err

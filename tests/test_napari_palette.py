@@ -60,7 +60,9 @@ def test_new_palette_layer_matches_tasks(viewer_widget, errors):
     assert layer in viewer.layers and layer.name == "Task Palette"
     assert layer.data.shape == (H, W) and layer.data.dtype == np.uint8
     assert (layer.data == NO_TASK).all()
-    assert layer.metadata[METADATA_KEY] == {"kind": "palette"}
+    # it belongs to the image it was made for
+    assert layer.metadata[METADATA_KEY] == {"kind": "palette",
+                                            "image_key": image.metadata[METADATA_KEY]["image_key"]}
     assert is_palette_layer(layer) and not is_palette_layer(image)
     assert widget.palette_layer is layer
     # colours: each task's palette value shows the task's colour, 0 is transparent

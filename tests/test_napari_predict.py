@@ -24,6 +24,7 @@ from composite_tasking._napari import predict_widget as pwm  # noqa: E402
 from composite_tasking._napari.palette_widget import TaskPaletteWidget  # noqa: E402
 from composite_tasking._napari.predict_widget import PredictWidget  # noqa: E402
 from composite_tasking._napari.task_layers import (  # noqa: E402
+    corrected_mask,
     is_task_layer,
     layer_meta,
 )
@@ -146,7 +147,7 @@ def test_r2_palette_predict_layers_only_inside_regions(setup, errors):
             np.testing.assert_array_equal(data[..., 3] > 0, region)  # alpha: transparent outside
 
 
-def test_rerun_updates_layers_in_place_with_one_undo_step(setup, errors):
+def test_rerun_updates_layers_in_place_outside_the_undo_history(setup, errors):
     viewer, widget, image, palette = setup(128)
     first = widget.predict()
     n_layers = len(viewer.layers)
@@ -167,8 +168,13 @@ def test_rerun_updates_layers_in_place_with_one_undo_step(setup, errors):
     parts = first[("parts", "label")]
     assert (np.asarray(parts.data) == IGNORE).all()  # no longer asked for: emptied
     assert (np.asarray(semseg.data)[idx] != IGNORE).all()
-    semseg.undo()  # the whole update is one undo step
-    np.testing.assert_array_equal(np.asarray(semseg.data), before)
+    assert not np.array_equal(np.asarray(semseg.data), before)
+    # a prediction is not an undo step: Ctrl+Z on the layer has nothing of it to undo
+    # (undoing it would bring back old pseudo-labels that then count as corrections)
+    after = np.array(semseg.data, copy=True)
+    semseg.undo()
+    np.testing.assert_array_equal(np.asarray(semseg.data), after)
+    assert not corrected_mask(semseg).any()
 
 
 def test_fill_palette_from_predicted_semantics(setup, errors):
@@ -401,3 +407,364 @@ def test_widgets_from_the_plugin_menu_use_public_api_only(make_napari_viewer, ti
     from composite_tasking.store import LabelStore
 
     assert LabelStore(tmp_path / "proxy.zarr").read_sample("scene").provenance["semseg"] == "corrected"
+
+
+# ---------------------------------------------------------------------------------------
+# the widgets as napari docks them from the plugin's manifest, driven by their buttons
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def docked(make_napari_viewer, tiny_checkpoint, errors):
+    """Both widgets docked from the plugin (as from napari's Plugins menu), the Predict
+    widget on the tiny model and the CPU; ``make(viewer=None)``."""
+
+    def make(viewer=None):
+        viewer = viewer if viewer is not None else make_napari_viewer()
+        _d, palette_widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Task Palette")
+        _d, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Predict")
+        widget.model_edit.setText(str(tiny_checkpoint))
+        widget.model_edit.editingFinished.emit()
+        widget.device_combo.setCurrentText("cpu")
+        return viewer, palette_widget, widget
+
+    return make
+
+
+def _picture(index: int, size: int) -> np.ndarray:
+    from composite_tasking.synthetic import generate
+
+    return generate(424242, index, size)["image"]
+
+
+def _settle(qtbot, widget, timeout: int = 60_000) -> None:
+    """Wait until the widget is idle: no worker, no layers being added, no re-predict
+    waiting for its timer, nothing queued."""
+    qtbot.waitUntil(lambda: not widget.busy and not widget._debounce.isActive()
+                    and widget._pending is None, timeout=timeout)  # fmt: skip
+
+
+def _slow_model_load(monkeypatch, seconds: float = 0.6) -> None:
+    real = pwm.load_predictor
+
+    def slow(*args):
+        time.sleep(seconds)
+        return real(*args)
+
+    monkeypatch.setattr(pwm, "load_predictor", slow)
+
+
+def _layers_of(viewer, image) -> dict:
+    key = layer_meta(image)["image_key"]
+    return {(layer_meta(ly)["task"], layer_meta(ly)["role"]): ly
+            for ly in viewer.layers if is_task_layer(ly, key)}  # fmt: skip
+
+
+def _choose_rule(palette_widget, spec: str) -> None:
+    palette_widget.rule_combo.setCurrentIndex(palette_widget.rule_combo.findData(spec))
+
+
+def test_fill_palette_for_another_image_makes_its_own_palette(docked, qtbot, errors):
+    """Fill palette for image B must not touch image A's palette (it used to be re-keyed
+    to B and resized to B's shape, without undo)."""
+    from composite_tasking._napari.palette_layer import is_palette_layer
+
+    viewer, palette_widget, widget = docked()
+    a = viewer.add_image(_picture(3, 128), name="A")
+    b = viewer.add_image(_picture(4, 96), name="B")
+    palette_widget.image_combo.set_current_layer(a)
+    palette_widget.new_button.click()
+    palette_widget.fill_from_rule("mosaic", rng=0)
+    pal_a = palette_widget.palette_layer
+    before = np.array(pal_a.data, copy=True)
+    widget.image_combo.set_current_layer(a)
+    widget.predict_button.click()
+    _settle(qtbot, widget)
+    key_a = layer_meta(pal_a).get("image_key")
+    assert key_a == layer_meta(a)["image_key"]  # A's palette
+    a_layers = {k: np.array(ly.data, copy=True) for k, ly in _layers_of(viewer, a).items()}
+    assert a_layers
+
+    widget.image_combo.set_current_layer(b)
+    widget.rule_combo.setCurrentText("R2")
+    widget.fill_button.click()
+    _settle(qtbot, widget)
+
+    assert errors == []
+    assert pal_a.data.shape == (128, 128) and layer_meta(pal_a)["image_key"] == key_a
+    np.testing.assert_array_equal(pal_a.data, before)
+    palettes = [ly for ly in viewer.layers if is_palette_layer(ly)]
+    assert len(palettes) == 2
+    pal_b = widget.palette_layer
+    assert pal_b is not pal_a and pal_b.data.shape == (96, 96)
+    assert layer_meta(pal_b)["image_key"] == layer_meta(b)["image_key"]
+    assert (np.asarray(pal_b.data) > 0).all()  # R2 asks for a task everywhere
+    for k, data in a_layers.items():  # A's predictions are untouched too
+        np.testing.assert_array_equal(np.asarray(_layers_of(viewer, a)[k].data), data)
+    pal_a.undo()  # A's own history is intact: the mosaic fill is its last step
+    assert (np.asarray(pal_a.data) == 0).all()
+
+
+def test_undo_on_a_pseudo_label_layer_never_makes_corrections(docked, qtbot, errors, tmp_path):
+    """Ctrl+Z after a live re-predict used to bring back the old pseudo-labels, which then
+    counted (and were saved) as corrections."""
+    from composite_tasking.store import LabelStore
+
+    viewer, palette_widget, widget = docked()
+    s = _scene(128)
+    image = viewer.add_image(s["image"], rgb=True, name="scene")
+    sem = viewer.add_labels(s["semseg"], name="semantics")
+    palette_widget.semantic_combo.set_current_layer(sem)
+    _choose_rule(palette_widget, "R2")
+    palette_widget.fill_button.click()
+    widget.image_combo.set_current_layer(image)
+    widget.predict_button.click()
+    _settle(qtbot, widget)
+    semseg = _layers_of(viewer, image)[("semseg", "label")]
+    first = np.array(semseg.data, copy=True)
+
+    _choose_rule(palette_widget, "S:semseg")  # a palette change: re-predicted live
+    palette_widget.fill_button.click()
+    assert widget._debounce.isActive()
+    _settle(qtbot, widget)
+    assert not np.array_equal(np.asarray(semseg.data), first)
+    semseg.undo()  # Ctrl+Z on the pseudo-label layer
+    assert not corrected_mask(semseg).any()
+
+    # a correction, a prediction that keeps it, then the correction undone: not corrected
+    data = np.asarray(semseg.data)
+    idx = np.nonzero(data != 3)
+    idx = (idx[0][:30], idx[1][:30])
+    semseg.data_setitem(idx, 3)
+    assert corrected_mask(semseg).sum() == 30
+    widget.predict_button.click()
+    _settle(qtbot, widget)
+    assert (np.asarray(semseg.data)[idx] == 3).all() and corrected_mask(semseg).sum() == 30
+    semseg.undo()
+    assert not corrected_mask(semseg).any()
+
+    widget.store_edit.setText(str(tmp_path / "undo.zarr"))
+    widget.save_button.click()
+    assert errors == []
+    assert "no corrections" in widget.save_status.text()
+    assert LabelStore(tmp_path / "undo.zarr").read_sample("scene").provenance["semseg"] == "pseudo"
+
+
+def test_stroke_during_the_first_predict_is_predicted_after_it(docked, qtbot, errors,
+                                                               monkeypatch):  # fmt: skip
+    _slow_model_load(monkeypatch)
+    viewer, palette_widget, widget = docked()
+    image = viewer.add_image(_picture(3, 64), name="scene")
+    palette_widget.new_button.click()
+    palette_widget.fill_from_rule("S:edges")
+    palette = palette_widget.palette_layer
+    widget.predict_button.click()
+    assert widget.busy
+
+    ys, xs = np.mgrid[8:24, 8:24]
+    palette.data_setitem((ys.ravel(), xs.ravel()), get_task("semseg").palette_value)  # stroke
+    _settle(qtbot, widget)
+
+    assert errors == []
+    layers = _layers_of(viewer, image)
+    assert ("semseg", "label") in layers  # the stroke was predicted after the first run
+    assert (np.asarray(layers[("semseg", "label")].data)[8:24, 8:24] != IGNORE).all()
+    assert widget.status_label.text().startswith("Predicted")
+
+
+def test_a_new_palette_of_the_image_is_the_one_predicted(docked, qtbot, errors, tmp_path):
+    """Predict uses the palette made (newest) for the chosen image, also when the image
+    came from a store with a palette of its own."""
+    from composite_tasking.store import LabelStore
+
+    path = tmp_path / "one.zarr"
+    with LabelStore(path, mode="a") as st:
+        st.write_sample("img", {"image": _picture(3, 64),
+                                "palette": np.full((64, 64), get_task("edges").palette_value,
+                                                   np.uint8)}, provenance={})  # fmt: skip
+    viewer, palette_widget, widget = docked()
+    viewer.open(str(path), plugin=PLUGIN)
+    stored_palette = viewer.layers["img palette"]
+    assert widget.palette_layer is stored_palette
+    palette_widget.new_button.click()  # over the store's image
+    _choose_rule(palette_widget, "S:normals")
+    palette_widget.fill_button.click()
+    assert widget.palette_layer is palette_widget.palette_layer  # the newest
+
+    widget.predict_button.click()
+    _settle(qtbot, widget)
+
+    assert errors == []
+    shown = set(_layers_of(viewer, viewer.layers["img"]))
+    assert ("normals", "normals") in shown and ("edges", "prob") not in shown
+    assert (np.asarray(stored_palette.data) == get_task("edges").palette_value).all()
+
+
+def test_an_images_palette_is_never_used_for_another_image(docked, qtbot, errors):
+    viewer, palette_widget, widget = docked()
+    a = viewer.add_image(_picture(3, 64), name="A")
+    c = viewer.add_image(_picture(5, 64), name="C")  # the same size
+    palette_widget.image_combo.set_current_layer(a)
+    palette_widget.new_button.click()
+    palette_widget.fill_from_rule("mosaic", rng=0)
+    palette = palette_widget.palette_layer
+    widget.image_combo.set_current_layer(a)
+    widget.predict_button.click()
+    _settle(qtbot, widget)
+    assert _layers_of(viewer, a)
+
+    widget.image_combo.set_current_layer(c)
+    assert widget.palette_layer is None
+    widget.predict_button.click()
+    _settle(qtbot, widget)
+
+    assert errors and "no Task Palette for image 'C'" in errors[-1]
+    assert layer_meta(palette)["image_key"] == layer_meta(a)["image_key"]
+    assert not _layers_of(viewer, c)
+    widget.image_combo.set_current_layer(a)  # back to A: its palette again
+    assert widget.palette_layer is palette
+
+
+def test_cancel_in_napari_activity_dock(docked, qtbot, errors, monkeypatch):
+    from napari._qt.widgets.qt_progress_bar import QtLabeledProgressBar
+    from napari.utils.progress import cancelable_progress
+
+    _slow_model_load(monkeypatch, 1.0)
+    viewer, palette_widget, widget = docked()
+    viewer.add_image(_picture(3, 64), name="scene")
+    palette_widget.new_button.click()
+    palette_widget.fill_from_rule("mosaic", rng=0)
+    worker = widget.start_predict()
+    assert isinstance(worker.pbar, cancelable_progress)
+    bars = [b for b in viewer.window._qt_window.findChildren(QtLabeledProgressBar)
+            if b.progress is worker.pbar]  # fmt: skip
+    assert len(bars) == 1 and not bars[0].cancel_button.isHidden()
+
+    with qtbot.waitSignal(worker.aborted, timeout=60_000):
+        bars[0].cancel_button.click()
+    _settle(qtbot, widget)
+
+    assert errors == []
+    assert widget.status_label.text() == "Cancelled."
+    assert _task_layers(viewer) == []
+
+
+def test_fields_expand_home_and_make_relative_paths_explicit(docked, qtbot, errors, tmp_path,
+                                                            monkeypatch, tiny_checkpoint):  # fmt: skip
+    import shutil
+
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    shutil.copytree(tiny_checkpoint, home / "ckpt")
+    viewer, palette_widget, widget = docked()
+    viewer.add_image(_picture(3, 64), name="scene")
+    palette_widget.new_button.click()
+    palette_widget.fill_from_rule("S:semseg")
+
+    widget.model_edit.setText("~/ckpt")
+    widget.model_edit.editingFinished.emit()
+    widget.load_button.click()
+    _settle(qtbot, widget)
+    assert errors == []
+    assert widget.model_status.text() == f"Model: {home / 'ckpt'}"
+    assert widget.status_label.text().startswith("Model loaded (cpu")
+
+    widget.store_edit.setText("~/labels")
+    widget.save_button.click()
+    assert (home / "labels.zarr").is_dir() and not (cwd / "~").exists()
+    assert f"to {home / 'labels.zarr'};" in widget.save_status.text()
+    widget.store_edit.setText("sub/rel")
+    widget.save_button.click()
+    assert errors == []
+    assert (cwd / "sub" / "rel.zarr").is_dir()
+    assert f"to {cwd / 'sub' / 'rel.zarr'};" in widget.save_status.text()
+    assert widget.store_edit.text() == str(cwd / "sub" / "rel.zarr")
+
+
+def test_a_palette_network_is_refused_as_the_model(docked, qtbot, errors, tmp_path):
+    import torch
+
+    from composite_tasking.model import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    net = save_checkpoint(build_model("palette-resnet18").eval(), tmp_path / "palette-net")
+    viewer, palette_widget, widget = docked()
+    viewer.add_image(_picture(3, 64), name="scene")
+    palette_widget.fill_from_rule("S:semseg")
+    widget.model_edit.setText(str(net))
+    widget.model_edit.editingFinished.emit()
+    widget.load_button.click()
+    _settle(qtbot, widget)
+
+    text = widget.model_status.text()
+    assert text.startswith("Cannot load the model") and str(net) in text
+    assert "is a palette network, not a CTN" in text
+    assert errors and "is a palette network, not a CTN" in errors[-1]
+    assert widget.predictor is None
+
+
+def test_image_removed_while_predicting_says_so(docked, qtbot, errors, monkeypatch):
+    _slow_model_load(monkeypatch)
+    viewer, palette_widget, widget = docked()
+    image = viewer.add_image(_picture(3, 64), name="scene")
+    palette_widget.fill_from_rule("S:semseg")
+    widget.predict_button.click()
+    viewer.layers.remove(image)
+    _settle(qtbot, widget)
+    assert errors == []
+    assert "'scene' was removed" in widget.status_label.text()
+    assert _task_layers(viewer) == []
+
+
+def test_combos_follow_renames_and_list_only_source_images(docked, qtbot, errors):
+    viewer, palette_widget, widget = docked()
+    image = viewer.add_image(_picture(3, 64), name="scene")
+    palette_widget.fill_from_rule("random", rng=0)
+    palette = palette_widget.palette_layer
+    widget.predict_button.click()
+    _settle(qtbot, widget)
+    assert any(isinstance(ly, Image) for ly in _task_layers(viewer))  # prob, normals, ...
+
+    image.name = "renamed"
+    palette.name = "my palette"
+    assert widget.image_combo.currentText() == "renamed"
+    assert widget.palette_combo.currentText() == "my palette"
+    # the plugin's own output images are not images to make a palette for
+    items = [palette_widget.image_combo.itemText(i) for i in range(palette_widget.image_combo.count())]
+    assert items == ["renamed"]
+    viewer.layers.remove(image)
+    assert palette_widget.image_combo.current_layer() is None
+    assert widget.image_combo.current_layer() is None
+    assert errors == []
+
+
+def test_progress_bar_reaches_its_end_for_every_job(docked, qtbot, errors):
+    viewer, palette_widget, widget = docked()
+    viewer.add_image(_picture(3, 64), name="scene")
+    palette_widget.fill_from_rule("mosaic", rng=0)
+    palette = palette_widget.palette_layer
+    seen: list[tuple[int, int]] = []
+    widget.progress_bar.valueChanged.connect(
+        lambda v: seen.append((v, widget.progress_bar.maximum())))
+
+    def run(start) -> set[tuple[int, int]]:
+        """The (step, steps) the bar reached at the end of each job ``start`` starts."""
+        seen.clear()
+        start()
+        _settle(qtbot, widget)
+        ends = {(v, m) for v, m in seen if v == m}
+        assert {(m, m) for _, m in seen} == ends  # no job stopped short of its end
+        return ends
+
+    assert run(widget.load_button.click) == {(1, 1)}
+    assert run(widget.predict_button.click) == {(4, 4)}
+    ys, xs = np.mgrid[2:10, 2:10]  # a stroke: re-predicted on the cached features
+    value = int(palette.data[2, 2]) % len(TASKS) + 1  # another task than there
+    assert run(lambda: palette.data_setitem((ys.ravel(), xs.ravel()), value)) == {(3, 3)}
+    widget.rule_combo.setCurrentText("R2")
+    # the fill (2 steps), then the re-predict of the filled palette (3)
+    assert run(widget.fill_button.click) == {(2, 2), (3, 3)}
+    assert errors == []

@@ -289,3 +289,72 @@ def test_writer_pairs_a_new_palette_with_a_predicted_image(tmp_path):
     pal = make_palette_layer((8, 8), np.full((8, 8), 3, np.uint8))
     write_store(str(tmp_path / "p.zarr"), [image.as_layer_data_tuple(), pal.as_layer_data_tuple()])
     np.testing.assert_array_equal(LabelStore(tmp_path / "p.zarr").read_sample("img").palette, 3)
+
+
+# ---------------------------------------------------------------------------------------
+# several stores, one store twice (the widgets docked from the plugin)
+# ---------------------------------------------------------------------------------------
+
+
+def _store_with(path, image_id: str, index: int, size: int = 64):
+    from composite_tasking.synthetic import generate
+
+    rgb = generate(424242, index, size)["image"]
+    with LabelStore(path, mode="a") as st:
+        st.write_sample(image_id, {"image": rgb, "palette": np.full((size, size), 1, np.uint8)},
+                        provenance={})  # fmt: skip
+    return path
+
+
+def _docked_predict(viewer, checkpoint):
+    _d, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Predict")
+    widget.model_edit.setText(str(checkpoint))
+    widget.model_edit.editingFinished.emit()
+    widget.device_combo.setCurrentText("cpu")
+    return widget
+
+
+def test_an_image_read_from_a_store_saves_back_to_it(make_napari_viewer, tiny_checkpoint,
+                                                     tmp_path, errors):  # fmt: skip
+    a = _store_with(tmp_path / "A.zarr", "first", 3)
+    b = _store_with(tmp_path / "B.zarr", "second", 4)
+    viewer = make_napari_viewer()
+    viewer.open(str(a), plugin=PLUGIN)
+    viewer.open(str(b), plugin=PLUGIN)
+    widget = _docked_predict(viewer, tiny_checkpoint)
+    a_before = LabelStore(a).read_sample("first").palette.copy()
+
+    widget.image_combo.set_current_layer(viewer.layers["second"])
+    assert widget.store_edit.text() == str(b)  # the field follows the chosen image
+    viewer.layers["second palette"].data_setitem((np.array([0]), np.array([0])), 2)
+    widget.save_button.click()
+
+    assert errors == []
+    assert widget.save_status.text().startswith(f"Saved 'second' to {b}")
+    assert LabelStore(a).ids() == ["first"] and LabelStore(b).ids() == ["second"]
+    np.testing.assert_array_equal(LabelStore(a).read_sample("first").palette, a_before)
+    assert LabelStore(b).read_sample("second").palette[0, 0] == 2
+    widget.image_combo.set_current_layer(viewer.layers["first"])
+    assert widget.store_edit.text() == str(a)
+
+
+def test_a_store_opened_twice_gives_two_independent_images(make_napari_viewer, tiny_checkpoint,
+                                                          tmp_path, qtbot, errors):  # fmt: skip
+    path = _store_with(tmp_path / "one.zarr", "scene", 3)
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin=PLUGIN)
+    viewer.open(str(path), plugin=PLUGIN)
+    first, second = viewer.layers["scene"], viewer.layers["scene [1]"]
+    assert layer_meta(first)["image_key"] != layer_meta(second)["image_key"]
+    widget = _docked_predict(viewer, tiny_checkpoint)
+
+    widget.image_combo.set_current_layer(second)
+    assert widget.palette_layer is viewer.layers["scene palette [1]"]
+    widget.predict_button.click()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+
+    assert errors == []
+    tasks = [ly for ly in viewer.layers if is_task_layer(ly)]
+    assert tasks and all(layer_meta(ly)["image_key"] == layer_meta(second)["image_key"]
+                         for ly in tasks)  # fmt: skip
+    assert [ly.name for ly in tasks if ly.name.startswith("scene [1] ")]

@@ -525,9 +525,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_annotate(args: argparse.Namespace) -> int:
-    """napari with the plugin's widgets docked and the images (or label stores) loaded."""
+    """napari with the plugin's widgets docked and the images (or label stores) loaded.
+
+    What can be opened is opened; every input that cannot is named on stderr with the
+    reason, and the exit code is then 1. When no input exists at all (a mistyped path),
+    nothing is opened: exit code 2."""
     missing = [p for p in args.images if not Path(p).exists()]
-    if missing:
+    if missing and len(missing) == len(args.images):
         print(f"ctn annotate: no such file or folder: {', '.join(missing)}", file=sys.stderr)
         return EXIT_USAGE
     try:

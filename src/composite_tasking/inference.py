@@ -98,6 +98,13 @@ class Predictor:
             self.model = model
         else:
             self.model, self.info = load_checkpoint(resolve_model(model))
+        if getattr(getattr(self.model, "config", None), "kind", None) == "palette":
+            from .model.checkpoint import CheckpointError
+
+            where = str(self.info.path) if self.info else type(self.model).__name__
+            raise CheckpointError(f"{where} is a palette network, not a CTN: give it as the "
+                                  "palette network (palette_model), and a CTN checkpoint "
+                                  "as the model")  # fmt: skip
         self.model.eval().to(self.device).to(memory_format=torch.channels_last)
         if precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"precision is auto, fp32, bf16 or fp16, not {precision!r}")

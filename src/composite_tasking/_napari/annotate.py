@@ -1,10 +1,13 @@
 """``ctn annotate [IMAGE...]``: a napari viewer with the plugin's widgets docked and the
 images (or label stores) loaded.
 
-Images are read with :func:`composite_tasking.images.read_image` (any supported format,
-as uint8 RGB); folders are searched for images; a label store (``.zarr`` folder written
-by this package) opens through the plugin's reader, with its palettes, pseudo-labels and
-corrections. Only the first image's layers are visible.
+Inputs load in the order given. Images are read with
+:func:`composite_tasking.images.read_image` (any supported format, as uint8 RGB);
+folders are searched for images; a label store (``.zarr`` folder written by this
+package) opens through the plugin's reader, with its palettes, pseudo-labels and
+corrections. Only the first input's layers are visible, and its image is the Predict
+widget's. What cannot be opened (a missing path, an unreadable image, a zarr folder
+that is not a label store, reported once) is returned as a problem.
 """
 
 from __future__ import annotations
@@ -46,35 +49,39 @@ def open_annotator(paths: Sequence[str | os.PathLike] = (), *, viewer=None,
         docked["Predict"].set_model(model or docked["Predict"].model_spec()[0], device)
 
     problems: list[tuple[str, str]] = []
-    stores, images = [], []
+    seen: set[Path] = set()
+    first = True  # the first input that loads is the visible one
     for p in paths:
-        if store_target(p) is not None:
-            stores.append(str(p))
-        else:
-            images.append(p)
-    scan = scan_inputs(images)
-    problems += scan.skipped
-    first = True
-    for path in stores:
-        before = len(viewer.layers)
-        try:
-            viewer.open(path, plugin=PLUGIN)
-        except Exception as e:  # noqa: BLE001 - one bad store must not stop the others
-            problems.append((path, f"cannot open the label store: {e}"))
+        path = Path(p)
+        if store_target(path) is not None:
+            before = len(viewer.layers)
+            try:
+                viewer.open(str(path), plugin=PLUGIN)
+            except Exception as e:  # noqa: BLE001 - one bad store must not stop the others
+                problems.append((str(p), f"cannot open the label store: {e}"))
+                continue
+            if not first:
+                for layer in list(viewer.layers)[before:]:
+                    layer.visible = False
+            first = first and len(viewer.layers) == before
             continue
-        if not first:
-            for layer in list(viewer.layers)[before:]:
-                layer.visible = False
-        first = False
-    for f in scan.files:
-        try:
-            rgb = read_image(f)
-        except ImageReadError as e:
-            problems.append((str(f), e.reason))
+        if _is_zarr_folder(path):
+            problems.append((str(p), NOT_A_STORE))
             continue
-        viewer.add_image(rgb, rgb=True, name=Path(f).stem, visible=first,
-                         metadata={"composite_tasking": {"kind": "image", "source": str(f)}})  # fmt: skip
-        first = False
+        scan = scan_inputs([path])
+        problems += _collapse_zarr_folders(scan.skipped, path)
+        for f in scan.files:
+            if f.resolve() in seen:
+                continue
+            seen.add(f.resolve())
+            try:
+                rgb = read_image(f)
+            except ImageReadError as e:
+                problems.append((str(f), e.reason))
+                continue
+            viewer.add_image(rgb, rgb=True, name=Path(f).stem, visible=first,
+                             metadata={"composite_tasking": {"kind": "image", "source": str(f)}})  # fmt: skip
+            first = False
     if "Predict" in docked and viewer.layers:
         from napari.layers import Image
 
@@ -85,3 +92,38 @@ def open_annotator(paths: Sequence[str | os.PathLike] = (), *, viewer=None,
         if shown:
             docked["Predict"].image_combo.set_current_layer(shown[0])
     return viewer, docked, problems
+
+
+#: why a zarr folder that this package did not write is not opened
+NOT_A_STORE = "a zarr folder that is not a label store of this package: not opened"
+
+
+def _is_zarr_folder(path: Path) -> bool:
+    """A folder that is a zarr store or group (v3 ``zarr.json``, v2 ``.zgroup`` /
+    ``.zarray``), or named ``*.zarr``."""
+    return path.is_dir() and (path.suffix.lower() == ".zarr" or any(
+        (path / name).is_file() for name in ("zarr.json", ".zgroup", ".zarray")))  # fmt: skip
+
+
+def _collapse_zarr_folders(skipped: list[tuple[str, str]], root: Path) -> list[tuple[str, str]]:
+    """The files skipped inside a folder input, with everything inside a zarr folder
+    reported once, as that folder (not once per ``zarr.json`` or chunk)."""
+    from .store_io import store_target
+
+    out: list[tuple[str, str]] = []
+    reported: set[Path] = set()
+    for name, reason in skipped:
+        f = Path(name)
+        zarr_dir = None
+        for parent in reversed(f.parents):  # the outermost zarr folder below the input
+            if parent != root and root in parent.parents and _is_zarr_folder(parent):
+                zarr_dir = parent
+                break
+        if zarr_dir is None:
+            out.append((name, reason))
+        elif zarr_dir not in reported:
+            reported.add(zarr_dir)
+            why = ("a label store inside a folder: give it as an input of its own to open it"
+                   if store_target(zarr_dir) is not None else NOT_A_STORE)  # fmt: skip
+            out.append((str(zarr_dir), why))
+    return out

@@ -3,7 +3,9 @@
 Everything here comes from :data:`composite_tasking.tasks.TASKS`; nothing names a task
 or a colour itself. A palette layer is an ``uint8`` :class:`napari.layers.Labels` layer
 whose value at a pixel is ``task id + 1`` (0 = no task, napari's background label) and
-whose ``metadata["composite_tasking"]["kind"]`` is ``"palette"``.
+whose ``metadata["composite_tasking"]["kind"]`` is ``"palette"``. Its ``image_key``
+there names the one image it belongs to (set when it is made for an image, or when a
+palette made without one is first used for an image).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ __all__ = [
     "task_colormap",
     "palette_features",
     "is_palette_layer",
+    "palette_image_key",
+    "palette_fits",
     "mark_palette_layer",
     "image_plane_shape",
     "make_palette_layer",
@@ -70,6 +74,24 @@ def is_palette_layer(layer: Layer | None) -> bool:
     return isinstance(meta, dict) and meta.get("kind") == PALETTE_KIND
 
 
+def palette_image_key(layer: Layer) -> str | None:
+    """The key of the image ``layer`` (a palette) belongs to; None while it is free."""
+    meta = layer.metadata.get(METADATA_KEY)
+    key = meta.get("image_key") if isinstance(meta, dict) else None
+    return key if isinstance(key, str) and key else None
+
+
+def palette_fits(layer: Layer, key: str, shape: tuple[int, int]) -> bool:
+    """True when the palette ``layer`` can serve the image with ``key`` and plane
+    ``shape``: it belongs to that image, or it is free and has the image's shape."""
+    if not is_palette_layer(layer):
+        return False
+    owner = palette_image_key(layer)
+    if owner is not None:
+        return owner == key
+    return tuple(int(s) for s in np.shape(layer.data)) == tuple(shape)
+
+
 def mark_palette_layer(layer: Labels) -> Labels:
     """Mark ``layer`` as a Task Palette and give it the task colours."""
     layer.metadata[METADATA_KEY] = {"kind": PALETTE_KIND}
@@ -96,12 +118,16 @@ def make_palette_layer(
     *,
     name: str = PALETTE_LAYER_NAME,
     like: Layer | None = None,
+    image_key: str | None = None,
 ) -> Labels:
     """A new (not yet added) Task Palette layer of ``shape`` (H, W), dtype uint8.
 
     ``data`` (H, W) is copied in if given, else the palette starts as all NO_TASK.
     ``like``: a layer whose scale and translate (last two axes) the palette takes, so
-    that it lies over that layer in the canvas.
+    that it lies over that layer in the canvas. ``image_key``: the key of the image the
+    palette is made for (:func:`composite_tasking._napari.task_layers.image_key`); a
+    palette belongs to that one image, and the widgets never use it for another. Without
+    it the palette is free until an image first uses it.
     """
     h, w = (int(s) for s in shape)
     if data is None:
@@ -119,7 +145,8 @@ def make_palette_layer(
         name=name,
         colormap=task_colormap(),
         features=palette_features(),
-        metadata={METADATA_KEY: {"kind": PALETTE_KIND}},
+        metadata={METADATA_KEY: {"kind": PALETTE_KIND}
+                  | ({"image_key": image_key} if image_key else {})},
         opacity=0.5,
         **kwargs,
     )

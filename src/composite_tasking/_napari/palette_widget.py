@@ -3,7 +3,9 @@
 A Task Palette says which task the network predicts at each pixel (``task id + 1``,
 0 = no task). The widget
 
-- makes a palette layer over a chosen image ("New palette"),
+- makes a palette layer over a chosen image ("New palette"; the Image combo lists the
+  image layers, not the plugin's own prediction layers); the palette belongs to that
+  image (its ``image_key``), and the Predict widget uses it for that image only,
 - lists the tasks with their colour and palette value; picking one makes it the label
   painted on the palette (and switches the layer to paint mode),
 - fills the palette from a rule (``S:<task>``, ``mosaic``, ``random``, ``R2``, ``R3`` or
@@ -51,6 +53,7 @@ from .palette_layer import (
     is_palette_layer,
     make_palette_layer,
 )
+from .task_layers import TASK_KIND, image_key, layer_meta
 
 if TYPE_CHECKING:
     import napari
@@ -94,6 +97,12 @@ def _rule_summary(spec: str) -> str:
     if rule.needs_semantics:
         text += " Needs a semantic map."
     return text.strip()
+
+
+def is_source_image(layer: Layer) -> bool:
+    """An image layer a palette can be made for: not one of the plugin's own outputs
+    (probabilities, normals, confidence)."""
+    return isinstance(layer, Image) and layer_meta(layer).get("kind") != TASK_KIND
 
 
 class _LayerCombo(QComboBox):
@@ -151,9 +160,7 @@ class TaskPaletteWidget(QWidget):
         self._watched_layers: set[int] = set()
 
         # --- layers -------------------------------------------------------------------
-        self.image_combo = _LayerCombo(
-            self.viewer, lambda ly: isinstance(ly, Image), "(no image layer)"
-        )
+        self.image_combo = _LayerCombo(self.viewer, is_source_image, "(no image layer)")
         self.image_combo.setToolTip("The image the palette is made for (its H x W).")
         self.palette_combo = _LayerCombo(self.viewer, is_palette_layer, "(no palette yet)")
         self.palette_combo.setToolTip("The Task Palette layer that painting and fills change.")
@@ -293,7 +300,7 @@ class TaskPaletteWidget(QWidget):
         except _USER_ERRORS as e:
             show_error(f"Task Palette: {e}")
             return None
-        layer = make_palette_layer(shape, like=image)
+        layer = make_palette_layer(shape, like=image, image_key=image_key(image))
         layer.selected_label = self._selected_value
         return self._add_palette(layer)
 
@@ -380,7 +387,8 @@ class TaskPaletteWidget(QWidget):
             return None
 
         if target is None:
-            target = self._add_palette(make_palette_layer(shape, new, like=image))
+            target = self._add_palette(make_palette_layer(shape, new, like=image,
+                                                          image_key=image_key(image)))
         else:
             self._replace_data(target, new)
         show_info(f"Task Palette: filled {target.name!r} with rule {rule.name!r}.")

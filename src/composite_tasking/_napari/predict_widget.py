@@ -33,6 +33,7 @@ the same :class:`PredictJob` steps.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import numpy as np
 from napari.layers import Image, Labels, Layer
 from napari.utils.notifications import show_error, show_info
+from napari.utils.progress import cancelable_progress
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -60,12 +62,14 @@ from ..tasks import IGNORE
 from ._compat import prevent_llvm_clash
 from .palette_layer import (
     METADATA_KEY,
+    image_plane_shape,
     is_palette_layer,
     make_palette_layer,
+    palette_fits,
+    palette_image_key,
 )
-from .palette_widget import _LayerCombo
+from .palette_widget import _disconnect_all, _LayerCombo, is_source_image
 from .task_layers import (
-    TASK_KIND,
     corrected_mask,
     find_task_layer,
     image_digest,
@@ -75,7 +79,6 @@ from .task_layers import (
     new_task_layer,
     replace_labels,
     rgb8_of,
-    set_correction_state,
     task_layers_of,
     task_planes,
     update_task_layer,
@@ -96,7 +99,8 @@ DEBOUNCE_MS = 300
 SEMANTIC_RULES = ("R2", "R3")
 #: the fill choice that takes the palette network's palette
 PALETTE_NETWORK = "palette network"
-#: steps a predict job reports (model, encode, decode, labels)
+#: steps a full predict job reports (model, encode, decode, labels); a re-predict reports
+#: three, a palette fill two, a model load one (:meth:`PredictJob.total_steps`)
 PREDICT_STEPS = 4
 _USER_ERRORS = (ValueError, KeyError, TypeError, OSError)
 
@@ -133,6 +137,29 @@ def bundled_model_status() -> str | None:
         return ("This installation ships no bundled model ('default'): choose a checkpoint "
                 "folder or a training run folder with Browse...")  # fmt: skip
     return None
+
+
+def resolve_path_text(text: str) -> str:
+    """A path typed in a field, made explicit: ``~`` expanded, a relative path joined to
+    the current directory (what it means to napari's process), normalised."""
+    return os.path.abspath(os.path.expanduser(text.strip()))
+
+
+def _model_path_text(text: str) -> str:
+    """A model field's text: ``default`` (or empty) as it is, else an explicit path."""
+    text = text.strip()
+    return "default" if text in ("", "default") else resolve_path_text(text)
+
+
+class _ActivityProgress(cancelable_progress):
+    """napari's cancelable progress bar (the activity dock shows a Cancel button for it)
+    whose Cancel calls ``cancel_callback`` at once: ``cancelable_progress`` calls it only
+    while iterating, which a worker's bar never does."""
+
+    def cancel(self) -> None:
+        super().cancel()
+        if self.cancel_callback is not None:
+            self.cancel_callback()
 
 
 def device_text(predictor: "Predictor | None") -> str:
@@ -183,6 +210,14 @@ class PredictJob:
     #: then only what the edit can reach is decoded
     previous: "Prediction | None" = None
     extra: dict = field(default_factory=dict)
+
+    def total_steps(self) -> int:
+        """How many times :meth:`steps` yields."""
+        if self.rule is not None:
+            return 2  # model, palette
+        if self.previous is not None and self.predictor is not None:
+            return 3  # model, encode (cached), decode of the changed box
+        return PREDICT_STEPS
 
     def steps(self) -> Iterator[str]:
         predictor = self.predictor or load_predictor(self.model, self.device, self.palette_model)
@@ -235,6 +270,9 @@ class PredictWidget(QWidget):
         #: per image key: (predictor, job key, prediction) of the last predict shown
         self._last_prediction: dict[str, tuple] = {}
         self._watched_palette: Labels | None = None
+        #: image keys of the predict jobs running or queued (a palette stroke on their
+        #: palette is predicted after them)
+        self._predicting: set[str] = set()
         self.last_result: JobResult | None = None
 
         # --- model ----------------------------------------------------------------------
@@ -270,10 +308,14 @@ class PredictWidget(QWidget):
         mform.addRow(self.device_label)
 
         # --- layers ---------------------------------------------------------------------
-        self.image_combo = _LayerCombo(
-            self.viewer, lambda ly: isinstance(ly, Image) and not layer_meta(ly).get("kind")
-            == TASK_KIND, "(no image layer)")  # fmt: skip
-        self.palette_combo = _LayerCombo(self.viewer, is_palette_layer, "(no palette yet)")
+        self.image_combo = _LayerCombo(self.viewer, is_source_image, "(no image layer)")
+        # only the palettes of the chosen image (or free ones of its size): a palette
+        # belongs to one image and is never used for another
+        self.palette_combo = _LayerCombo(self.viewer, self._palette_fits_image,
+                                         "(no palette for this image)")  # fmt: skip
+        self.palette_combo.setToolTip("The Task Palettes of the chosen image (a palette made "
+                                      "for another image is not listed); a new one is chosen "
+                                      "when it is made")  # fmt: skip
         self.rule_combo = QComboBox()
         self.rule_combo.addItems([*SEMANTIC_RULES, PALETTE_NETWORK])
         self.rule_combo.setEditable(True)
@@ -356,8 +398,23 @@ class PredictWidget(QWidget):
         self.save_button.clicked.connect(self._on_save_clicked)
         self.palette_combo.currentIndexChanged.connect(self._watch_palette)
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
-        self.viewer.layers.events.inserted.connect(self._refresh)
-        self.viewer.layers.events.removed.connect(self._refresh)
+        # napari events, disconnected when Qt deletes this widget (napari must never call
+        # into a deleted C++ object); each layer's name event keeps the combos' texts
+        viewer_callbacks = [
+            (self.viewer.layers.events.inserted, self._on_layer_inserted),
+            (self.viewer.layers.events.removed, self._on_layer_removed),
+            (self.viewer.layers.events.reordered, self._refresh),
+            (self.viewer.layers.selection.events.active, self._on_active_layer),
+        ]
+        self._name_callbacks: list = []
+        for emitter, callback in viewer_callbacks:
+            emitter.connect(callback)
+        for layer in self.viewer.layers:
+            self._watch_name(layer)
+        self._palette_callbacks: list = []
+        name_cbs, palette_cbs = self._name_callbacks, self._palette_callbacks
+        self.destroyed.connect(
+            lambda *_: _disconnect_all(viewer_callbacks + name_cbs + palette_cbs))
         self._show_model_status()
         self._watch_palette()
         self._on_image_changed()
@@ -384,7 +441,9 @@ class PredictWidget(QWidget):
         return self._worker is not None or bool(self._to_add)
 
     def model_spec(self) -> tuple[str, str]:
-        return (self.model_edit.text().strip() or "default",
+        """(model, device): ``default`` or the model folder as an explicit path (``~``
+        expanded, a relative path joined to the current directory)."""
+        return (_model_path_text(self.model_edit.text()),
                 self.device_combo.currentText().strip() or "auto")  # fmt: skip
 
     def set_model(self, model: str | Path, device: str | None = None,
@@ -414,9 +473,15 @@ class PredictWidget(QWidget):
     def fill_palette(self, rule: str | None = None, image: Image | None = None,
                      palette: Labels | None = None) -> np.ndarray | None:  # fmt: skip
         """Fill the palette from a semantic rule on the predicted classes (this thread)."""
-        job = self._fill_job(rule, image)
+        job = self._fill_job(rule, image, palette)
         result = self._run_here(job)
-        return None if result is None else self._apply_fill(result, job, palette)
+        if result is None:
+            return None
+        try:
+            return self._apply_fill(result, job, palette)
+        except _USER_ERRORS as e:
+            self._job_failed(e)
+            return None
 
     def predict(self, image: Image | None = None, palette: Labels | None = None
                 ) -> dict[tuple[str | None, str], Layer] | None:  # fmt: skip
@@ -448,6 +513,8 @@ class PredictWidget(QWidget):
         self.last_result = result
         image, key = job.extra["image"], job.extra["image_key"]
         if image not in self.viewer.layers:
+            self.status_label.setText(f"Image {image.name!r} was removed: its prediction "
+                                      "is not shown.")  # fmt: skip
             return {}
         prediction = result.prediction
         wanted = {}
@@ -522,16 +589,16 @@ class PredictWidget(QWidget):
         img_meta = layer_meta(image)
         if path is None:
             path = self.store_edit.text().strip() or img_meta.get("store")
-        if not path:
+        if not path or not str(path).strip():
             show_error("Save: give the label store (a folder ending in .zarr)")
             return None
-        path = Path(path)
+        path = Path(resolve_path_text(str(path)))  # ~ expanded, relative -> explicit
         if path.suffix != ".zarr":
             path = path.with_name(path.name + ".zarr")
         key = image_key(image)
-        palette = self._palette_for(key)
-        if palette is not None:  # the palette belongs to this image from now on
-            palette.metadata.setdefault(METADATA_KEY, {})["image_key"] = key
+        palette = self._palette_for(key, image)
+        if palette is not None:
+            _claim_palette(palette, key)
         layers = [image] + ([palette] if palette is not None else []) + \
             task_layers_of(self.viewer.layers, key)  # fmt: skip
         try:
@@ -545,8 +612,9 @@ class PredictWidget(QWidget):
         counts = []
         for layer in task_layers_of(self.viewer.layers, key):
             if isinstance(layer, Labels):
+                # the correction state stays as it is (the reference: the pseudo-labels),
+                # so undoing a correction after the save still un-counts it
                 mask = corrected_mask(layer)
-                set_correction_state(layer, mask)
                 if mask.any():
                     layer.metadata[METADATA_KEY]["provenance"] = "corrected"
                     counts.append(f"{layer_meta(layer)['task']} {int(mask.sum())}")
@@ -568,12 +636,18 @@ class PredictWidget(QWidget):
         already: this prediction then runs when it ends)."""
         if self.busy:
             self._pending = lambda: self.start_predict(image, palette)
+            target = image or self.image_layer
+            if target is not None:
+                self._predicting.add(image_key(target))
             return None
         job = self._predict_job(image, palette)
         if job is None:
             return None
+        key = job.extra["image_key"]
+        self._predicting.add(key)
         return self._start(job.steps, "CompositeTasking: predict",
-                           lambda result: self.show_prediction(result, job, stagger=True))  # fmt: skip
+                           lambda result: self.show_prediction(result, job, stagger=True),
+                           total=job.total_steps())  # fmt: skip
 
     def start_fill_palette(self, rule: str | None = None, image: Image | None = None,
                            palette: Labels | None = None):  # fmt: skip
@@ -581,39 +655,45 @@ class PredictWidget(QWidget):
         if self.busy:
             self._pending = lambda: self.start_fill_palette(rule, image, palette)
             return None
-        job = self._fill_job(rule, image)
+        job = self._fill_job(rule, image, palette)
         if job is None:
             return None
         return self._start(job.steps, "CompositeTasking: palette from predicted semantics",
-                           lambda result: self._apply_fill(result, job, palette))  # fmt: skip
+                           lambda result: self._apply_fill(result, job, palette),
+                           total=job.total_steps())  # fmt: skip
 
     def cancel(self) -> None:
         """Stop the running worker at its next step and drop any queued one."""
         self._pending = None
+        self._predicting.clear()
         self._debounce.stop()
         if self._worker is not None:
             self._worker.quit()
             self.status_label.setText("Cancelling...")
 
     def _start(self, steps: Callable[[], Iterator[str]], desc: str,
-               on_result: Callable[[JobResult], Any]):  # fmt: skip
-        """Run a job's steps in a napari worker: napari's progress (with its cancel) and
+               on_result: Callable[[JobResult], Any], total: int = PREDICT_STEPS):  # fmt: skip
+        """Run a job's steps (``total`` of them) in a napari worker: napari's progress bar
+        in the activity dock (with a Cancel button that cancels like the widget's) and
         the widget's bar follow the steps; ``on_result`` runs in the GUI thread."""
         from napari.qt.threading import create_worker
 
-        worker = create_worker(
-            steps, _progress={"total": PREDICT_STEPS, "desc": desc},
-            _start_thread=False, _ignore_errors=True,
-        )  # fmt: skip
+        worker = create_worker(steps, _start_thread=False, _ignore_errors=True)
+        pbar = _ActivityProgress(total=total, desc=desc, cancel_callback=self.cancel)
+        worker.pbar = pbar  # as create_worker(_progress=...) would set it
+        worker.yielded.connect(pbar.increment_with_overflow)
+        worker.finished.connect(pbar.close)
         self._worker = worker
+        self.progress_bar.setRange(0, total)
         self.progress_bar.setValue(0)
         step = {"n": 0}
 
         def yielded(_):
             step["n"] += 1
-            self.progress_bar.setValue(min(step["n"], PREDICT_STEPS))
+            self.progress_bar.setValue(min(step["n"], total))
 
         def returned(result):
+            self.progress_bar.setValue(total)
             try:
                 on_result(result)
             except _USER_ERRORS as e:
@@ -627,9 +707,10 @@ class PredictWidget(QWidget):
 
         def finished():
             self._worker = None
+            if self._pending is None:
+                self._predicting.clear()
             self.cancel_button.setEnabled(False)
             self.predict_button.setEnabled(True)
-            self.progress_bar.setValue(0)
             self._run_pending()
 
         worker.yielded.connect(yielded)
@@ -662,7 +743,7 @@ class PredictWidget(QWidget):
         return image, rgb, key
 
     def _full_spec(self) -> tuple[str, str, str]:
-        return (*self.model_spec(), self.palette_model_edit.text().strip() or "default")
+        return (*self.model_spec(), _model_path_text(self.palette_model_edit.text()))
 
     def _predictor_for_job(self) -> "Predictor | None":
         return self._predictor if self._predictor_spec == self._full_spec() else None
@@ -670,10 +751,12 @@ class PredictWidget(QWidget):
     def _predict_job(self, image: Image | None, palette: Labels | None) -> PredictJob | None:
         try:
             image, rgb, key = self._job_inputs(image)
-            palette = palette or self._palette_for(key)
+            if palette is not None:
+                _check_palette_owner(palette, key, image)
+            palette = palette or self._palette_for(key, image)
             if palette is None:
-                raise ValueError("no Task Palette for this image: make one in the Task "
-                                 "Palette widget or fill one from predicted semantics")  # fmt: skip
+                raise ValueError(f"no Task Palette for image {image.name!r}: make one in the "
+                                 "Task Palette widget or fill one from predicted semantics")  # fmt: skip
             pal = np.asarray(palette.data)
             if pal.shape != rgb.shape[:2]:
                 raise ValueError(f"palette {palette.name!r} has shape {pal.shape} but image "
@@ -684,7 +767,7 @@ class PredictWidget(QWidget):
         except _USER_ERRORS as e:
             show_error(f"Predict: {e}")
             return None
-        palette.metadata.setdefault(METADATA_KEY, {})["image_key"] = key
+        _claim_palette(palette, key)  # a free palette belongs to this image from now on
         job_key = (key, image_digest(rgb))
         predictor = self._predictor_for_job()
         last = self._last_prediction.get(key)
@@ -695,7 +778,8 @@ class PredictWidget(QWidget):
                           predictor=predictor, palette_model=self._full_spec()[2], previous=previous,
                           extra={"image": image, "image_key": key, "palette_layer": palette})  # fmt: skip
 
-    def _fill_job(self, rule: str | None, image: Image | None) -> PredictJob | None:
+    def _fill_job(self, rule: str | None, image: Image | None,
+                  palette: Labels | None = None) -> PredictJob | None:  # fmt: skip
         rule = (rule or self.rule_combo.currentText()).strip()
         try:
             from ..palette import load_rule
@@ -704,6 +788,8 @@ class PredictWidget(QWidget):
                 raise ValueError(f"rule {rule!r} does not read semantics: fill it from the "
                                  "Task Palette widget")  # fmt: skip
             image, rgb, key = self._job_inputs(image)
+            if palette is not None:
+                _check_palette_owner(palette, key, image)
         except _USER_ERRORS as e:
             show_error(f"Fill palette: {e}")
             return None
@@ -713,31 +799,56 @@ class PredictWidget(QWidget):
                           extra={"image": image, "image_key": key})  # fmt: skip
 
     def _apply_fill(self, result: JobResult, job: PredictJob, palette: Labels | None):
+        """Write a filled palette into the image's palette (a new one when it has none);
+        never into another image's palette, never resizing one."""
         self._use_predictor(result.predictor, (job.model, job.device, job.palette_model))
         image, key = job.extra["image"], job.extra["image_key"]
-        palette = palette or self._palette_for(key)
-        if palette is None:
-            palette = make_palette_layer(result.palette.shape, like=image)
-            self.viewer.add_layer(palette)
-            self.palette_combo.set_current_layer(palette)
-        meta = palette.metadata.setdefault(METADATA_KEY, {})
+        if image not in self.viewer.layers:
+            self.status_label.setText(f"Image {image.name!r} was removed: the palette is "
+                                      "not filled.")  # fmt: skip
+            return None
+        new = result.palette.astype(np.uint8)
+        if palette is not None:  # given: checked before the job; a layer may have changed
+            _check_palette_owner(palette, key, image)
+        palette = palette or self._palette_for(key, image)
         origin = ("palette network" if job.rule == PALETTE_NETWORK
                   else f"rule {job.rule} on predicted semantics")  # fmt: skip
-        meta.update({"image_key": key, "origin": origin})
-        replace_labels(palette, result.palette.astype(np.uint8))  # one undo step
-        self.status_label.setText(f"Palette filled from the {origin}.")
+        if palette is None:
+            palette = make_palette_layer(new.shape, like=image, image_key=key)
+            self.viewer.add_layer(palette)
+            self.palette_combo.set_current_layer(palette)
+        if np.shape(palette.data) != new.shape:
+            raise ValueError(f"palette {palette.name!r} has shape {np.shape(palette.data)} but "
+                             f"image {image.name!r} has {new.shape}: not filled")  # fmt: skip
+        _claim_palette(palette, key)
+        palette.metadata[METADATA_KEY]["origin"] = origin
+        replace_labels(palette, new)  # one undo step
+        self.status_label.setText(f"Palette {palette.name!r} filled from the {origin}.")
         return np.asarray(palette.data)
 
-    def _palette_for(self, key: str) -> Labels | None:
-        """The palette of an image: the one chosen in the combo unless another palette
-        layer was made for this image (reader, earlier predict)."""
+    def _palette_for(self, key: str, image: Image | None = None) -> Labels | None:
+        """The palette of an image: the one chosen in the combo when it belongs to the
+        image (or is free and of its size), else the newest palette made for the image
+        (the topmost in the layer list); None when there is none. Never the palette of
+        another image."""
+        if image is None:
+            image = next((ly for ly in self.viewer.layers if is_source_image(ly)
+                          and layer_meta(ly).get("image_key") == key), None)  # fmt: skip
+        shape = _plane_shape(image)
         chosen = self.palette_layer
-        if chosen is not None and layer_meta(chosen).get("image_key") in (None, key):
+        if chosen is not None and chosen in self.viewer.layers and \
+                palette_fits(chosen, key, shape):  # fmt: skip
             return chosen
-        for ly in self.viewer.layers:
-            if is_palette_layer(ly) and layer_meta(ly).get("image_key") == key:
-                return ly
-        return chosen
+        own = [ly for ly in self.viewer.layers
+               if is_palette_layer(ly) and palette_image_key(ly) == key]  # fmt: skip
+        return own[-1] if own else None
+
+    def _palette_fits_image(self, layer: Layer) -> bool:
+        """The palette combo's filter: palettes that can serve the chosen image."""
+        image = self.image_combo.current_layer() if hasattr(self, "image_combo") else None
+        if image is None or not is_palette_layer(layer):
+            return False
+        return palette_fits(layer, image_key(image), _plane_shape(image))
 
     def _use_predictor(self, predictor: "Predictor", spec: tuple[str, ...]) -> None:
         self._predictor, self._predictor_spec = predictor, tuple(spec)
@@ -782,61 +893,97 @@ class PredictWidget(QWidget):
         layer = self.palette_layer
         if layer is self._watched_palette:
             return
-        if self._watched_palette is not None:
-            for emitter in (self._watched_palette.events.paint,
-                            self._watched_palette.events.set_data):  # fmt: skip
-                try:
-                    emitter.disconnect(self._on_palette_paint)
-                except (RuntimeError, ValueError, TypeError):
-                    pass
+        _disconnect_all(self._palette_callbacks)
+        self._palette_callbacks.clear()
         self._watched_palette = layer
         if layer is not None:
             # paint: strokes, fills, data_setitem; set_data also follows undo / redo (and
             # other refreshes: the debounced handler compares with the last palette)
-            layer.events.paint.connect(self._on_palette_paint)
-            layer.events.set_data.connect(self._on_palette_paint)
+            for emitter in (layer.events.paint, layer.events.set_data):
+                emitter.connect(self._on_palette_paint)
+                self._palette_callbacks.append((emitter, self._on_palette_paint))
 
     def _on_palette_paint(self, *_) -> None:
         layer = self._watched_palette
         if layer is None or not self.live_check.isChecked():
             return
-        key = layer_meta(layer).get("image_key")
-        if key is None or key not in self._last_palette:
-            return  # nothing predicted for it yet: wait for Predict
+        key = palette_image_key(layer)
+        if key is None or (key not in self._last_palette and key not in self._predicting):
+            return  # nothing predicted for it yet, nor being predicted: wait for Predict
         self._debounce.start()  # restarts: re-predict when painting pauses
 
     def _on_debounce(self) -> None:
         layer = self._watched_palette
         if layer is None:
             return
-        key = layer_meta(layer).get("image_key")
+        key = palette_image_key(layer)
+        if key is None or layer not in self.viewer.layers:
+            return
         last = self._last_palette.get(key)
         if last is not None and np.array_equal(last, np.asarray(layer.data)):
             return
-        image = next((ly for ly in self.viewer.layers if isinstance(ly, Image)
-                      and layer_meta(ly).get("image_key") == key
-                      and layer_meta(ly).get("kind") != TASK_KIND), None)  # fmt: skip
+        image = next((ly for ly in self.viewer.layers if is_source_image(ly)
+                      and layer_meta(ly).get("image_key") == key), None)  # fmt: skip
         if image is not None:
             self.start_predict(image, layer)
 
     def _on_image_changed(self, *_) -> None:
+        """The chosen image changed: its store fills the Store field (an image read from a
+        store saves back to it), the palette combo lists its palettes and picks one."""
         image = self.image_layer
-        if image is None:
-            return
-        store = layer_meta(image).get("store")
-        if store and not self.store_edit.text().strip():
-            self.store_edit.setText(str(store))
-        key = layer_meta(image).get("image_key")
-        if key is not None:
-            for ly in self.palette_combo.layers():
-                if layer_meta(ly).get("image_key") == key:
-                    self.palette_combo.set_current_layer(ly)
-                    break
+        if image is not None:
+            store = layer_meta(image).get("store")
+            if store:
+                self.store_edit.setText(str(store))
+        self._choose_palette()
+
+    def _choose_palette(self, prefer: Labels | None = None) -> None:
+        """Refresh the palette combo for the chosen image and keep a palette of that image
+        chosen: ``prefer`` when it fits, else the current one when it was made for the
+        image, else the newest made for it."""
+        self.palette_combo.refresh()
+        image = self.image_layer
+        if image is not None:
+            key = image_key(image)
+            fitting = self.palette_combo.layers()
+            if prefer is not None and prefer in fitting:
+                self.palette_combo.set_current_layer(prefer)
+            else:
+                current = self.palette_layer
+                own = [ly for ly in fitting if palette_image_key(ly) == key]
+                if own and (current is None or palette_image_key(current) != key):
+                    self.palette_combo.set_current_layer(own[-1])
+        self._watch_palette()
 
     def _refresh(self, *_) -> None:
         self.image_combo.refresh()
-        self.palette_combo.refresh()
-        self._watch_palette()
+        self._choose_palette()
+
+    def _watch_name(self, layer: Layer) -> None:
+        layer.events.name.connect(self._refresh)
+        self._name_callbacks.append((layer.events.name, self._refresh))
+
+    def _on_layer_inserted(self, event) -> None:
+        layer = event.value
+        self._watch_name(layer)
+        self.image_combo.refresh()
+        # a palette made for the chosen image (Task Palette's New palette, a fill) is the
+        # one to predict with: the newest wins
+        self._choose_palette(prefer=layer if is_palette_layer(layer) else None)
+
+    def _on_layer_removed(self, event) -> None:
+        layer = event.value
+        keep = [(e, cb) for e, cb in self._name_callbacks if e is not layer.events.name]
+        _disconnect_all([(e, cb) for e, cb in self._name_callbacks if e is layer.events.name])
+        self._name_callbacks[:] = keep
+        self._refresh()
+
+    def _on_active_layer(self, event) -> None:
+        """A palette of the chosen image made active (napari's layer list, the Task
+        Palette widget's task buttons) becomes the palette to predict with."""
+        layer = getattr(event, "value", None)
+        if is_palette_layer(layer) and layer in self.palette_combo.layers():
+            self.palette_combo.set_current_layer(layer)
 
     def _on_browse_model(self) -> None:  # pragma: no cover - needs a person
         path = QFileDialog.getExistingDirectory(self, "Choose a checkpoint or run folder")
@@ -864,8 +1011,11 @@ class PredictWidget(QWidget):
             yield "model"
             return JobResult(predictor)
 
-        return self._start(steps, "CompositeTasking: load model",
-                           lambda result: self._use_predictor(result.predictor, spec))  # fmt: skip
+        def loaded(result: JobResult) -> None:
+            self._use_predictor(result.predictor, spec)
+            self.status_label.setText(f"Model loaded ({device_text(result.predictor)}).")
+
+        return self._start(steps, "CompositeTasking: load model", loaded, total=1)
 
     def _on_save_clicked(self) -> None:
         image = self.image_layer
@@ -877,6 +1027,31 @@ class PredictWidget(QWidget):
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt name
         self.cancel()
         super().closeEvent(event)
+
+
+def _plane_shape(image: Layer | None) -> tuple[int, int] | None:
+    if image is None:
+        return None
+    try:
+        return image_plane_shape(image)
+    except ValueError:
+        return None
+
+
+def _check_palette_owner(palette: Labels, key: str, image: Layer) -> None:
+    """ValueError when ``palette`` belongs to another image than ``image`` (``key``)."""
+    owner = palette_image_key(palette)
+    if owner is not None and owner != key:
+        raise ValueError(f"palette {palette.name!r} belongs to another image than "
+                         f"{image.name!r}: choose or make a palette for this image")  # fmt: skip
+
+
+def _claim_palette(palette: Labels, key: str) -> None:
+    """A free palette belongs to the image ``key`` from now on (one of another image is
+    never re-keyed: callers check with :func:`_check_palette_owner`)."""
+    meta = palette.metadata.setdefault(METADATA_KEY, {})
+    if palette_image_key(palette) is None:
+        meta["image_key"] = key
 
 
 def _empty_like(layer: Layer) -> np.ndarray:

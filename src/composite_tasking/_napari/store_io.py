@@ -149,8 +149,13 @@ def read_store(path: str | Path, ids: Iterable[str] | None = None) -> list[Layer
     return out
 
 
-def store_image_key(store_path: str | Path, image_id: str) -> str:
-    return f"{Path(store_path).resolve()}::{image_id}"
+def store_image_key(store_path: str | Path, image_id: str, copy: str | None = None) -> str:
+    """The ``image_key`` of an image read from a store: ``<store>::<image id>``, and
+    ``::<copy>`` when given. The reader gives each opened copy its own ``copy`` token, so
+    that a store opened twice gives two independent images (predicting one never
+    updates the other's layers)."""
+    key = f"{Path(store_path).resolve()}::{image_id}"
+    return f"{key}::{copy}" if copy else key
 
 
 def read_corrected_masks(store_path: str | Path, image_id: str) -> dict[str, np.ndarray]:
@@ -178,8 +183,10 @@ def _meta(**kwargs) -> dict:
 
 def image_layer_data(store: LabelStore, image_id: str, *, visible: bool = True) -> list[LayerData]:
     """The layers of one stored image: image, palette, task layers, confidence."""
+    import uuid
+
     s = store.read_sample(image_id)
-    key = store_image_key(store.path, image_id)
+    key = store_image_key(store.path, image_id, uuid.uuid4().hex[:8])  # one key per copy
     napari_attrs = s.attrs.get(NAPARI_ATTR) if isinstance(s.attrs.get(NAPARI_ATTR), dict) else {}
     shown = napari_attrs.get("layers")
     wanted = None if shown is None else {(t, r) for t, r in shown}
@@ -209,7 +216,7 @@ def image_layer_data(store: LabelStore, image_id: str, *, visible: bool = True) 
         layers.append((s.palette, {
             "name": f"{image_id} palette", "colormap": task_colormap(),
             "features": palette_features(), "opacity": 0.5, **common,
-            "metadata": _meta(kind=PALETTE_KIND, image_key=key,
+            "metadata": _meta(kind=PALETTE_KIND, image_key=key, image_id=image_id,
                               origin=s.attrs.get("palette_origin", "store")),
         }, "labels"))  # fmt: skip
     for task in TASKS:
@@ -420,10 +427,8 @@ def save_group(store: LabelStore, g: _Group, image_id: str | None = None) -> str
         image_id = img_meta.get("image_id")
         if not image_id:
             name = g.image[1].get("name") if g.image is not None else None
-            if name is None:
-                pal_key = g.meta_of(g.palette).get("image_key") or ""
-                stored_id = pal_key.rsplit("::", 1)[-1] if "::" in pal_key else None
-                name = stored_id
+            if name is None:  # a palette read from a store knows its image id
+                name = g.meta_of(g.palette).get("image_id") or None
             if name is None:
                 raise StoreError("cannot name the image: add the image layer to the selection")
             image_id = image_id_for(name)

@@ -18,10 +18,20 @@ role         layer        content
 
 Each layer carries ``metadata["composite_tasking"]``: ``kind`` ``"task"``, ``task``,
 ``role``, ``image_key`` (which image it belongs to) and, for Labels, the correction
-state (:func:`corrected_mask`): ``reference``, the values the plugin last wrote, and
-``corrected``, the pixels a person changed before that. Corrections are the pixels whose
-value differs from ``reference``, or that were marked before: a re-prediction keeps
-them, a save stores them with provenance ``corrected``.
+state (:func:`corrected_mask`): ``reference``, the pseudo-labels the plugin last
+predicted (or, for a layer read from a store, the values read), and ``corrected``, the
+pixels marked as corrected whatever their value (corrections read from a store, and
+corrections that the newest prediction happens to agree with). Corrections are the
+pixels whose value differs from ``reference``, or that are marked: a re-prediction
+keeps them, a save stores them with provenance ``corrected``.
+
+Undo: napari's undo history of a Labels layer holds each edit as the changed pixels
+with their values before and after. A prediction writes its pseudo-labels *outside*
+that history (:func:`write_labels_without_history`), so the history of a task layer
+holds only what a person did: Ctrl+Z undoes the last correction and never brings back
+older pseudo-labels, which would then differ from ``reference`` and count as
+corrections. A prediction never writes a pixel a person changed (corrections are kept),
+so the values the history holds for those pixels stay the ones they replaced.
 """
 
 from __future__ import annotations
@@ -56,6 +66,7 @@ __all__ = [
     "corrected_mask",
     "set_correction_state",
     "replace_labels",
+    "write_labels_without_history",
     "rgb8_of",
     "rgb8_from",
     "image_digest",
@@ -82,7 +93,8 @@ def layer_meta(layer: Layer) -> dict:
 def image_key(layer: Layer) -> str:
     """A stable key naming the image ``layer`` shows: kept in its metadata (made on first
     use), copied into the palette and the task layers made for it. A layer read from a
-    label store gets ``store::image_id``, so predictions update the layers read with it."""
+    label store gets ``store::image_id::copy`` (``copy``: one token per opened copy), so
+    predictions update the layers read with it, and only those."""
     meta = layer.metadata.get(METADATA_KEY)
     if not isinstance(meta, dict):
         meta = {}
@@ -210,11 +222,14 @@ def corrected_mask(layer: Labels) -> np.ndarray:
     return mask
 
 
-def set_correction_state(layer: Labels, corrected: np.ndarray | None = None) -> None:
-    """Make the layer's current data the reference and ``corrected`` the marked pixels."""
+def set_correction_state(layer: Labels, corrected: np.ndarray | None = None,
+                         reference: np.ndarray | None = None) -> None:  # fmt: skip
+    """Set the layer's correction state: ``reference`` (default: its current data) and
+    ``corrected``, the marked pixels (default: none)."""
     meta = layer.metadata.setdefault(METADATA_KEY, {})
     data = np.asarray(layer.data)
-    meta["reference"] = np.array(data, copy=True)
+    ref = data if reference is None else np.asarray(reference)
+    meta["reference"] = np.array(ref, dtype=data.dtype, copy=True)
     meta["corrected"] = (np.zeros(data.shape, bool) if corrected is None
                          else np.asarray(corrected, bool).copy())  # fmt: skip
 
@@ -222,11 +237,14 @@ def set_correction_state(layer: Labels, corrected: np.ndarray | None = None) -> 
 def replace_labels(layer: Labels, new: np.ndarray) -> int:
     """Write ``new`` into ``layer`` through napari's edit history, as one undo step;
     returns the number of pixels changed. Very large changes replace the data without
-    history (napari's history keeps indices and old values of each changed pixel)."""
+    history (napari's history keeps indices and old values of each changed pixel).
+
+    ``new`` must have the layer's shape: a ValueError otherwise (a layer is never
+    resized here; napari's history of it would no longer fit its data)."""
     old = np.asarray(layer.data)
     if old.shape != new.shape:
-        layer.data = np.asarray(new, dtype=old.dtype).copy()
-        return int(new.size)
+        raise ValueError(f"layer {layer.name!r} has shape {old.shape}, the new values "
+                         f"{new.shape}")  # fmt: skip
     changed = np.nonzero(old != new)
     n = int(changed[0].size)
     if n == 0:
@@ -236,6 +254,23 @@ def replace_labels(layer: Labels, new: np.ndarray) -> int:
             layer.data_setitem(changed, new[changed])
     else:
         layer.data = np.asarray(new, dtype=old.dtype).copy()
+    return n
+
+
+def write_labels_without_history(layer: Labels, new: np.ndarray) -> int:
+    """Write ``new`` into ``layer`` without an entry in napari's undo history (see the
+    module docstring); returns the number of pixels changed. Only the changed pixels are
+    written (into the layer's own array when it is a numpy array)."""
+    old = np.asarray(layer.data)
+    new = np.asarray(new, dtype=old.dtype)
+    if old.shape != new.shape or not isinstance(layer.data, np.ndarray):
+        layer.data = new.copy()
+        return int(np.prod(new.shape))
+    changed = old != new
+    n = int(changed.sum())
+    if n:
+        layer.data[changed] = new[changed]
+        layer.refresh()
     return n
 
 
@@ -321,17 +356,21 @@ def new_task_layer(data: np.ndarray, *, task: str | None, role: str, key: str, n
 def update_task_layer(layer: Layer, data: np.ndarray, *, keep_corrections: bool = True) -> int:
     """Put new pseudo-labels into an existing task layer, in place.
 
-    Labels: the changed pixels in one undo step; pixels a person corrected are kept
-    (``keep_corrections``). Images: the data is replaced (napari keeps no history for
-    images). Returns the number of changed pixels.
+    Labels: the changed pixels, outside napari's undo history (see the module
+    docstring); pixels a person corrected are kept (``keep_corrections``), and the new
+    pseudo-labels become the reference. Images: the data is replaced (napari keeps no
+    history for images). Returns the number of changed pixels.
     """
     if isinstance(layer, Labels):
-        data = np.asarray(data, np.uint8)
+        predicted = np.asarray(data, np.uint8)
         mask = corrected_mask(layer) if keep_corrections else None
-        if mask is not None and mask.shape == data.shape and mask.any():
-            data = np.where(mask, np.asarray(layer.data), data)
-        n = replace_labels(layer, data)
-        set_correction_state(layer, mask)
+        if mask is None or mask.shape != predicted.shape:
+            mask = np.zeros(predicted.shape, bool)
+        new = np.where(mask, np.asarray(layer.data), predicted) if mask.any() else predicted
+        n = write_labels_without_history(layer, new)
+        # corrections that differ from the new pseudo-labels show as such through the
+        # reference; those that agree with them stay marked
+        set_correction_state(layer, mask & (new == predicted), reference=predicted)
         return n
     new = np.asarray(data, np.float32)
     old = np.asarray(layer.data)
