@@ -345,3 +345,19 @@ def test_run_finetune_refuses_a_contradicting_rule_and_a_folder_that_is_not_a_ru
     new = run_finetune(store, tiny_checkpoint, out, epochs=1, max_steps_per_epoch=1, device="cpu")
     assert new.is_relative_to(out)
     assert errors == []
+
+
+def test_the_widgets_paths_expand_home_and_the_current_folder(make_napari_viewer, tmp_path, monkeypatch):
+    """``~`` and relative paths typed in the fields mean what they mean in a shell."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    widget = FinetuneWidget(make_napari_viewer())
+    widget.store_edit.setText("~/labels.zarr")
+    widget.model_edit.setText("runs/ctn")
+    widget.out_edit.setText("~/runs/ft")
+    got = widget.inputs()
+    assert got["store"] == str(tmp_path / "home" / "labels.zarr")
+    assert got["model"] == str(tmp_path / "runs" / "ctn")
+    assert got["out"] == str(tmp_path / "home" / "runs" / "ft")
+    widget.model_edit.setText("default")
+    assert widget.inputs()["model"] == "default"

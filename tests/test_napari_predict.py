@@ -289,12 +289,18 @@ def test_predict_in_worker_keeps_gui_responsive(setup, qtbot, errors):
     with palette.block_history():
         palette.data_setitem(np.nonzero(np.asarray(palette.data) == 3), 4)
     watch = _LoopWatch()
-    widget.start_predict()
+    worker = widget.start_predict()
+    steps = []
+    worker.yielded.connect(lambda _: steps.append(time.perf_counter()))
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
     watch.stop()
-    print(f"re-predict, layers updated in place: longest gap {watch.longest_gap() * 1000:.0f} ms")
+    in_worker, overall = watch.longest_gap(until=steps[-1]), watch.longest_gap()
+    print(f"re-predict: longest gap {in_worker * 1000:.0f} ms while the worker ran, "
+          f"{overall * 1000:.0f} ms with the layers updated in place")  # fmt: skip
     assert errors == []
-    assert watch.longest_gap() < 0.25
+    assert in_worker < 0.25, f"the event loop was blocked for {in_worker * 1000:.0f} ms"
+    # the in-place update of the layers (GUI thread): 30-340 ms on the busy 2-core machine
+    assert overall < 1.0, f"the event loop was blocked for {overall * 1000:.0f} ms"
 
 
 def test_cancel_stops_the_worker(setup, qtbot, errors, monkeypatch):

@@ -74,6 +74,7 @@ from qtpy.QtWidgets import (
 )
 
 from ._compat import prevent_llvm_clash
+from .predict_widget import _model_path_text, resolve_path_text
 
 if TYPE_CHECKING:
     import napari
@@ -479,10 +480,14 @@ class FinetuneWidget(QWidget):
                 image is not None and image.metadata.get("composite_tasking", {}).get("store")) or ""
         if not store:
             raise ValueError("give the label store holding the corrections (Store)")
-        model = self.model_edit.text().strip() or (pw.model_spec()[0] if pw else "default")
+        store = resolve_path_text(store)  # "~", and relative to napari's current folder
+        model = _model_path_text(self.model_edit.text()) if self.model_edit.text().strip() else (
+            pw.model_spec()[0] if pw else "default")  # fmt: skip
         device = pw.model_spec()[1] if pw else "auto"
         out = self.out_edit.text().strip()
-        if not out:
+        if out:
+            out = resolve_path_text(out)
+        else:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             out = str(Path(store).with_name(f"{Path(store).stem}-finetune-{stamp}"))
         palette_model = None
