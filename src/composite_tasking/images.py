@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = ["ImageReadError", "read_image", "scan_inputs", "IMAGE_FORMATS", "SUPPORTED_SUFFIXES", "MAX_PIXELS",
-           "ScanResult", "suffixes_of"]  # fmt: skip
+           "ScanResult", "suffixes_of", "is_zarr_folder"]  # fmt: skip
 
 #: the one table of what is read: PIL format -> the file name suffixes it goes by
 #: (MPO is a JPEG with more pictures in it: the first is read). A file inside a folder
@@ -127,6 +127,9 @@ class ScanResult:
     #: as skipped (a README beside the images does not make every run "partial")
     ignored_files: list[str] = field(default_factory=list)
 
+    #: zarr stores or groups inside the folders (:func:`is_zarr_folder`): not searched
+    zarr_folders: list[str] = field(default_factory=list)
+
     @property
     def ignored(self) -> int:
         return len(self.ignored_files)
@@ -134,6 +137,13 @@ class ScanResult:
     @property
     def ignored_suffixes(self) -> tuple[str, ...]:
         return suffixes_of(self.ignored_files)
+
+
+def is_zarr_folder(path: Path) -> bool:
+    """A folder that is a zarr store or group (v3 ``zarr.json``, v2 ``.zgroup`` /
+    ``.zarray``), or named ``*.zarr``."""
+    return path.is_dir() and (path.suffix.lower() == ".zarr" or any(
+        (path / name).is_file() for name in ("zarr.json", ".zgroup", ".zarray")))  # fmt: skip
 
 
 def suffixes_of(paths: Iterable[str | os.PathLike]) -> tuple[str, ...]:
@@ -162,6 +172,7 @@ def scan_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = True, *,
     files: list[Path] = []
     skipped: list[tuple[str, str]] = []
     ignored: list[str] = []
+    zarr_folders: list[str] = []
     seen: set[Path] = set()
     excluded = {Path(os.path.abspath(e)) for e in exclude} | {Path(e).resolve() for e in exclude}
 
@@ -191,7 +202,10 @@ def scan_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = True, *,
             except OSError:
                 is_dir = is_file = False
             if is_dir:
-                if not recursive or p.suffix.lower() == ".zarr" or is_excluded(p):
+                if not recursive or is_excluded(p):
+                    continue
+                if is_zarr_folder(p):  # a store's files are no images: named, not searched
+                    zarr_folders.append(str(p))
                     continue
                 try:
                     st = p.stat()
@@ -237,4 +251,4 @@ def scan_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = True, *,
             skipped.append((str(p), "not a file or folder"))
         else:
             skipped.append((str(p), "no such file or folder"))
-    return ScanResult(files, skipped, ignored)
+    return ScanResult(files, skipped, ignored, zarr_folders)

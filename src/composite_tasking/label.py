@@ -853,7 +853,8 @@ def label_images(
 
     # never the store or the preview (an output inside an input folder)
     scan = scan_inputs(inputs, exclude=[store_path] + ([Path(preview)] if preview is not None else []))
-    summary = LabelSummary(store_path, failed=list(scan.skipped), ignored=list(scan.ignored_files))
+    summary = LabelSummary(store_path, failed=list(scan.skipped),
+                           ignored=[*scan.ignored_files, *scan.zarr_folders])  # fmt: skip
     files = scan.files
 
     store = _open_store(store_path, {"labelling": wanted})

@@ -36,7 +36,7 @@ def open_annotator(paths: Sequence[str | os.PathLike] = (), *, viewer=None,
     import composite_tasking.model  # noqa: F401
     import napari
 
-    from ..images import ImageReadError, read_image, scan_inputs
+    from ..images import ImageReadError, is_zarr_folder, read_image, scan_inputs
     from .store_io import store_target
 
     if viewer is None:
@@ -65,11 +65,11 @@ def open_annotator(paths: Sequence[str | os.PathLike] = (), *, viewer=None,
                     layer.visible = False
             first = first and len(viewer.layers) == before
             continue
-        if _is_zarr_folder(path):
+        if is_zarr_folder(path):
             problems.append((str(p), NOT_A_STORE))
             continue
         scan = scan_inputs([path])
-        problems += _collapse_zarr_folders(scan.skipped, path)
+        problems += scan.skipped + [(z, _why_not_opened(Path(z))) for z in scan.zarr_folders]
         for f in scan.files:
             if f.resolve() in seen:
                 continue
@@ -98,32 +98,10 @@ def open_annotator(paths: Sequence[str | os.PathLike] = (), *, viewer=None,
 NOT_A_STORE = "a zarr folder that is not a label store of this package: not opened"
 
 
-def _is_zarr_folder(path: Path) -> bool:
-    """A folder that is a zarr store or group (v3 ``zarr.json``, v2 ``.zgroup`` /
-    ``.zarray``), or named ``*.zarr``."""
-    return path.is_dir() and (path.suffix.lower() == ".zarr" or any(
-        (path / name).is_file() for name in ("zarr.json", ".zgroup", ".zarray")))  # fmt: skip
-
-
-def _collapse_zarr_folders(skipped: list[tuple[str, str]], root: Path) -> list[tuple[str, str]]:
-    """The files skipped inside a folder input, with everything inside a zarr folder
-    reported once, as that folder (not once per ``zarr.json`` or chunk)."""
+def _why_not_opened(zarr_dir: Path) -> str:
+    """Why a zarr folder found inside a folder input is not opened."""
     from .store_io import store_target
 
-    out: list[tuple[str, str]] = []
-    reported: set[Path] = set()
-    for name, reason in skipped:
-        f = Path(name)
-        zarr_dir = None
-        for parent in reversed(f.parents):  # the outermost zarr folder below the input
-            if parent != root and root in parent.parents and _is_zarr_folder(parent):
-                zarr_dir = parent
-                break
-        if zarr_dir is None:
-            out.append((name, reason))
-        elif zarr_dir not in reported:
-            reported.add(zarr_dir)
-            why = ("a label store inside a folder: give it as an input of its own to open it"
-                   if store_target(zarr_dir) is not None else NOT_A_STORE)  # fmt: skip
-            out.append((str(zarr_dir), why))
-    return out
+    if store_target(zarr_dir) is not None:
+        return "a label store inside a folder: give it as an input of its own to open it"
+    return NOT_A_STORE
