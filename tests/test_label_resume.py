@@ -270,3 +270,21 @@ def test_ctn_label_labels_a_second_folders_namesakes(tmp_path, tiny_checkpoint):
         assert proc.returncode == 0, proc.stderr
         assert "labelled 1 image(s)" in proc.stdout, proc.stdout
     assert len(LabelStore(out, mode="r").ids()) == 2
+
+
+def test_a_file_keeps_the_id_the_store_holds_it_under(tmp_path):
+    """However an earlier version (or a symbolic link) named it: the store's record of
+    the file's path wins, so resuming never labels a file twice."""
+    folder = write_images(tmp_path / "in", ["x.png", "y.png"])
+    records = {"old-name-for-x": {"image": {"source": str((folder / "x.png").resolve())}}}
+    assert image_ids([folder / "x.png", folder / "y.png"], [folder], records) == ["old-name-for-x", "y.png"]
+
+
+def test_ids_up_to_200_characters_are_kept_whole(tmp_path):
+    name = "n" * 190 + ".png"  # 194 characters: a valid id, as before
+    folder = write_images(tmp_path / "in", [name])
+    assert image_ids([folder / name], [folder]) == [name]
+    # its namesake's id (with a hash) is cut from the front to 200
+    other = write_images(tmp_path / "other", [name])
+    ids = image_ids([folder / name, other / name], [folder, other])
+    assert ids[0] == name and len(ids[1]) == 200 and ids[1].endswith(".png-" + ids[1][-8:])

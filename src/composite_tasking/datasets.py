@@ -70,6 +70,7 @@ from PIL import Image
 from .augment import SPATIAL_KEYS, resize_sample
 from .palette import Rule, load_rule, validate_palette
 from .tasks import IGNORE, NO_TASK, SEMSEG_CLASSES, TASK_NAMES, get_task
+from .store import PERSON_PROVENANCES
 
 __all__ = [
     "DatasetError",
@@ -723,7 +724,8 @@ class StoreDataset(_ItemDataset):
     def shapes(self) -> list[tuple[int, int]]:
         """From each image's attributes (``shape``): no pixels are read."""
         if self._shapes is None:
-            self._shapes = [tuple(int(v) for v in self.store.image_attrs(i)["shape"]) for i in self.ids]
+            records = self.store.image_records(complete_only=False)  # one pass over the store
+            self._shapes = [tuple(int(v) for v in records[i]["shape"]) for i in self.ids]
         return self._shapes
 
     def sample(self, index: int) -> dict:
@@ -764,7 +766,7 @@ class StoreDataset(_ItemDataset):
 
 #: provenances of labels that teach a model: a person's corrections and ground truth
 #: (never ``pseudo``: a model's own output nobody checked)
-TRAINING_PROVENANCES = ("corrected", "ground-truth")
+TRAINING_PROVENANCES = PERSON_PROVENANCES
 
 
 def training_ids(store_path: str | os.PathLike, select: str = "corrected", required: bool = True) -> list[str]:
@@ -784,13 +786,13 @@ def training_ids(store_path: str | os.PathLike, select: str = "corrected", requi
     path = Path(store_path)
     if not path.exists():
         raise _missing("label store", path)
-    store = LabelStore(path, mode="r")
-    ids = store.ids()
+    records = LabelStore(path, mode="r").image_records()  # one pass over the store
+    ids = sorted(records)
     if select == "all":
         chosen = ids
     elif select == "corrected":
         chosen = [i for i in ids
-                  if set(TRAINING_PROVENANCES) & set(store.image_attrs(i).get("provenance", {}).values())]  # fmt: skip
+                  if set(TRAINING_PROVENANCES) & set((records[i].get("provenance") or {}).values())]  # fmt: skip
     else:
         raise ValueError(f"select is 'corrected' or 'all', not {select!r}")
     if not chosen and required:
@@ -820,10 +822,12 @@ def check_stored_palettes(store_path: str | os.PathLike, rule, ids: Sequence[str
     from .store import LabelStore
 
     name = rule.name if hasattr(rule, "palette") else load_rule(rule).name
-    store = LabelStore(store_path, mode="r")
+    records = LabelStore(store_path, mode="r").image_records(complete_only=False)  # one pass
     clash: dict[str, list[str]] = {}
-    for i in store.ids() if ids is None else ids:
-        attrs = store.image_attrs(i)
+    for i in sorted(records) if ids is None else ids:
+        attrs = records.get(i)
+        if attrs is None:
+            raise StoreRuleError(f"image {i!r} is not in label store {store_path}")
         recorded = attrs.get("rule")
         if "palette" in attrs.get("labels", []) and recorded and recorded != name:
             clash.setdefault(str(recorded), []).append(i)

@@ -109,7 +109,7 @@ from ._writer_process import (SharedSlots, _init_writer_process, _process_write,
 from .inference import Prediction, Predictor, decode_labels
 from .palette import load_rule, rule_fingerprint, validate_palette
 from .shards import ShardError, parse_shard, shard_from_environment
-from .store import LabelStore, StoreError, file_sha256
+from .store import PERSON_PROVENANCES, LabelStore, StoreError, file_sha256
 from .tasks import get_task
 
 __all__ = ["LabelError", "LabelSummary", "TIMINGS", "format_timings", "label_images", "image_ids", "contact_sheet", "parse_shard",
@@ -199,13 +199,18 @@ class LabelSummary:
         return not self.failed
 
 
-#: the longest id made from a path (the store takes 200): a longer path keeps its end
-#: and a hash of the whole (a hash of a path is 8 hex digits)
-_ID_KEEP = 180
+#: the longest id the store takes: a longer one keeps its end and a hash of the whole
+_ID_MAX = 200
 
 
 def _hash8(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+
+
+def _tagged(text: str, tag: str) -> str:
+    """``text-tag``, cut from the front to the longest id the store takes."""
+    out = f"{text}-{tag}"
+    return out if len(out) <= _ID_MAX else out[len(out) - _ID_MAX:].lstrip("._-")
 
 
 def _base_ids(files: list[Path], inputs: Iterable[str | os.PathLike]) -> list[str]:
@@ -216,8 +221,8 @@ def _base_ids(files: list[Path], inputs: Iterable[str | os.PathLike]) -> list[st
     for f in files:
         whole = "__".join(_relative(f, roots).parts)
         base = re.sub(r"[^A-Za-z0-9._-]", "_", whole).lstrip(".") or "image"
-        if len(base) > _ID_KEEP:
-            base = f"{base[-_ID_KEEP:].lstrip('.')}-{_hash8(whole)}"
+        if len(base) > _ID_MAX:
+            base = _tagged(base, _hash8(whole))
         out.append(base)
     return out
 
@@ -225,7 +230,7 @@ def _base_ids(files: list[Path], inputs: Iterable[str | os.PathLike]) -> list[st
 def image_ids(files: list[Path], inputs: Iterable[str | os.PathLike],
               store: LabelStore | dict[str, dict] | None = None) -> list[str]:  # fmt: skip
     """Store ids from paths, one per file, unique: the path below its input folder, '/'
-    -> '__', other characters a folder name may not hold -> '_' (a path of over 180
+    -> '__', other characters a folder name may not hold -> '_' (an id of over 200
     characters keeps its end and a hash of the whole).
 
     Files whose ids clash (``a b.png`` and ``a_b.png``; ``IMG_1.jpg`` of two folders
@@ -235,23 +240,25 @@ def image_ids(files: list[Path], inputs: Iterable[str | os.PathLike],
     image is this file's only when the image came from this file: its recorded source
     is the file's path, or (a folder moved or mounted elsewhere) its sha256 is the
     file's (of the pixels, or of the file for an image stored by reference). The images
-    the store already holds from these paths are claimed first, so a file's id does not
-    depend on the order of the inputs or on files added since.
+    the store already holds from these paths are claimed first, under whatever id they
+    were stored, so a file's id does not depend on the order of the inputs, on files
+    added since, or on how an earlier version made ids.
     """
     files = [Path(f) for f in files]
     records = store.image_records() if isinstance(store, LabelStore) else dict(store or {})
     bases = _base_ids(files, inputs)
     paths = [str(f.resolve()) for f in files]
-    alts = [f"{b}-{_hash8(p)}" for b, p in zip(bases, paths)]
+    alts = [_tagged(b, _hash8(p)) for b, p in zip(bases, paths)]
     ids: list[str | None] = [None] * len(files)
     taken: set[str] = set()
-
-    def source(image_id: str):
-        return (records.get(image_id) or {}).get("image", {}).get("source")
-
-    for k, p in enumerate(paths):  # the store's own records of these paths
-        cand = next((c for c in (bases[k], alts[k]) if c not in taken and source(c) == p), None)
-        if cand is not None:
+    by_source: dict[str, str] = {}  # the store's own records of these paths, whatever their ids
+    for image_id in sorted(records):
+        src = (records[image_id].get("image") or {}).get("source")
+        if src is not None:
+            by_source.setdefault(src, image_id)
+    for k, p in enumerate(paths):
+        cand = by_source.get(p)
+        if cand is not None and cand not in taken:
             ids[k] = cand
             taken.add(cand)
     for k, f in enumerate(files):
@@ -315,12 +322,24 @@ def _image_settings(record: dict) -> dict:
             "palette_model_sha256": record.get("palette_model_sha256")}  # fmt: skip
 
 
+def _slim(record: dict) -> dict:
+    """What labelling needs of a stored image's attributes: its source and sha256, its
+    settings, its provenance and whether napari saved it (a large folder's records stay
+    small in memory)."""
+    keep = ("model_sha256", "rule", "rule_sha256", "palette_origin", "palette_model_sha256", "provenance")
+    out = {k: record[k] for k in keep if k in record}
+    out["image"] = {k: (record.get("image") or {}).get(k) for k in ("source", "sha256", "sha256_of")}
+    if "napari" in record:
+        out["napari"] = True
+    return out
+
+
 def _person_made(record: dict) -> bool:
     """Whether a person had a hand in a stored image: a task corrected (or ground truth),
     or saved from napari (the ``"napari"`` attribute of ``_napari.store_io``: a palette
     a person painted or accepted). ``ctn label`` never relabels such an image."""
     prov = record.get("provenance") or {}
-    return "napari" in record or any(v in ("corrected", "ground-truth") for v in prov.values())
+    return "napari" in record or any(v in PERSON_PROVENANCES for v in prov.values())
 
 
 def _relative(path: Path, roots: list[Path]) -> Path:
@@ -859,7 +878,7 @@ def label_images(
 
     store = _open_store(store_path, {"labelling": wanted})
     have = store.attrs.get("labelling")
-    records = store.image_records()
+    records = {i: _slim(r) for i, r in store.image_records().items()}  # ~0.3 KB an image
     if have is not None and records and _settings_differ(have, wanted):
         if not overwrite:
             diff = {k: (have.get(k), wanted.get(k)) for k in _SETTINGS if _differs(k, have, wanted)}

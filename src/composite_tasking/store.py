@@ -195,6 +195,7 @@ __all__ = [
     "STORE_FORMAT",
     "STORE_FORMAT_VERSION",
     "PROVENANCES",
+    "PERSON_PROVENANCES",
     "MAP_NAMES",
     "LABEL_NAMES",
     "TILE",
@@ -218,6 +219,9 @@ OME_VERSION = "0.5"
 
 #: allowed provenance of a task's labels
 PROVENANCES = ("ground-truth", "pseudo", "corrected")
+#: provenances of labels a person made or checked (or that are true): they teach a model,
+#: and ``ctn label`` never overwrites them (never ``pseudo``: a model's own output)
+PERSON_PROVENANCES = ("corrected", "ground-truth")
 
 #: integer label maps under ``labels/``, in the order they are listed
 LABEL_NAMES: tuple[str, ...] = ("palette",) + tuple(t.name for t in TASKS if t.kind != "vector")
