@@ -288,3 +288,20 @@ def test_ids_up_to_200_characters_are_kept_whole(tmp_path):
     other = write_images(tmp_path / "other", [name])
     ids = image_ids([folder / name, other / name], [folder, other])
     assert ids[0] == name and len(ids[1]) == 200 and ids[1].endswith(".png-" + ids[1][-8:])
+
+
+def test_a_shard_decodes_only_the_files_it_labels(tmp_path, predictor, monkeypatch):
+    """Telling moved files by their pixels costs a decode each: a shard pays for its own."""
+    import composite_tasking.label as label_module
+
+    old = write_images(tmp_path / "old", [f"{k}.png" for k in range(6)], seed=6)
+    out = tmp_path / "s.zarr"
+    run([old], out, predictor)
+    new = tmp_path / "new"
+    shutil.move(old, new)
+    decoded = []
+    real = label_module._same_image
+    monkeypatch.setattr(label_module, "_same_image", lambda f, rec: decoded.append(f.name) or real(f, rec))
+    summary = run([new], out, predictor, shard=(1, 3))
+    assert sorted(decoded) == ["1.png", "4.png"]
+    assert summary.skipped_complete == ["1.png", "4.png"] and summary.done == []

@@ -22,6 +22,7 @@ from composite_tasking._napari.predict_widget import PredictWidget  # noqa: E402
 from composite_tasking._napari.store_io import (  # noqa: E402
     napari_get_reader,
     read_corrected_masks,
+    read_store,
     write_store,
 )
 from composite_tasking._napari.task_layers import (  # noqa: E402
@@ -358,3 +359,31 @@ def test_a_store_opened_twice_gives_two_independent_images(make_napari_viewer, t
     assert tasks and all(layer_meta(ly)["image_key"] == layer_meta(second)["image_key"]
                          for ly in tasks)  # fmt: skip
     assert [ly.name for ly in tasks if ly.name.startswith("scene [1] ")]
+
+
+def test_a_save_keeps_the_rule_that_made_the_palette(tmp_path):
+    """ctn label -> napari correction -> save: the image still says which rule made its
+    palette, so fine-tuning under a rule it contradicts is refused (datasets)."""
+    from composite_tasking.datasets import StoreRuleError, check_stored_palettes, training_ids
+    from composite_tasking.palette import load_rule, rule_fingerprint
+
+    path = tmp_path / "rt.zarr"
+    rng = np.random.default_rng(0)
+    with LabelStore(path, mode="w") as st:
+        st.write_sample("a.png", {"image": rng.integers(0, 255, (16, 16, 3), dtype=np.uint8),
+                                  "palette": np.full((16, 16), 1, np.uint8),
+                                  "semseg": rng.integers(0, 5, (16, 16)).astype(np.uint8)},
+                        provenance={"semseg": "pseudo"},
+                        attrs={"rule": "R2", "rule_sha256": rule_fingerprint(load_rule("R2")),
+                               "palette_origin": "semantics"})  # fmt: skip
+    layers = read_store(str(path))
+    for data, meta, _kind in layers:
+        m = meta.get("metadata", {}).get("composite_tasking", {})
+        if m.get("task") == "semseg" and m.get("role") == "label":
+            data[0, 0] = (data[0, 0] + 1) % 5  # a correction
+    write_store(str(path), layers)
+    attrs = LabelStore(path, mode="r").image_attrs("a.png")
+    assert attrs["provenance"]["semseg"] == "corrected"
+    assert attrs["rule"] == "R2" and attrs["rule_sha256"] == rule_fingerprint(load_rule("R2"))
+    with pytest.raises(StoreRuleError, match="R2"):
+        check_stored_palettes(path, "R3", training_ids(path))

@@ -112,6 +112,21 @@ def image_plane_shape(layer: Layer) -> tuple[int, int]:
     return shape[-2], shape[-1]
 
 
+def record_rule(layer: Labels, rule=None) -> None:
+    """Say in a palette layer's metadata which rule made it (``None``: none known, e.g.
+    the palette network's or a hand-painted one): saved with the image, it lets
+    fine-tuning refuse a rule the palette contradicts (:func:`.datasets.check_stored_palettes`)."""
+    from ..palette import load_rule, rule_fingerprint
+
+    meta = layer.metadata.setdefault(METADATA_KEY, {})
+    if rule is None:
+        meta.pop("rule", None)
+        meta.pop("rule_sha256", None)
+        return
+    rule = load_rule(rule)
+    meta["rule"], meta["rule_sha256"] = rule.name, rule_fingerprint(rule)
+
+
 def make_palette_layer(
     shape: tuple[int, int],
     data: np.ndarray | None = None,

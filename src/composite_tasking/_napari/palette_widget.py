@@ -48,6 +48,7 @@ from qtpy.QtWidgets import (
 from ..palette import RuleError, load_rule, load_rule_file, validate_palette
 from ..tasks import NO_TASK, TASKS, Task, get_task
 from .palette_layer import (
+    record_rule,
     NO_TASK_NAME,
     image_plane_shape,
     is_palette_layer,
@@ -391,6 +392,7 @@ class TaskPaletteWidget(QWidget):
                                                           image_key=image_key(image)))
         else:
             self._replace_data(target, new)
+        record_rule(target, rule)
         show_info(f"Task Palette: filled {target.name!r} with rule {rule.name!r}.")
         return new
 

@@ -61,6 +61,7 @@ from qtpy.QtWidgets import (
 from ..tasks import IGNORE
 from ._compat import prevent_llvm_clash
 from .palette_layer import (
+    record_rule,
     METADATA_KEY,
     image_plane_shape,
     is_palette_layer,
@@ -822,6 +823,7 @@ class PredictWidget(QWidget):
                              f"image {image.name!r} has {new.shape}: not filled")  # fmt: skip
         _claim_palette(palette, key)
         palette.metadata[METADATA_KEY]["origin"] = origin
+        record_rule(palette, None if job.rule == PALETTE_NETWORK else job.rule)
         replace_labels(palette, new)  # one undo step
         self.status_label.setText(f"Palette {palette.name!r} filled from the {origin}.")
         return np.asarray(palette.data)

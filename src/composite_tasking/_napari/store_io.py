@@ -217,7 +217,8 @@ def image_layer_data(store: LabelStore, image_id: str, *, visible: bool = True) 
             "name": f"{image_id} palette", "colormap": task_colormap(),
             "features": palette_features(), "opacity": 0.5, **common,
             "metadata": _meta(kind=PALETTE_KIND, image_key=key, image_id=image_id,
-                              origin=s.attrs.get("palette_origin", "store")),
+                              origin=s.attrs.get("palette_origin", "store"),
+                              **{k: s.attrs[k] for k in ("rule", "rule_sha256") if k in s.attrs}),
         }, "labels"))  # fmt: skip
     for task in TASKS:
         name = task.name
@@ -435,9 +436,12 @@ def save_group(store: LabelStore, g: _Group, image_id: str | None = None) -> str
     attrs: dict[str, Any] = {}
     for item in [*g.tasks.values(), g.palette]:
         own = g.meta_of(item)
-        for k in ("model_id", "model_sha256", "rule"):
+        for k in ("model_id", "model_sha256"):
             if own.get(k) and k not in attrs:
                 attrs[k] = own[k]
+    # the rule that made the palette (palette_layer.record_rule): kept through a save, so
+    # fine-tuning can refuse a rule the palette contradicts; none known: none recorded
+    attrs.update({k: v for k, v in g.meta_of(g.palette).items() if k in ("rule", "rule_sha256") and v})
     if g.palette is not None:
         attrs["palette_origin"] = str(g.meta_of(g.palette).get("origin") or "napari")
     with_masks = sorted(masks, key=lambda t: get_task(t).id)
