@@ -774,3 +774,27 @@ def test_progress_bar_reaches_its_end_for_every_job(docked, qtbot, errors):
     # the fill (2 steps), then the re-predict of the filled palette (3)
     assert run(widget.fill_button.click) == {(2, 2), (3, 3)}
     assert errors == []
+
+
+@pytest.mark.parametrize("how", ["data_setitem", "paint"])
+def test_undoing_a_correction_after_a_re_prediction_gives_the_new_pseudo_label(how):
+    """Correct a pixel, re-predict (the correction is kept), undo the correction: the
+    pixel shows the *current* pseudo-label and is not a correction."""
+    from napari.layers import Labels
+
+    from composite_tasking._napari.task_layers import set_correction_state, update_task_layer
+
+    layer = Labels(np.ones((8, 8), np.uint8))
+    set_correction_state(layer)
+    if how == "data_setitem":
+        layer.data_setitem((np.array([0]), np.array([0])), 3)
+    else:
+        layer.brush_size = 1
+        layer.paint((0, 0), 3)
+    assert corrected_mask(layer).sum() == 1
+    update_task_layer(layer, np.full((8, 8), 2, np.uint8))
+    assert layer.data[0, 0] == 3 and corrected_mask(layer).sum() == 1  # kept
+    layer.undo()
+    assert layer.data[0, 0] == 2 and corrected_mask(layer).sum() == 0
+    layer.redo()
+    assert layer.data[0, 0] == 3 and corrected_mask(layer).sum() == 1

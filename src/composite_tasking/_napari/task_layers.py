@@ -30,8 +30,11 @@ with their values before and after. A prediction writes its pseudo-labels *outsi
 that history (:func:`write_labels_without_history`), so the history of a task layer
 holds only what a person did: Ctrl+Z undoes the last correction and never brings back
 older pseudo-labels, which would then differ from ``reference`` and count as
-corrections. A prediction never writes a pixel a person changed (corrections are kept),
-so the values the history holds for those pixels stay the ones they replaced.
+corrections. A prediction never writes a pixel a person changed (corrections are kept);
+where the value a correction replaced was the pseudo-label of its time, a new
+prediction puts the new pseudo-label into the history in its place
+(:func:`_rebase_history`), so undoing a correction after a re-prediction gives the
+current pseudo-label, not a correction.
 """
 
 from __future__ import annotations
@@ -353,6 +356,36 @@ def new_task_layer(data: np.ndarray, *, task: str | None, role: str, key: str, n
     raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
 
 
+def _rebase_history(layer: Labels, old: np.ndarray | None, new: np.ndarray) -> None:
+    """After new pseudo-labels ``new`` replaced ``old`` as the reference: in the layer's
+    undo (and redo) history, the values a correction replaced that were the old
+    pseudo-labels become the new ones, so undoing a correction made before a
+    re-prediction brings back the *current* pseudo-label, not a stale one that would
+    count as a correction (values a person wrote stay). Reads napari's history atoms
+    (``(indices, old, new)`` tuples and masked-paint atoms); a history of another shape
+    is left as it is."""
+    if old is None or np.shape(old) != np.shape(new):
+        return
+    old, new = np.asarray(old), np.asarray(new)
+    for history in (getattr(layer, "_undo_history", ()), getattr(layer, "_redo_history", ())):
+        for item in history:
+            for atom in item:
+                try:
+                    if hasattr(atom, "slice_key"):  # napari's masked-paint atom
+                        values = atom.old_values
+                        was, now = old[atom.slice_key], new[atom.slice_key]
+                        if atom.mask is not None:
+                            was, now = was[atom.mask], now[atom.mask]
+                    else:  # (indices, old values, new values)
+                        indices, values, _ = atom
+                        was, now = old[indices], new[indices]
+                    if isinstance(values, np.ndarray) and values.shape == was.shape:
+                        pseudo = values == was
+                        values[pseudo] = now[pseudo]
+                except (TypeError, ValueError, IndexError):
+                    continue
+
+
 def update_task_layer(layer: Layer, data: np.ndarray, *, keep_corrections: bool = True) -> int:
     """Put new pseudo-labels into an existing task layer, in place.
 
@@ -367,10 +400,12 @@ def update_task_layer(layer: Layer, data: np.ndarray, *, keep_corrections: bool 
         if mask is None or mask.shape != predicted.shape:
             mask = np.zeros(predicted.shape, bool)
         new = np.where(mask, np.asarray(layer.data), predicted) if mask.any() else predicted
+        old_reference = layer_meta(layer).get("reference")
         n = write_labels_without_history(layer, new)
         # corrections that differ from the new pseudo-labels show as such through the
         # reference; those that agree with them stay marked
         set_correction_state(layer, mask & (new == predicted), reference=predicted)
+        _rebase_history(layer, old_reference, predicted)
         return n
     new = np.asarray(data, np.float32)
     old = np.asarray(layer.data)
