@@ -33,14 +33,25 @@ def ctn18():
     return model.eval()
 
 
-@pytest.fixture
-def one_thread():
-    """torch on one thread for the test (timing-free tests that other jobs share the
-    machine with; use with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+def _torch_on_one_thread():
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (timing-free tests that other jobs share the
+    machine with; use with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    yield from _torch_on_one_thread()
+
+
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """:func:`one_thread` for a whole module, its module-scoped fixtures (training runs)
+    included: ``pytestmark = pytest.mark.usefixtures("one_thread_module")``."""
+    yield from _torch_on_one_thread()
 
 
 @pytest.fixture

@@ -24,6 +24,8 @@ from composite_tasking.store import LabelStore
 from composite_tasking.training.recipe import Recipe, RecipeError
 from composite_tasking.training.trainer import LATEST, Trainer
 
+pytestmark = pytest.mark.usefixtures("one_thread_module")
+
 #: a fine-tuning recipe sized for these tests: one step of two 64 px crops per epoch
 FINETUNE = {
     "name": "finetune-test", "train": {"kind": "synthetic", "seed": 0, "n": 2, "size": 64}, "val": None,
@@ -46,14 +48,6 @@ def ctn(*args, timeout=300) -> subprocess.CompletedProcess:
 def digests(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

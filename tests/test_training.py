@@ -28,6 +28,8 @@ from composite_tasking.training import trainer as trainer_mod
 from composite_tasking.training.recipe import Recipe, RecipeError, load_recipe
 from composite_tasking.training.trainer import LATEST, Trainer, TrainingDiverged
 
+pytestmark = pytest.mark.usefixtures("one_thread_module")
+
 ALL_TASKS = {"semseg", "parts", "edges", "saliency", "normals"}
 R3_TASKS = {"parts", "edges", "saliency", "normals"}  # R3 has no segmentation
 
@@ -113,14 +115,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
