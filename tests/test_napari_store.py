@@ -387,3 +387,23 @@ def test_a_save_keeps_the_rule_that_made_the_palette(tmp_path):
     assert attrs["rule"] == "R2" and attrs["rule_sha256"] == rule_fingerprint(load_rule("R2"))
     with pytest.raises(StoreRuleError, match="R2"):
         check_stored_palettes(path, "R3", training_ids(path))
+
+
+def test_a_save_never_replaces_another_image_of_the_same_name(tmp_path):
+    """An image layer not read from the store is named by its layer name: when the store
+    holds another picture under that id, the save is refused and the stored one kept."""
+    from composite_tasking.store import StoreError
+
+    path = tmp_path / "s.zarr"
+    rng = np.random.default_rng(1)
+    first = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    other = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+
+    def layer(pixels):
+        return (pixels, {"name": "scene", "rgb": True, "metadata": {}}, "image")
+
+    write_store(str(path), [layer(first)])
+    write_store(str(path), [layer(first)])  # the same picture again: fine
+    with pytest.raises(StoreError, match="already holds another image named 'scene'"):
+        write_store(str(path), [layer(other)])
+    assert np.array_equal(LabelStore(path, mode="r").read_sample("scene").image, first)

@@ -30,6 +30,7 @@ no mask: it then reopens with no pixel marked, and the provenance still says cor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -420,6 +421,24 @@ def _write_masks(store_path: Path, image_id: str, masks: dict[str, np.ndarray]) 
         arr[...] = mask.astype(np.uint8)
 
 
+def _check_same_image(store: LabelStore, image_id: str, image: np.ndarray, img_meta: dict) -> None:
+    """Refuse to replace another image of the store that has this id: an image layer
+    not read from this store (its name made the id) whose pixels differ from the stored
+    image's. A save replaces the stored image with its labels, corrections included."""
+    if image_id not in store:
+        return
+    own = img_meta.get("store")
+    if own and Path(own).resolve() == Path(store.path).resolve() and img_meta.get("image_id") == image_id:
+        return  # read from this store: saved back to it
+    info = store.image_attrs(image_id).get("image") or {}
+    pixels = np.ascontiguousarray(np.asarray(image, np.uint8))
+    if info.get("sha256_of") == "pixels" and info.get("sha256") == hashlib.sha256(pixels.tobytes()).hexdigest():
+        return  # the same picture, saved again
+    raise StoreError(f"label store {store.path} already holds another image named {image_id!r} "
+                     f"(from {info.get('source') or 'elsewhere'}): rename the image layer, or "
+                     "save to another store")  # fmt: skip
+
+
 def save_group(store: LabelStore, g: _Group, image_id: str | None = None) -> str:
     """Write one image's layers into ``store``; returns the image id."""
     sample, prov, masks, shown = _sample_of(g)
@@ -447,6 +466,7 @@ def save_group(store: LabelStore, g: _Group, image_id: str | None = None) -> str
     with_masks = sorted(masks, key=lambda t: get_task(t).id)
     attrs[NAPARI_ATTR] = {"version": 1, "layers": shown, "corrected": with_masks}
     if "image" in sample:
+        _check_same_image(store, image_id, sample["image"], img_meta)
         store.write_sample(image_id, sample, provenance=prov, attrs=attrs, overwrite=True)
     elif image_id in store:
         labels = {k: v for k, v in sample.items()
