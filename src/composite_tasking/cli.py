@@ -275,20 +275,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
-def cmd_finetune(args: argparse.Namespace) -> int:
+def _data_arg(args: argparse.Namespace, split: str):
+    """``--data`` (a PASCAL-MT spec without a split: ``split``) with ``--all-images``."""
     from dataclasses import replace
 
+    from composite_tasking.training.recipe import RecipeError, parse_data_spec
+
+    data = parse_data_spec(args.data, split)
+    if args.all_images:
+        if data.kind != "store":
+            raise RecipeError(f"--all-images chooses the images of a label store; --data "
+                              f"{args.data} is not one")  # fmt: skip
+        data = replace(data, select="all")
+    return data
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
     from composite_tasking.datasets import DatasetError
-    from composite_tasking.training.recipe import RecipeError, builtin_recipe, load_recipe, parse_data_spec
+    from composite_tasking.training.recipe import RecipeError, builtin_recipe, load_recipe
 
     try:
         model = _model_path(args.model)
-        data = parse_data_spec(args.data, "train")
-        if args.all_images:
-            if data.kind != "store":
-                raise RecipeError(f"--all-images chooses the images of a label store; --data "
-                                  f"{args.data} is not one")  # fmt: skip
-            data = replace(data, select="all")
+        data = _data_arg(args, "train")
         overrides = {"init": str(model), "train": data.to_dict(), "rule": args.rule}
         if args.epochs is not None:
             overrides["epochs"] = args.epochs
@@ -319,21 +327,15 @@ def _print_table(result: dict) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
-    from dataclasses import replace
 
     from composite_tasking.datasets import DatasetError
     from composite_tasking.model import load_checkpoint
     from composite_tasking.model.checkpoint import CheckpointError, json_safe
     from composite_tasking.training.evaluate import evaluate
-    from composite_tasking.training.recipe import RecipeError, parse_data_spec
+    from composite_tasking.training.recipe import RecipeError
 
     try:
-        data = parse_data_spec(args.data, "val")
-        if args.all_images:
-            if data.kind != "store":
-                raise RecipeError(f"--all-images chooses the images of a label store; --data "
-                                  f"{args.data} is not one")  # fmt: skip
-            data = replace(data, select="all")
+        data = _data_arg(args, "val")
         model, info = load_checkpoint(_model_path(args.model))
         bar = None if args.json else _Bar("evaluate", "batch")
         result = evaluate(model, data, rule=args.rule, device=args.device,
