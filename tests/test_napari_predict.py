@@ -798,3 +798,24 @@ def test_undoing_a_correction_after_a_re_prediction_gives_the_new_pseudo_label(h
     assert layer.data[0, 0] == 2 and corrected_mask(layer).sum() == 0
     layer.redo()
     assert layer.data[0, 0] == 3 and corrected_mask(layer).sum() == 1
+
+
+def test_a_widget_deleted_mid_job_is_not_called_back(setup, qtbot, errors, monkeypatch):
+    """The worker outlives a widget deleted while it runs (napari closed, the dock
+    removed): its signals no longer reach the deleted Qt objects (pytest-qt fails a
+    test on any exception raised in the Qt event loop)."""
+    viewer, widget, image, palette = setup(64)
+    real = pwm.load_predictor
+
+    def slow(*args):
+        time.sleep(0.5)
+        return real(*args)
+
+    monkeypatch.setattr(pwm, "load_predictor", slow)
+    worker = widget.start_predict()
+    with qtbot.waitSignal(widget.destroyed, timeout=10_000):
+        viewer.window.remove_dock_widget("all")
+        widget.deleteLater()
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    assert errors == []

@@ -413,9 +413,12 @@ class PredictWidget(QWidget):
         for layer in self.viewer.layers:
             self._watch_name(layer)
         self._palette_callbacks: list = []
-        name_cbs, palette_cbs = self._name_callbacks, self._palette_callbacks
+        #: the running worker's signal connections: a worker that outlives the widget
+        #: (deleted mid-job) must not call into its deleted Qt objects
+        self._worker_callbacks: list = []
+        name_cbs, palette_cbs, worker_cbs = self._name_callbacks, self._palette_callbacks, self._worker_callbacks
         self.destroyed.connect(
-            lambda *_: _disconnect_all(viewer_callbacks + name_cbs + palette_cbs))
+            lambda *_: _disconnect_all(viewer_callbacks + name_cbs + palette_cbs + worker_cbs))
         self._show_model_status()
         self._watch_palette()
         self._on_image_changed()
@@ -714,11 +717,11 @@ class PredictWidget(QWidget):
             self.predict_button.setEnabled(True)
             self._run_pending()
 
-        worker.yielded.connect(yielded)
-        worker.returned.connect(returned)
-        worker.errored.connect(errored)
-        worker.aborted.connect(aborted)
-        worker.finished.connect(finished)
+        self._worker_callbacks[:] = [(worker.yielded, yielded), (worker.returned, returned),
+                                     (worker.errored, errored), (worker.aborted, aborted),
+                                     (worker.finished, finished)]  # fmt: skip
+        for signal, callback in self._worker_callbacks:
+            signal.connect(callback)
         self.cancel_button.setEnabled(True)
         self.status_label.setText(desc.split(": ", 1)[-1].capitalize() + "...")
         worker.start()
