@@ -57,3 +57,31 @@ def test_synth_usage_errors_exit_2_and_write_nothing(tmp_path):
     zarr.open_group(tmp_path / "y" / STORE_NAME, mode="w", zarr_format=3)
     res = ctn("synth", tmp_path / "y", "--n", 1, "--size", 16)
     assert res.returncode == 2 and STORE_NAME in res.stderr
+
+
+def test_synth_world_shifted_writes_the_shifted_world_beside_the_default(tmp_path):
+    from composite_tasking.synthetic import get_world
+
+    assert ctn("synth", tmp_path, "--n", 1, "--size", 32, "--seed", 4).returncode == 0
+    res = ctn("synth", tmp_path, "--n", 2, "--size", "32x40", "--seed", 4, "--world", "shifted")
+    assert res.returncode == 0, res.stderr
+    assert "2 scene(s) written, 0 already there" in res.stdout
+    store = LabelStore(tmp_path / STORE_NAME)
+    shifted_ids = [synthetic_id(4, i, "shifted") for i in range(2)]
+    assert sorted(store.ids()) == sorted([synthetic_id(4, 0), *shifted_ids])
+    for i, image_id in enumerate(shifted_ids):
+        expected = generate(4, i, (32, 40), get_world("shifted"))
+        assert np.array_equal(iio.imread(tmp_path / "images" / f"{image_id}.png"), expected["image"])
+        stored = store.read_sample(image_id)
+        assert np.array_equal(stored.labels["semseg"], expected["semseg"])
+        assert stored.attrs["synthetic"]["world"] == "shifted"
+        assert stored.attrs["synthetic"]["objects"] == expected["meta"]["objects"]
+    assert not np.array_equal(store.read_sample(shifted_ids[0]).image[:, :32],
+                              store.read_sample(synthetic_id(4, 0)).image)  # fmt: skip
+
+
+def test_synth_unknown_world_is_a_usage_error_naming_the_worlds(tmp_path):
+    res = ctn("synth", tmp_path / "x", "--n", 1, "--world", "mars")
+    assert res.returncode == 2
+    assert "unknown world 'mars'; known worlds: default, shifted" in res.stderr
+    assert not (tmp_path / "x").exists()

@@ -166,3 +166,148 @@ def test_ray_casting_hits_the_analytic_surface(kind):
     # normals face the camera (the first surface hit is a front face)
     assert ((n * d[hit]).sum(1) < 1e-4).all()
     np.testing.assert_allclose(np.linalg.norm(n, axis=1), 1, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- worlds
+
+
+def stable_digest(sample) -> str:
+    """Image and labels; normals at 1e-4 (last-bit float differences between CPUs)."""
+    h = hashlib.sha256()
+    for k in ("image", "semseg", "parts", "edges", "saliency"):
+        h.update(np.ascontiguousarray(sample[k]).tobytes())
+    h.update(np.round(sample["normals"] * 1e4).astype(np.int32).tobytes())
+    return h.hexdigest()[:16]
+
+
+#: recorded from the generator before SceneConfig had its lighting, camera, texture and
+#: object-mix knobs: the default world must keep rendering exactly these scenes
+BEFORE_WORLDS = [
+    (0, 0, 64, "fae39cb1a8cb0644", ["person", "aeroplane", "sheep"]),
+    (5, 3, (48, 80), "36b774ab63e56e9f", ["motorbike"]),
+    (7, 11, 96, "d8423013a18a4749", ["horse"]),
+    (424242, 2, 128, "471f49ab93555f2d", ["cat", "person", "cow", "person"]),
+]
+
+
+@pytest.mark.parametrize("seed, index, size, expected, classes", BEFORE_WORLDS)
+def test_default_world_renders_exactly_what_it_rendered_before_worlds(seed, index, size, expected, classes):
+    from composite_tasking.synthetic import get_world
+
+    assert get_world("default") == get_world(None) == SceneConfig()
+    sample = generate(seed, index, size)
+    assert stable_digest(sample) == expected
+    assert [o["class"] for o in sample["meta"]["objects"]] == classes
+    assert digest(generate(seed, index, size, get_world("default"))) == digest(sample)
+
+
+def test_shifted_world_is_deterministic_differs_and_keeps_the_label_rules():
+    from composite_tasking.synthetic import get_world
+
+    shifted = get_world("shifted")
+    assert shifted != SceneConfig()
+    assert set(shifted.classes) == set(OBJECTS)  # same classes, another mix
+    for i in range(6):
+        a = generate(5, i, (48, 64), shifted)
+        assert digest(a) == digest(generate(5, i, (48, 64), shifted))
+        assert not np.array_equal(a["image"], generate(5, i, (48, 64))["image"])
+        assert a["semseg"].max() < len(SEMSEG_CLASSES)
+        person = a["semseg"] == PERSON
+        if person.any():
+            assert (a["parts"][person] > 0).all() and (a["parts"][~person] == 0).all()
+        else:
+            assert (a["parts"] == IGNORE).all()
+        np.testing.assert_allclose(np.linalg.norm(a["normals"], axis=-1), 1, atol=1e-4)
+        assert set(np.unique(a["saliency"])) <= {0, 1}
+    # the scene parameters come from the shifted ranges
+    scenes = [make_scene(0, i, shifted) for i in range(40)]
+    lo, hi = shifted.camera_height
+    assert all(lo <= s.cam_height <= hi and s.vignette == shifted.vignette for s in scenes)
+    assert max(s.cam_height for s in scenes) < SceneConfig().camera_height[0] + 0.5
+    assert all(shifted.ambient[0] <= s.ambient <= shifted.ambient[1] for s in scenes)
+    assert all(len(s.objects) >= 1 for s in scenes)
+    assert {s.floor.pattern for s in scenes} - {"checker", "planks", "noise", "plain"}  # new patterns
+    # in another process too
+    code = ("import hashlib, numpy as np;"
+            "from composite_tasking.synthetic import generate, get_world;"
+            "s = generate(5, 2, (48, 64), get_world('shifted')); h = hashlib.sha256();"
+            "[h.update(np.ascontiguousarray(s[k]).tobytes()) for k in "
+            "('image','semseg','parts','edges','saliency','normals')];"
+            "print(h.hexdigest())")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == digest(generate(5, 2, (48, 64), shifted))
+
+
+def test_unknown_world_names_the_known_ones():
+    from composite_tasking.synthetic import WORLDS, get_world
+
+    with pytest.raises(ValueError, match="unknown world 'mars'; known worlds: default, shifted"):
+        get_world("mars")
+    assert set(WORLDS) >= {"default", "shifted"}
+    with pytest.raises(TypeError):
+        WORLDS["mine"] = SceneConfig()  # read-only: a world is changed in worlds.py
+
+
+def test_scene_config_knobs_are_validated_and_class_weights_pick_classes():
+    cfg = SceneConfig(classes=("car", "dog"), class_weights=(1.0, 0.0), min_objects=2, max_objects=3)
+    for i in range(5):
+        assert {o["class"] for o in make_scene(0, i, cfg).objects} == {"car"}
+    bad = [{"class_weights": (1.0,)}, {"class_weights": (0.0,) * 20}, {"ambient": (0.5, 0.2)},
+           {"fov": (0.0, 60.0)}, {"floor_patterns": ("marble",)}, {"vignette": 1.0},
+           {"texture_scale": 0.0}, {"light_direction": ((0, 1), (0, 1))}, {"light_hues": ()}]  # fmt: skip
+    for kw in bad:
+        with pytest.raises(ValueError):
+            SceneConfig(**kw)
+
+
+def test_world_data_spec_round_trips_and_builds_the_world():
+    from composite_tasking.training.recipe import RecipeError, parse_data_spec
+    from composite_tasking.training.trainer import build_dataset
+
+    from composite_tasking.datasets import SyntheticDataset
+    from composite_tasking.synthetic import get_world
+
+    text = "synthetic:seed=5,n=24,size=128,world=shifted"
+    spec = parse_data_spec(text)
+    assert (spec.kind, spec.seed, spec.n, spec.size, spec.world) == ("synthetic", 5, 24, 128, "shifted")
+    assert spec.to_string() == text and parse_data_spec(spec.to_string()) == spec
+    assert spec.to_dict() == {"kind": "synthetic", "seed": 5, "n": 24, "size": 128, "world": "shifted"}
+    assert parse_data_spec(spec.to_dict()) == spec
+    # the default world's spec reads and writes as before worlds existed
+    plain = parse_data_spec("synthetic:seed=5,n=24,size=128")
+    assert plain.world == "default" and plain == parse_data_spec("synthetic:seed=5,n=24,size=128,world=default")
+    assert plain.to_string() == "synthetic:seed=5,n=24,size=128"
+    assert plain.to_dict() == {"kind": "synthetic", "seed": 5, "n": 24, "size": 128}
+    for bad in ("synthetic:n=2,world=mars", {"kind": "synthetic", "n": 2, "world": "mars"},
+                {"kind": "synthetic", "n": 2, "world": 3}):  # fmt: skip
+        with pytest.raises(RecipeError, match="known worlds: default, shifted"):
+            parse_data_spec(bad)
+    ds = build_dataset("synthetic:seed=5,n=2,size=32,world=shifted", "mosaic")
+    assert isinstance(ds, SyntheticDataset) and ds.config == get_world("shifted")
+    assert digest(ds.sample(1)) == digest(generate(5, 1, 32, get_world("shifted")))
+    assert SyntheticDataset(5, 2, 32, world="shifted").config == ds.config
+    assert build_dataset("synthetic:seed=5,n=2,size=32", "mosaic").config == SceneConfig()
+    with pytest.raises(ValueError, match="not both"):
+        SyntheticDataset(5, 2, 32, world="shifted", config=SceneConfig())
+    with pytest.raises(ValueError, match="known worlds"):
+        SyntheticDataset(5, 2, 32, world="mars")
+
+
+def test_write_synthetic_keeps_worlds_apart_in_one_folder(tmp_path):
+    from composite_tasking.store import LabelStore
+    from composite_tasking.synthetic.export import (
+        STORE_NAME,
+        synthetic_id,
+        write_synthetic,
+    )
+
+    write_synthetic(tmp_path, 2, 24, seed=1)
+    summary = write_synthetic(tmp_path, 2, 24, seed=1, config="shifted")
+    assert summary.written == 2 and summary.skipped == 0
+    store = LabelStore(tmp_path / STORE_NAME)
+    assert sorted(store.ids()) == sorted([synthetic_id(1, i) for i in range(2)]
+                                         + [f"synth-shifted-s1-{i:06d}" for i in range(2)])  # fmt: skip
+    assert synthetic_id(1, 0) == synthetic_id(1, 0, "default") == "synth-s1-000000"
+    assert store.read_sample("synth-shifted-s1-000001").attrs["synthetic"]["world"] == "shifted"
+    with pytest.raises(ValueError, match="known worlds"):
+        write_synthetic(tmp_path, 1, 24, config="mars")

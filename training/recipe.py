@@ -9,7 +9,8 @@ changes a run.
 
 Data specs, in a recipe or on the command line (``--data``)::
 
-    synthetic:seed=K,n=N[,size=S]          scenes of the synthetic world
+    synthetic:seed=K,n=N[,size=S][,world=W]  scenes of the synthetic world (W: a named
+                                           world, default or shifted; see synthetic.worlds)
     pascal-mt:ROOT[,split=train|val]       PASCAL-MT on disk
     STORE.zarr                             a label store
 
@@ -44,7 +45,7 @@ class RecipeError(ValueError):
 
 #: the keys each kind of data spec reads (beside ``kind``)
 DATA_KEYS: dict[str, tuple[str, ...]] = {
-    "synthetic": ("seed", "n", "size"),
+    "synthetic": ("seed", "n", "size", "world"),
     "pascal-mt": ("root", "split", "size"),
     "store": ("root", "select", "size"),
 }
@@ -62,17 +63,21 @@ class DataSpec:
     root: str = ""
     split: str = "train"
     select: str = "corrected"  # store: see SELECT
+    world: str = "default"  # synthetic: a name of composite_tasking.synthetic.WORLDS
 
     def to_string(self) -> str:
         if self.kind == "synthetic":
-            return f"synthetic:seed={self.seed},n={self.n},size={self.size}"
+            world = "" if self.world == "default" else f",world={self.world}"
+            return f"synthetic:seed={self.seed},n={self.n},size={self.size}{world}"
         if self.kind == "pascal-mt":
             return f"pascal-mt:{self.root},split={self.split}"
         return self.root
 
     def to_dict(self) -> dict:
-        """The recipe mapping of this spec: ``kind`` and the keys of its kind."""
-        return {"kind": self.kind, **{k: getattr(self, k) for k in DATA_KEYS[self.kind]}}
+        """The recipe mapping of this spec: ``kind`` and the keys of its kind (a synthetic
+        spec's ``world`` only when it is not the default world, as before worlds existed)."""
+        keys = [k for k in DATA_KEYS[self.kind] if not (k == "world" and self.world == "default")]
+        return {"kind": self.kind, **{k: getattr(self, k) for k in keys}}
 
 
 def _is_int(value) -> bool:
@@ -85,7 +90,7 @@ def _is_number(value) -> bool:
 
 def parse_data_spec(spec: str | dict | DataSpec, default_split: str = "train", key: str = "data",
                     where: str = "") -> DataSpec:  # fmt: skip
-    """``synthetic:seed=K,n=N[,size=S]``, ``pascal-mt:ROOT[,split=S]``, a store path, or a
+    """``synthetic:seed=K,n=N[,size=S][,world=W]``, ``pascal-mt:ROOT[,split=S]``, a store path, or a
     mapping with ``kind`` (see the module doc). ``default_split`` is the PASCAL-MT split
     when the spec names none: ``train`` to train, ``val`` to evaluate. ``key`` and
     ``where`` name the spec in errors (``train``, `` in recipe.yaml``)."""
@@ -97,9 +102,12 @@ def parse_data_spec(spec: str | dict | DataSpec, default_split: str = "train", k
         raise RecipeError(f"{key}{where}: a data spec is a string or a mapping with kind, got {spec!r}")
     text = spec.strip()
     if text.startswith("synthetic:") or text == "synthetic":
-        opts = _options(text.partition(":")[2], text, ("seed", "n", "size"), where)
+        opts = _options(text.partition(":")[2], text, DATA_KEYS["synthetic"], where)
         vals = {}
         for k, v in opts.items():
+            if k == "world":
+                vals[k] = v
+                continue
             try:
                 vals[k] = int(v)
             except ValueError:
@@ -138,6 +146,12 @@ def _data_from_dict(spec: dict, default_split: str, key: str, where: str) -> Dat
             raise RecipeError(f"{key}{where}: {k} must be an integer >= {low}, got {values[k]!r}")
     if kind == "synthetic" and "n" not in values:
         raise RecipeError(f"{key}{where}: give n (number of scenes, >= 1)")
+    if kind == "synthetic" and "world" in values:
+        from composite_tasking.synthetic.worlds import WORLDS
+
+        if not isinstance(values["world"], str) or values["world"] not in WORLDS:
+            raise RecipeError(f"{key}{where}: unknown world {values['world']!r}; known worlds: "
+                              f"{', '.join(WORLDS)}")  # fmt: skip
     if kind != "synthetic":
         root = values.get("root")
         if not isinstance(root, str) or not root.strip():
@@ -188,7 +202,7 @@ class Recipe:
     init: str | None = None  # a checkpoint to start from (fine-tuning)
     train: dict[str, Any] = field(default_factory=lambda: {"kind": "synthetic", "seed": 0, "n": 2000, "size": 128})
     val: dict[str, Any] | None = field(default_factory=lambda: {"kind": "synthetic", "seed": 10_000, "n": 100, "size": 128})
-    rule: str = "mosaic"  # or S: complete labels, every task's loss at every pixel (the MHN/STN baselines)
+    rule: str | None = "mosaic"  # or S: complete labels, every task's loss at every pixel (the MHN/STN baselines)
     val_rule: str = "S"  # S = every task everywhere, one encoding decoded five times
     loss_weights: dict[str, float] | None = None
     focal_gamma: float = 2.0
@@ -203,6 +217,9 @@ class Recipe:
     seed: int = 0
     max_steps_per_epoch: int | None = None
     bn_recalibration_batches: int = 20
+    #: BatchNorm layers keep their running statistics (eval mode) while the rest trains:
+    #: a fine-tune on a few images must not re-estimate them from those few (docs/finetune.md)
+    freeze_batchnorm: bool = False
     grad_clip: float | None = None  # max global gradient norm, None = no clipping
     source: str | None = None
 
@@ -257,9 +274,17 @@ class Recipe:
                 fail(key, f"unknown key(s) {unknown}; allowed: {', '.join(allowed)}")
             return value
 
-        for key in ("name", "rule", "val_rule", "precision"):
+        for key in ("name", "val_rule", "precision"):
             if not isinstance(getattr(self, key), str):
                 fail(key, f"must be a string, got {getattr(self, key)!r}")
+        if self.rule is None:  # the data's own palettes: a label store's stored palettes
+            if parse_data_spec(self.train, "train", "train", where).kind != "store":
+                fail("rule", "null (train under the stored palettes) needs a label store as the "
+                             "training data; give a rule (e.g. R2) for other data")  # fmt: skip
+        elif not isinstance(self.rule, str):
+            fail("rule", f"must be a string (or null with a label store), got {self.rule!r}")
+        if not isinstance(self.freeze_batchnorm, bool):
+            fail("freeze_batchnorm", f"must be true or false, got {self.freeze_batchnorm!r}")
         if self.init is not None and not isinstance(self.init, str):
             fail("init", f"must be a checkpoint path or null, got {self.init!r}")
         model = section("model", self.model, SECTION_KEYS["model"])
@@ -278,7 +303,7 @@ class Recipe:
             raise RecipeError(f"rule S (every task everywhere) trains a CTN, MHN or STN, not a palette "
                               f"network: give the palette network a rule to learn{where}")  # fmt: skip
         try:
-            if self.rule != "S":
+            if self.rule not in ("S", None):
                 load_rule(self.rule)
             if self.val_rule != "S":
                 load_rule(self.val_rule)

@@ -592,21 +592,27 @@ class SyntheticDataset(_ItemDataset):
     """Scenes of the synthetic world, generated on the fly: item ``i`` is scene
     ``generate(seed, i, size, config)`` with a palette from ``rule`` and ``augment``.
 
-    ``length`` scenes; deterministic per ``(seed, index, epoch)``.
+    ``length`` scenes; deterministic per ``(seed, index, epoch)``. ``world`` names a
+    world of :data:`composite_tasking.synthetic.WORLDS` (``"shifted"``), ``config`` is a
+    :class:`~composite_tasking.synthetic.SceneConfig`; at most one of them, the default
+    world when neither.
     """
 
     def __init__(self, seed: int, length: int, size: int | tuple[int, int] = 256,
-                 rule="mosaic", augment: Augment | None = None, config=None):  # fmt: skip
-        from .synthetic import SceneConfig
+                 rule="mosaic", augment: Augment | None = None, config=None,
+                 world: str | None = None):  # fmt: skip
+        from .synthetic import get_world
 
         super().__init__(rule, augment, seed)
         if self.rule is None:
             raise ValueError("a SyntheticDataset needs a rule to make palettes")
         if int(length) < 0:
             raise ValueError(f"length must be >= 0, got {length}")
+        if config is not None and world is not None:
+            raise ValueError("give a SyntheticDataset a world name or a config, not both")
         self.length = int(length)
         self.size = size
-        self.config = SceneConfig() if config is None else config
+        self.config = get_world(world if config is None else config)
 
     def __len__(self) -> int:
         return self.length
@@ -679,17 +685,21 @@ class StoreDataset(_ItemDataset):
     Each image uses its own palette when the store has one (a corrected palette is the
     training signal); otherwise ``rule`` makes one (a semantic rule from the stored
     ``semseg``, ignore where it is not valid). Labels outside their ``valid`` mask become
-    ignore (normals: zero). An image stored by reference is read from its
+    ignore (normals: zero); with ``checked_only``, labels outside the pixels a person
+    checked too (what ``ctn finetune`` and the napari widget train on). An image stored by reference is read from its
     ``image_source`` path. ``ids`` restricts the data set to some images
     (:func:`training_ids` chooses those with corrections or ground truth;
     :func:`check_stored_palettes` refuses a rule the stored palettes contradict).
     """
 
     def __init__(self, store_path: str | os.PathLike, rule=None, augment: Augment | None = None,
-                 seed: int = 0, ids: Sequence[str] | None = None):  # fmt: skip
+                 seed: int = 0, ids: Sequence[str] | None = None, checked_only: bool = False):  # fmt: skip
         from .store import LabelStore
 
         super().__init__(rule, augment, seed)
+        #: labels only at the pixels a person checked (:meth:`LabelStore.checked_masks`):
+        #: ignore (normals: zero) elsewhere, so a loss or a score sees nothing else
+        self.checked_only = bool(checked_only)
         self.store_path = Path(store_path)
         if not self.store_path.exists():
             raise _missing("label store", self.store_path)
@@ -743,8 +753,9 @@ class StoreDataset(_ItemDataset):
         sample: dict = {"image": image}
         if stored.palette is not None:
             sample["palette"] = stored.palette
+        checked = self.store.checked_masks(image_id, stored) if self.checked_only else {}
         for task, arr in stored.labels.items():
-            valid = stored.valid.get(task)
+            valid = checked.get(task, stored.valid.get(task))
             arr = np.array(arr, copy=True)
             if valid is not None:
                 if task == "normals":
@@ -773,8 +784,9 @@ def training_ids(store_path: str | os.PathLike, select: str = "corrected", requi
     """The images of a label store to train on.
 
     ``select="corrected"``: the images holding, for at least one task, labels a person
-    corrected or ground truth (provenance ``corrected`` or ``ground-truth``); images
-    with pseudo-labels only (a model's output nobody checked) are left out.
+    corrected or reviewed, or ground truth (:data:`~composite_tasking.store.PERSON_PROVENANCES`);
+    images with pseudo-labels only (a model's output nobody checked) are left out. Train
+    on them with ``StoreDataset(checked_only=True)``: only the pixels a person checked.
     ``select="all"``: every image (self-training on pseudo-labels). When no image is
     selected, ``required`` raises :class:`DatasetError` naming the store, how many
     images it holds and the way to take them all (else the list is empty). The napari
@@ -821,6 +833,8 @@ def check_stored_palettes(store_path: str | os.PathLike, rule, ids: Sequence[str
     """
     from .store import LabelStore
 
+    if rule is None:  # no rule: every image trains under its stored palette
+        return
     name = rule.name if hasattr(rule, "palette") else load_rule(rule).name
     records = LabelStore(store_path, mode="r").image_records(complete_only=False)  # one pass
     clash: dict[str, list[str]] = {}

@@ -3,8 +3,11 @@
 ``OUT/images/<id>.png`` holds each image and ``OUT/ground-truth.zarr`` the label store
 (:mod:`composite_tasking.store`) with every task's exact label, provenance
 ``ground-truth``, and the scene description in the image attributes. Image ids are
-``synth-s<seed>-<index>`` (index zero-padded), so several runs with different seeds can
-share one folder.
+``synth-s<seed>-<index>`` (index zero-padded) in the default world and
+``synth-<world>-s<seed>-<index>`` in another named world (:mod:`.worlds`), so runs with
+different seeds or worlds can share one folder; each image's attributes name its world.
+A custom :class:`SceneConfig` that is no named world gets the default world's ids: give
+it a folder of its own.
 
 Writing is resumable: images already complete in the store (and whose PNG exists) are
 skipped, so an interrupted run continues where it stopped; the store's completion marker
@@ -22,6 +25,7 @@ import imageio.v3 as iio
 
 from ..store import LabelStore
 from .scene import SceneConfig, generate
+from .worlds import DEFAULT_WORLD, get_world, world_name
 
 __all__ = ["SynthSummary", "write_synthetic", "synthetic_id", "STORE_NAME", "IMAGES_DIR"]
 
@@ -30,8 +34,11 @@ IMAGES_DIR = "images"
 TASKS = ("semseg", "parts", "edges", "saliency", "normals")
 
 
-def synthetic_id(seed: int, index: int) -> str:
-    return f"synth-s{seed}-{index:06d}"
+def synthetic_id(seed: int, index: int, world: str | None = None) -> str:
+    """The image id of scene ``index`` of ``seed`` in ``world`` (None: the default)."""
+    if world is None or world == DEFAULT_WORLD:
+        return f"synth-s{seed}-{index:06d}"
+    return f"synth-{world}-s{seed}-{index:06d}"
 
 
 @dataclass
@@ -54,17 +61,22 @@ def write_synthetic(
     size: int | tuple[int, int] = 256,
     seed: int = 0,
     start: int = 0,
-    config: SceneConfig = SceneConfig(),
+    config: SceneConfig | str = SceneConfig(),
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> SynthSummary:
     """Generate scenes ``start .. start + n - 1`` of world ``seed`` into ``out``.
+
+    ``config`` is a :class:`SceneConfig` or the name of a world (``"shifted"``, see
+    :data:`.worlds.WORLDS`; an unknown name is a ``ValueError`` listing the known ones).
 
     ``progress(done, total)`` is called after each scene; ``should_stop()`` is polled
     before each scene and ends the run early (everything written so far stays valid).
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
+    config = get_world(config)
+    world = world_name(config)
     out = Path(out)
     images = out / IMAGES_DIR
     images.mkdir(parents=True, exist_ok=True)
@@ -75,7 +87,7 @@ def write_synthetic(
     for k, index in enumerate(range(start, start + n)):
         if should_stop is not None and should_stop():
             break
-        image_id = synthetic_id(seed, index)
+        image_id = synthetic_id(seed, index, world)
         png = images / f"{image_id}.png"
         if image_id in done and png.exists():
             skipped += 1
@@ -83,6 +95,8 @@ def write_synthetic(
             sample = generate(seed, index, size, config)
             _atomic_png(png, sample["image"])
             meta = sample.pop("meta")
+            if world is not None:
+                meta["world"] = world
             store.write_sample(
                 image_id,
                 sample,

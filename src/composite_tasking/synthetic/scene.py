@@ -5,7 +5,9 @@ camera at 1-2 m height looking slightly down, lit by one directional light and a
 light, holding 1 to 6 objects of the 20 PASCAL object classes (:mod:`.objects`). It is
 drawn from ``(seed, index)`` alone; the image size only enters when it is rendered, so
 the same scene renders at any size. Sensor noise is drawn from its own generator after
-the scene, so it never changes the scene.
+the scene, so it never changes the scene. :class:`SceneConfig` sets the ranges all of
+this is drawn from; its defaults are the training world, and :mod:`.worlds` names
+variants of it (``get_world("shifted")``).
 
 Ground truth, per pixel, from the ray cast itself (no anti-aliasing, so labels are exact):
 
@@ -25,13 +27,14 @@ Ground truth, per pixel, from the ray cast itself (no anti-aliasing, so labels a
 
 from __future__ import annotations
 
+import colorsys
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..tasks import IGNORE, SEMSEG_CLASSES
 from .geometry import Primitive, intersect, rotation, surface
-from .materials import Material, NoiseTable, hsv
+from .materials import PATTERNS, Material, NoiseTable, hsv
 from .objects import OBJECTS, Builder
 
 __all__ = ["SceneConfig", "Scene", "make_scene", "render_scene", "generate", "FLOOR", "WALL",
@@ -46,20 +49,97 @@ SALIENT_REL_AREA = 0.1
 
 @dataclass(frozen=True)
 class SceneConfig:
-    """What scenes to draw. The defaults are the world used for training and tests."""
+    """What scenes to draw. The defaults are the world used for training and tests
+    (``worlds.WORLDS["default"]``); every ``(lo, hi)`` pair is the range a scene's value
+    is drawn from uniformly. Named variants are in :mod:`.worlds`.
 
+    The defaults draw exactly the scenes drawn before these knobs existed (a test holds
+    the hashes): a range is drawn where a constant was, multipliers of 1 and a vignette
+    of 0 change nothing, and ``class_weights=None`` draws classes as before.
+    """
+
+    # objects
     min_objects: int = 1
     max_objects: int = 6
     person_probability: float = 0.45  # chance that the first object is a person
     classes: tuple[str, ...] = tuple(OBJECTS)  # object classes to draw from
+    class_weights: tuple[float, ...] | None = None  # relative weight of each of classes; None: equal
+    object_scale: float = 1.0  # multiplies every object's size
+    object_distance: float = 1.0  # multiplies every object's distance from the camera
+    object_saturation: float = 1.0  # multiplies the saturation of object colours (clipped to 1)
+    # camera
+    camera_height: tuple[float, float] = (1.0, 1.9)  # metres above the floor
+    pitch: tuple[float, float] = (0.05, 0.3)  # radians looking down (negative: up)
+    roll: tuple[float, float] = (-0.05, 0.05)  # radians
+    fov: tuple[float, float] = (45.0, 65.0)  # vertical field of view, degrees
+    vignette: float = 0.0  # brightness lost in the image corners (0 = none, 0.5 = half)
     max_noise: float = 0.03  # std of the Gaussian sensor noise, drawn in [0, max_noise]
+    # light: one directional light plus ambient light
+    light_direction: tuple[tuple[float, float], ...] = ((-1.0, 1.0), (0.5, 1.5), (0.1, 1.0))
+    """ranges of the (unnormalised) direction towards the light, world x (right), y (up),
+    z (towards the camera's side of the room)"""
+    light_hues: tuple[tuple[float, float], ...] = ((0.05, 0.15), (0.55, 0.65))
+    """colour temperature: a hue drawn from each range, then one of them picked (default:
+    warm or cool)"""
+    light_saturation: tuple[float, float] = (0.0, 0.25)  # how coloured the light is
+    ambient: tuple[float, float] = (0.25, 0.5)
+    diffuse: tuple[float, float] = (0.45, 0.85)
+    exposure: tuple[float, float] = (0.85, 1.2)
+    # room textures (floor and back wall)
+    floor_patterns: tuple[str, ...] = ("checker", "planks", "noise", "plain")
+    wall_patterns: tuple[str, ...] = ("plain", "stripes", "noise")
+    room_saturation: tuple[float, float] = (0.05, 0.5)  # of both colours of a room texture
+    room_value: tuple[float, float] = (0.35, 0.9)  # brightness of its base colour
+    room_second_value: tuple[float, float] = (0.2, 0.8)  # brightness of its second colour
+    texture_scale: float = 1.0  # multiplies room pattern frequencies (2 = twice as fine)
 
     def __post_init__(self):
         unknown = [c for c in self.classes if c not in OBJECTS]
         if unknown:
             raise ValueError(f"unknown object class(es) {unknown}; known: {', '.join(OBJECTS)}")
+        if not self.classes:
+            raise ValueError("classes must name at least one object class")
         if not 0 <= self.min_objects <= self.max_objects:
             raise ValueError("need 0 <= min_objects <= max_objects")
+        if not 0 <= self.person_probability <= 1:
+            raise ValueError(f"person_probability must be in [0, 1], got {self.person_probability}")
+        if self.class_weights is not None:
+            w = self.class_weights
+            if len(w) != len(self.classes) or any(not np.isfinite(x) or x < 0 for x in w) or sum(w) <= 0:
+                raise ValueError(f"class_weights must be {len(self.classes)} finite weights >= 0 "
+                                 f"(one per class), not all 0; got {w}")  # fmt: skip
+        for name in ("object_scale", "object_distance", "texture_scale"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not self.object_saturation >= 0:
+            raise ValueError(f"object_saturation must be >= 0, got {self.object_saturation}")
+        if not 0 <= self.vignette < 1:
+            raise ValueError(f"vignette must be in [0, 1), got {self.vignette}")
+        if not self.max_noise >= 0:
+            raise ValueError(f"max_noise must be >= 0, got {self.max_noise}")
+        ranges = {"camera_height": self.camera_height, "pitch": self.pitch, "roll": self.roll,
+                  "fov": self.fov, "light_saturation": self.light_saturation, "ambient": self.ambient,
+                  "diffuse": self.diffuse, "exposure": self.exposure,
+                  "room_saturation": self.room_saturation, "room_value": self.room_value,
+                  "room_second_value": self.room_second_value}  # fmt: skip
+        ranges.update({f"light_direction[{i}]": r for i, r in enumerate(self.light_direction)})
+        ranges.update({f"light_hues[{i}]": r for i, r in enumerate(self.light_hues)})
+        for name, r in ranges.items():
+            if len(r) != 2 or not r[0] <= r[1]:
+                raise ValueError(f"{name} is a range (lo, hi) with lo <= hi, got {r}")
+        if len(self.light_direction) != 3:
+            raise ValueError(f"light_direction is 3 ranges (x, y, z), got {self.light_direction}")
+        if not self.light_hues:
+            raise ValueError("light_hues needs at least one range")
+        if self.camera_height[0] <= 0:
+            raise ValueError(f"camera_height must be above the floor, got {self.camera_height}")
+        if not (0 < self.fov[0] and self.fov[1] < 180):
+            raise ValueError(f"fov must be within (0, 180) degrees, got {self.fov}")
+        for name in ("floor_patterns", "wall_patterns"):
+            pats = getattr(self, name)
+            bad = [p for p in pats if p not in PATTERNS]
+            if not pats or bad:
+                raise ValueError(f"{name} must name patterns of {', '.join(PATTERNS)}; got {pats}")
 
 
 @dataclass
@@ -84,39 +164,57 @@ class Scene:
     prim_instance: list[int] = field(default_factory=list)
     materials: list[Material] = field(default_factory=list)
     objects: list[dict] = field(default_factory=list)  # class name, instance id, position
+    vignette: float = 0.0  # brightness lost in the corners
 
 
-def _room_material(rng: np.random.Generator, floor: bool) -> Material:
+def _room_material(rng: np.random.Generator, floor: bool, config: SceneConfig) -> Material:
     h = rng.uniform(0, 1)
-    base = hsv(h, rng.uniform(0.05, 0.5), rng.uniform(0.35, 0.9))
-    second = hsv(h + rng.uniform(-0.1, 0.1), rng.uniform(0.05, 0.5), rng.uniform(0.2, 0.8))
-    patterns = ["checker", "planks", "noise", "plain"] if floor else ["plain", "stripes", "noise"]
+    base = hsv(h, rng.uniform(*config.room_saturation), rng.uniform(*config.room_value))
+    second = hsv(h + rng.uniform(-0.1, 0.1), rng.uniform(*config.room_saturation),
+                 rng.uniform(*config.room_second_value))  # fmt: skip
+    patterns = list(config.floor_patterns if floor else config.wall_patterns)
     pat = str(rng.choice(patterns))
     scale = rng.uniform(0.8, 2.5) if pat in ("checker", "planks", "stripes") else rng.uniform(0.5, 3)
-    return Material(base, second, pat, float(scale), float(rng.uniform(0.1, 0.4)), float(rng.uniform(0, 64)))
+    return Material(base, second, pat, float(scale * config.texture_scale), float(rng.uniform(0.1, 0.4)),
+                    float(rng.uniform(0, 64)))  # fmt: skip
+
+
+def _saturate(materials: list[Material], factor: float) -> None:
+    """Scale the saturation of every colour of ``materials`` by ``factor`` (in place)."""
+    for m in materials:
+        for name in ("base", "second"):
+            rgb = getattr(m, name)
+            top = float(rgb.max())
+            if top <= 0:
+                continue
+            h, s, v = colorsys.rgb_to_hsv(*(np.clip(rgb, 0, None) / top))
+            setattr(m, name, (hsv(h, min(1.0, s * factor), v) * top).astype(np.float32))
 
 
 def make_scene(seed: int, index: int, config: SceneConfig = SceneConfig()) -> Scene:
     """Draw scene ``index`` of the world with ``seed`` (independent of image size)."""
+    c = config
     rng = np.random.default_rng([int(seed), int(index), 0])
-    vfov = np.deg2rad(rng.uniform(45, 65))
-    pitch = rng.uniform(0.05, 0.3)
+    vfov = np.deg2rad(rng.uniform(*c.fov))
+    pitch = rng.uniform(*c.pitch)
     scene = Scene(
         seed=int(seed), index=int(index),
-        cam_height=float(rng.uniform(1.0, 1.9)),
-        cam_rot=rotation(yaw=0.0, pitch=-pitch, roll=rng.uniform(-0.05, 0.05)),
+        cam_height=float(rng.uniform(*c.camera_height)),
+        cam_rot=rotation(yaw=0.0, pitch=-pitch, roll=rng.uniform(*c.roll)),
         vfov=float(vfov),
-        light_dir=_unit(np.array([rng.uniform(-1, 1), rng.uniform(0.5, 1.5), rng.uniform(0.1, 1.0)])),
-        light_rgb=hsv(rng.choice([rng.uniform(0.05, 0.15), rng.uniform(0.55, 0.65)]), rng.uniform(0, 0.25), 1.0),
-        ambient=float(rng.uniform(0.25, 0.5)),
-        diffuse=float(rng.uniform(0.45, 0.85)),
-        exposure=float(rng.uniform(0.85, 1.2)),
-        noise_std=float(rng.uniform(0, config.max_noise)),
+        light_dir=_unit(np.array([rng.uniform(*r) for r in c.light_direction])),
+        light_rgb=hsv(rng.choice([rng.uniform(*r) for r in c.light_hues]), rng.uniform(*c.light_saturation), 1.0),
+        ambient=float(rng.uniform(*c.ambient)),
+        diffuse=float(rng.uniform(*c.diffuse)),
+        exposure=float(rng.uniform(*c.exposure)),
+        noise_std=float(rng.uniform(0, c.max_noise)),
         wall_distance=0.0,
-        floor=_room_material(rng, floor=True),
-        wall=_room_material(rng, floor=False),
+        floor=_room_material(rng, floor=True, config=c),
+        wall=_room_material(rng, floor=False, config=c),
         noise=NoiseTable(rng),
+        vignette=float(c.vignette),
     )  # fmt: skip
+    weights = None if c.class_weights is None else np.asarray(c.class_weights, float) / sum(c.class_weights)
     n_objects = int(rng.integers(config.min_objects, config.max_objects + 1))
     footprints: list[tuple[np.ndarray, float]] = []
     tan_h = np.tan(vfov / 2) * 1.3  # horizontal half-angle for a 4:3-ish frame
@@ -125,11 +223,13 @@ def make_scene(seed: int, index: int, config: SceneConfig = SceneConfig()) -> Sc
         if k == 0 and "person" in config.classes and rng.random() < config.person_probability:
             name = "person"
         else:
-            name = str(rng.choice(config.classes))
+            name = str(rng.choice(config.classes) if weights is None else rng.choice(config.classes, p=weights))
         spec = OBJECTS[name]
         b = Builder(rng)
         spec.build(b)
-        s = rng.uniform(*spec.scale)
+        if c.object_saturation != 1.0:
+            _saturate(b.materials, c.object_saturation)
+        s = rng.uniform(*spec.scale) * c.object_scale
         yaw = rng.uniform(0, 2 * np.pi)
         rot = rotation(yaw=yaw)
         prims = [Primitive(p.kind, p.center * s, p.rot, p.size * s, p.material, p.part) for p in b.prims]
@@ -138,7 +238,7 @@ def make_scene(seed: int, index: int, config: SceneConfig = SceneConfig()) -> Sc
         radius = max(np.hypot(*(rot @ p.center)[[0, 2]]) + max(p.extent(0), p.extent(2)) for p in prims)
         placed = None
         for _ in range(20):
-            dist = rng.uniform(1.8 + radius * 0.5, 6.0 + radius)
+            dist = rng.uniform(1.8 + radius * 0.5, 6.0 + radius) * c.object_distance
             x = rng.uniform(-1, 1) * dist * tan_h * 0.75
             pos = np.array([x, lift - low, -dist])
             if all(np.hypot(*(pos - q)[[0, 2]]) > radius + r for q, r in footprints):
@@ -228,6 +328,9 @@ def render_scene(scene: Scene, size: int | tuple[int, int]) -> dict:
     lam = np.clip(normal @ scene.light_dir.astype(np.float32), 0, None)
     shade = (scene.ambient + scene.diffuse * lam)[..., None] * scene.light_rgb.astype(np.float32)
     img = albedo * shade * np.float32(scene.exposure)
+    if scene.vignette > 0:  # cos^4-like fall-off towards the corners
+        r2 = (xs[None, :] ** 2 + ys[:, None] ** 2) / max(float(xs[0] ** 2 + ys[0] ** 2), 1e-12)
+        img *= (1 - np.float32(scene.vignette) * r2)[..., None]
     if scene.noise_std > 0:
         noise_rng = np.random.default_rng([scene.seed, scene.index, 1, h, w])
         img += _gaussian(noise_rng, img.shape) * np.float32(scene.noise_std)
