@@ -3,16 +3,26 @@
 Rule ``S`` (the paper's Table 1 protocol) decodes every task everywhere: one encoding per
 image, one decode per task. Any other rule decodes once with the rule's palette and
 scores each task on the pixels the palette gave it (Tables 2-4).
+
+Beside the metrics, each task's *effort* (:mod:`composite_tasking.effort`: the share of
+its palette pixels and the regions a person must repaint to reach the truth, against
+painting from scratch) and how well its confidence predicts errors
+(:mod:`.calibration`: AUROC, reliability table) are measured on the same decoded labels.
+The region of a task is the pixels the palette asks for it: under rule S the whole image.
 """
 
 from __future__ import annotations
 
 import contextlib
 
+import numpy as np
 import torch
 
-from composite_tasking.tasks import decode_task, get_task
+from composite_tasking.effort import EffortMeter, right_mask
+from composite_tasking.prediction import THRESHOLD
+from composite_tasking.tasks import IGNORE, decode_task, get_task
 
+from .calibration import ConfidenceMeter
 from .losses import composite_loss
 from .metrics import TaskMetrics, primary
 
@@ -27,13 +37,29 @@ def _valid(task, label: torch.Tensor) -> torch.Tensor:
     return label != 255
 
 
+def _store_layout(task, pred, truth: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """A decoded prediction and its truth as numpy in the label store's layout (what a
+    person would correct): probabilities thresholded to 0/1 at THRESHOLD as the store
+    holds them (255 where not decoded), normals (N, H, W, 3)."""
+    kind = get_task(task).kind
+    label, truth = pred.label.cpu(), truth.cpu()
+    if kind == "probability":
+        label = torch.where(pred.valid.cpu(), (label >= THRESHOLD).to(torch.uint8), IGNORE)
+    elif kind == "vector":
+        return label.permute(0, 2, 3, 1).numpy(), truth.permute(0, 2, 3, 1).numpy()
+    return label.numpy(), truth.numpy()
+
+
 @torch.inference_mode()
 def evaluate_loader(model, loader, device, rule: str = "S", autocast=None, loss_weights=None,
                     progress=None, should_stop=None) -> dict:  # fmt: skip
-    """Run ``model`` over ``loader``; returns ``{"loss", "metrics", "primary", "images"}``."""
+    """Run ``model`` over ``loader``; returns ``{"loss", "metrics", "primary", "images",
+    "rule", "effort", "confidence"}`` (``effort``: :class:`EffortMeter`'s figures per task
+    and their mean; ``confidence``: :class:`.calibration.ConfidenceMeter`'s)."""
     model.eval()
     tasks = list(model.config.tasks)
     meters = TaskMetrics(tasks)
+    effort, confidence = EffortMeter(), ConfidenceMeter()
     loss_sum, batches, images = 0.0, 0, 0
     ctx = (lambda: torch.autocast(device.type, dtype=autocast)) if autocast else contextlib.nullcontext
     total = len(loader) if hasattr(loader, "__len__") else None
@@ -58,18 +84,27 @@ def evaluate_loader(model, loader, device, rule: str = "S", autocast=None, loss_
                 value = get_task(task).palette_value
                 with ctx():
                     o = model.decode(enc, torch.full_like(palette, value))
+                region = None  # the whole image
             else:
                 o = out
-                valid = valid & (palette == get_task(task).palette_value)
+                region = palette == get_task(task).palette_value
+                valid = valid & region
                 if not valid.any():  # the rule asks for this task nowhere here: not scored
                     continue
+                region = region.cpu().numpy()
             pred = decode_task(o.float(), task, valid)
             meters.update(task, pred.label.cpu(), label.cpu(), valid.cpu())
+            decoded, truth = _store_layout(task, pred, label)
+            effort.update_batch(task, decoded, truth, region)
+            # a broken model's NaN output has no confidence (a fine-tune's check must score it)
+            conf = torch.nan_to_num(pred.confidence, nan=0.0)
+            confidence.update(task, conf, right_mask(task, decoded, truth), pred.valid)
         if progress is not None:
             progress(i + 1, total)
     results = meters.compute()
     return {"loss": loss_sum / max(batches, 1), "metrics": results, "primary": primary(results),
-            "images": images, "rule": rule}  # fmt: skip
+            "images": images, "rule": rule, "effort": effort.compute(),
+            "confidence": confidence.compute()}  # fmt: skip
 
 
 @torch.inference_mode()
