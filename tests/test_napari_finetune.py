@@ -123,7 +123,8 @@ def test_finetune_without_corrections_says_so(make_napari_viewer, tiny_checkpoin
     widget.model_edit.setText(str(tiny_checkpoint))
     widget.start()
     qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
-    assert errors and "no corrected image" in errors[-1]
+    assert errors and "none with labels a person corrected" in errors[-1]
+    assert "none with labels a person corrected" in widget.status_label.text()  # not only a toast
 
 
 # ------------------------------------------------------------------ the palette network
@@ -155,7 +156,9 @@ def test_palette_ids_take_the_palettes_a_person_saved(corrected_store, tiny_chec
         st.write_sample("bare", {"image": np.zeros((32, 32, 3), np.uint8)}, provenance={})
     assert fwm.palette_ids(store) == ["scene"]  # saved from napari, with its palette
     # every image pixel is a palette target, "no task" too (semseg only marks real pixels)
-    item = fwm._palette_dataset_class()(store, rule="R2", ids=["scene"])[0]
+    from composite_tasking.training.finetune import palette_dataset
+
+    item = palette_dataset(store, ["scene"], None)[0]
     assert (np.asarray(item["semseg"]) == 0).all()
     assert np.array_equal(np.asarray(item["palette"]), LabelStore(store).read_sample("scene").palette)
     assert fwm.resolve_palette_model(tiny_palette_checkpoint) == tiny_palette_checkpoint
@@ -218,7 +221,8 @@ def test_finetune_widget_teaches_the_palette_network_too(corrected_store, tiny_p
     assert read_checkpoint_info(new_palette).config.kind == "palette"
     assert len(widget.history) == 1 and len(widget.palette_history) == 1
     assert "(palette network)" in widget.loss_label.text()
-    assert "palette network saved" in widget.status_label.text()
+    assert "palette network: fine-tuned on 1 image(s)" in widget.status_label.text()
+    assert "CTN: fine-tuned on 1 image(s)" in widget.status_label.text()
     # both are in use: the CTN re-predicted, the palette network fills next
     assert predict.model_spec()[0] == str(widget.last_model)
     assert predict._full_spec()[2] == str(new_palette)

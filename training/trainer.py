@@ -93,12 +93,14 @@ def build_dataset(spec: DataSpec | str | dict, rule: str, augment: dict | None =
     spec = parse_data_spec(spec, default_split)
     aug = build_augment(augment, spec.size)
     if spec.kind == "synthetic":
-        return SyntheticDataset(spec.seed, spec.n, spec.size, rule=rule, augment=aug)
+        return SyntheticDataset(spec.seed, spec.n, spec.size, rule=rule, augment=aug, world=spec.world)
     if spec.kind == "pascal-mt":
         return PascalMTDataset(spec.root, spec.split, rule=rule, augment=aug, seed=seed)
     if spec.kind == "store":
         ids = training_ids(spec.root, spec.select)
-        return StoreDataset(spec.root, rule=rule, augment=aug, seed=seed, ids=ids)
+        # a person's images: only the pixels a person checked, unless all are asked for
+        return StoreDataset(spec.root, rule=rule, augment=aug, seed=seed, ids=ids,
+                            checked_only=spec.select != "all")  # fmt: skip
     raise ValueError(f"unknown data kind {spec.kind!r}")
 
 
@@ -373,6 +375,9 @@ class Trainer:
             for g, base in zip(self.optimizer.param_groups, self.base_lrs):
                 g["lr"] = base * factor
             net.train()
+            if r.freeze_batchnorm:
+                for m in self._batchnorms():
+                    m.eval()  # running statistics kept; weight and bias still learn
             loader = self._loader(self.train_set, epoch, shuffle=True)
             n_steps = len(loader) if r.max_steps_per_epoch is None else min(len(loader), int(r.max_steps_per_epoch))
             sums: dict[str, float] = {}
@@ -465,8 +470,8 @@ class Trainer:
         their own, seeded by the epoch, so resuming stays exact.
         """
         n = int(self.recipe.bn_recalibration_batches)
-        bns = [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        if n <= 0 or not bns:
+        bns = self._batchnorms()
+        if n <= 0 or not bns or self.recipe.freeze_batchnorm:
             return
         momenta = [m.momentum for m in bns]
         for m in bns:
@@ -482,6 +487,9 @@ class Trainer:
                 self.model(image) if self.is_palette_net else self.model(image, palette)
         for m, mom in zip(bns, momenta):
             m.momentum = mom
+
+    def _batchnorms(self) -> list[torch.nn.Module]:
+        return [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
 
     @property
     def is_palette_net(self) -> bool:

@@ -154,13 +154,22 @@ def _nonneg(text: str) -> int:
     return v
 
 
+def _world(text: str) -> str:
+    from .synthetic.worlds import WORLDS
+
+    if text not in WORLDS:
+        raise argparse.ArgumentTypeError(f"unknown world {text!r}; known worlds: {', '.join(WORLDS)}")
+    return text
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from .store import StoreError
     from .synthetic.export import write_synthetic
 
     bar = _Bar("synth", "scene")
     try:
-        summary = write_synthetic(args.out, args.n, args.size, args.seed, args.start, progress=bar)
+        summary = write_synthetic(args.out, args.n, args.size, args.seed, args.start, config=args.world,
+                                  progress=bar)  # fmt: skip
     except KeyboardInterrupt:
         bar.close()
         print(f"interrupted; what was written is complete. Re-run the same command to continue.",
@@ -292,19 +301,69 @@ def _data_arg(args: argparse.Namespace, split: str):
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from composite_tasking.datasets import DatasetError
+    from composite_tasking.model import CheckpointError
     from composite_tasking.training.recipe import RecipeError, builtin_recipe, load_recipe
 
     try:
         model = _model_path(args.model)
         data = _data_arg(args, "train")
+        if not 0 <= args.holdout < 1:
+            raise RecipeError(f"--holdout takes a share in [0, 1), got {args.holdout:g}")
+        if data.kind == "store" and not args.resume:
+            return _finetune_store(args, data)
+        if args.palette_model is not None:
+            raise RecipeError(f"--palette-model fine-tunes the palette network on the palettes of a label "
+                              f"store; --data {args.data} is not one")  # fmt: skip
+        if args.rule is None:
+            raise RecipeError(f"--data {args.data}: give the rule to train under (--rule R2, R3, ...); "
+                              "only a label store brings palettes of its own")  # fmt: skip
         overrides = {"init": str(model), "train": data.to_dict(), "rule": args.rule}
         if args.epochs is not None:
             overrides["epochs"] = args.epochs
         recipe = load_recipe(args.config, overrides) if args.config else builtin_recipe("finetune", overrides)
         return _run_training(recipe, args.out, args.resume, args.device, args.max_minutes)
-    except (RecipeError, DatasetError, FileExistsError, FileNotFoundError, ValueError) as e:
+    except (RecipeError, DatasetError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"ctn finetune: {e}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _finetune_store(args: argparse.Namespace, data) -> int:
+    """``ctn finetune --data STORE``: :func:`composite_tasking.training.finetune.finetune`
+    (what a person checked, the held-out decision); exit 1 when a model was rolled back."""
+    from tqdm import tqdm
+
+    from composite_tasking.training.finetune import FinetuneCancelled, finetune
+
+    deadline = None if args.max_minutes is None else _now() + 60.0 * args.max_minutes
+    bars = _train_progress()
+
+    def progress(event: dict) -> None:
+        if event.get("stage") == "start":
+            tqdm.write(f"{event['network']}: fine-tuning on {event['images']} image(s) -> {event['out']}")
+        elif event.get("stage") == "score":
+            tqdm.write(f"{event['network']}: scoring {event['which']} fine-tuning on "
+                       f"{event['images']} held-out image(s)")  # fmt: skip
+        else:
+            bars(event)
+
+    def should_stop() -> bool:
+        return deadline is not None and _now() >= deadline
+
+    try:
+        result = finetune(data.root, args.model, args.out, palette_model=args.palette_model, rule=args.rule,
+                          select=data.select, holdout=args.holdout, epochs=args.epochs, config=args.config,
+                          device=args.device, progress=progress, should_stop=should_stop)  # fmt: skip
+    except FinetuneCancelled as e:
+        why = f" at the time limit of {args.max_minutes:g} min" if deadline is not None else ""
+        print(f"ctn finetune: {e}{why}; nothing was put in use", file=sys.stderr)
+        return EXIT_PARTIAL
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; nothing was put in use ({args.out} keeps any finished epoch)", file=sys.stderr)
+        return 130
+    print(result.summary())
+    for network, run in result.runs.items():
+        print(f"{network}: new model {run.checkpoint}" + ("" if run.accepted else " (rolled back, not in use)"))
+    return EXIT_OK if result.accepted else EXIT_PARTIAL
 
 
 def _model_path(spec: str) -> Path:
@@ -323,6 +382,33 @@ def _print_table(result: dict) -> None:
         others = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()
                            if k != key and isinstance(v, (int, float)))  # fmt: skip
         print(f"{task:<10} {key:<10} {metrics[key]:9.2f}   {others}")
+    effort, confidence = result.get("effort") or {}, result.get("confidence") or {}
+    if effort or confidence:  # a palette network has neither
+        _print_effort(effort, confidence)
+
+
+def _num(value, spec: str) -> str:
+    """``value`` formatted by ``spec``, or "-" when it is missing or NaN (nothing scored)."""
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def _print_effort(effort: dict, confidence: dict) -> None:
+    """The effort to correct each task to the truth against painting it from scratch
+    (docs/effort.md), and whether its confidence finds the errors (AUROC, ECE)."""
+    print()
+    print("effort to correct (inside the palette) vs from scratch; confidence as an error finder")
+    print(f"{'task':<10} {'changed %':>9} {'regions':>8} {'scratch regions':>16} {'AUROC':>7} {'ECE':>6}")
+    for task in [t for t in effort if t != "mean"] + [t for t in confidence if t not in effort]:
+        e, c = effort.get(task, {}), confidence.get(task, {})
+        print(f"{task:<10} {_num(e.get('share'), '9.2f'):>9} {_num(e.get('regions'), '8.1f'):>8} "
+              f"{_num(e.get('scratch_regions'), '16.1f'):>16} {_num(c.get('auroc'), '7.3f'):>7} "
+              f"{_num(c.get('ece'), '6.3f'):>6}")  # fmt: skip
+    if "mean" in effort:
+        m = effort["mean"]
+        print(f"{'mean':<10} {_num(m['share'], '9.2f'):>9} {_num(m['regions'], '8.1f'):>8} "
+              f"{_num(m['scratch_regions'], '16.1f'):>16}")  # fmt: skip
+    print("changed %: palette pixels whose label must change (from scratch: 100); regions: "
+          "connected areas to repaint per image")  # fmt: skip
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -350,6 +436,57 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(json_safe(result), indent=2, allow_nan=False))
     else:
         _print_table(result)
+    return EXIT_OK
+
+
+def _print_review(items: list, shown: list) -> None:
+    """The ``ctn review`` table: one line per image, its worst region beside it."""
+    ranked = sum(i.status == "ranked" for i in items)
+    print(f"{len(items)} image(s): {ranked} ranked by expected effort, {len(items) - ranked} "
+          f"checked or without confidence (listed last)")  # fmt: skip
+    rows = []
+    for item in shown:
+        if item.status != "ranked":
+            note = f"{item.status}" + (f": {', '.join(item.checked)}" if item.checked else "")
+            rows.append((item, "-", "-", note, ""))
+            continue
+        tasks = " ".join(f"{t} {v['share']:.0f}%" for t, v in item.tasks.items())
+        if item.checked:
+            tasks += f" (checked: {', '.join(item.checked)})"
+        worst = "-"
+        if item.regions:
+            r = item.regions[0]
+            y0, x0, y1, x1 = r["bbox"]
+            worst = f"{r['task']} y {y0}:{y1} x {x0}:{x1} ({r['pixels']} px)"
+        rows.append((item, f"{item.expected_share:.2f}", str(item.expected_regions), tasks, worst))
+    wid = max([len(r.image_id) for r in shown] + [5])
+    wtask = max([len(r[3]) for r in rows if r[4]] + [5])
+    print(f"{'rank':>4}  {'image':<{wid}} {'expected %':>10} {'regions':>7}  {'tasks (expected %)':<{wtask}}  worst region")
+    for item, share, regions, tasks, worst in rows:
+        print(f"{item.rank:>4}  {item.image_id:<{wid}} {share:>10} {regions:>7}  {tasks:<{wtask}}  {worst}".rstrip())
+    if len(shown) < len(items):
+        print(f"... {len(items) - len(shown)} more (--top)")
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    import json
+
+    from composite_tasking.model.checkpoint import json_safe
+    from composite_tasking.review import ReviewError, rank_store
+    from composite_tasking.store import StoreError
+
+    try:
+        tasks = None if args.tasks is None else [t for t in args.tasks.split(",") if t.strip()]
+        items = rank_store(args.store, tasks, regions_per_image=args.regions)
+    except (ReviewError, StoreError, KeyError, FileNotFoundError) as e:
+        print(f"ctn review: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return EXIT_USAGE
+    shown = items if args.top is None else items[: args.top]
+    if args.json:
+        print(json.dumps(json_safe({"store": str(Path(args.store)), "images": len(items),
+                                    "ranking": [i.to_dict() for i in shown]}), indent=2, allow_nan=False))  # fmt: skip
+    else:
+        _print_review(items, shown)
     return EXIT_OK
 
 
@@ -573,6 +710,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_size, default=(256, 256), help="S or HxW (default 256)")
     p.add_argument("--seed", type=_nonneg, default=0, help="world seed (default 0)")
     p.add_argument("--start", type=_nonneg, default=0, help="index of the first scene (default 0)")
+    p.add_argument("--world", type=_world, default="default",
+                   help="default (the training world) or shifted (a world the bundled models "
+                        "never saw: other lighting, textures, camera and object mix); "
+                        "see docs/synthetic.md")  # fmt: skip
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser(
@@ -649,17 +790,31 @@ def build_parser() -> argparse.ArgumentParser:
                         "(continue with --resume)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("finetune", help="fine-tune a model on a store, a data set or a new rule")
+    p = sub.add_parser("finetune", help="fine-tune a model on a store, a data set or a new rule",
+                       description="Fine-tune a CTN (and the palette network) on what a person checked "
+                       "in a label store (the corrected pixels, and every pixel of reviewed tasks; "
+                       "--all-images: every pseudo-label), or on a data set under a rule. On a store, "
+                       "some checked images are held out and decide whether the new model replaces "
+                       "the old one (docs/finetune.md).")  # fmt: skip
     p.add_argument("--model", required=True, help="'default', a checkpoint folder or a run folder")
     p.add_argument("--data", required=True,
                    help="pascal-mt:ROOT[,split=train|val] (default split train) | "
                         "synthetic:seed=K,n=N[,size=S] | STORE.zarr: a store trains on its images "
                         "with corrected or ground-truth labels (see --all-images), cropped or "
                         "padded to 256 px (a recipe's augment: {crop: S} changes it)")  # fmt: skip
-    p.add_argument("--rule", required=True,
-                   help="R2, R3, S:<task>, mosaic, random or a YAML rule file; it makes the palettes "
-                        "of images stored without one (a stored palette is the training signal, "
-                        "and one made under another rule is refused)")  # fmt: skip
+    p.add_argument("--rule", default=None,
+                   help="R2, R3, S:<task>, mosaic, random or a YAML rule file: the rule to train "
+                        "under; needed for a data set, optional for a store, whose images train "
+                        "under their stored palettes (the rule makes the palettes of images stored "
+                        "without one, and a palette a rule made that contradicts it is refused)")  # fmt: skip
+    p.add_argument("--palette-model", default=None, metavar="CKPT",
+                   help="with a store: also fine-tune this palette network ('palette' = the "
+                        "bundled one) on the palettes a person chose, into OUT/palette (a store "
+                        "with edited palettes only fine-tunes it alone, into OUT)")  # fmt: skip
+    p.add_argument("--holdout", type=float, default=0.2, metavar="F",
+                   help="with a store of 5 or more checked images: hold out this share of them "
+                        "and keep the new model only if its effort on them did not rise "
+                        "(exit 1 and the previous model otherwise); 0 = no check (default 0.2)")  # fmt: skip
     p.add_argument("--all-images", action="store_true",
                    help="with a store: also train on the images holding only pseudo-labels "
                         "(a model's output nobody checked): self-training")  # fmt: skip
@@ -701,6 +856,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "review",
+        help="rank a label store's images by the correction effort their confidence maps predict",
+        description="Correct next: rank the images of a label store by the share of their "
+        "pseudo-labelled palette pixels expected to be wrong (from the stored confidence maps), "
+        "with each image's low-confidence regions. Images a person checked are listed last.",
+    )
+    p.add_argument("store", help="the label store (e.g. labels.zarr)")
+    p.add_argument("--top", type=_nonneg, default=None, metavar="K", help="show only the first K images")
+    p.add_argument("--tasks", default=None, help="comma-separated tasks to weigh (default: all)")
+    p.add_argument("--regions", type=_nonneg, default=5, metavar="R",
+                   help="low-confidence regions listed per image in --json (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(func=cmd_review)
     return parser
 
 

@@ -59,11 +59,29 @@ def resolve_model(spec: str | Path) -> Path:
                                   "checkpoint is its highest epoch-NNNN/model folder") from None  # fmt: skip
         if not isinstance(pointer, dict) or not isinstance(pointer.get("model"), str):
             raise CheckpointError(f"{latest}: names no model (expected {{\"model\": \"epoch-NNNN/model\"}})")
+        _refuse_rolled_back(p, p / pointer["model"])
         return p / pointer["model"]
     if not p.exists():
         raise CheckpointError(f"model {str(spec)!r} not found: give 'default', a checkpoint folder "
                               "or a training run folder")  # fmt: skip
     return p
+
+
+def _refuse_rolled_back(run: Path, model: Path) -> None:
+    """A fine-tune run whose new model was rolled back (``decision.json``: not accepted,
+    :mod:`composite_tasking.training.finetune`) is not a model to use by its run folder."""
+    import json
+
+    from .model.checkpoint import CheckpointError
+
+    try:
+        decision = json.loads((run / "decision.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(decision, dict) and decision.get("accepted") is False:
+        raise CheckpointError(f"{run} holds a fine-tune that was rolled back ({decision.get('decision')}); "
+                              f"use the previous model ({decision.get('previous')}), or {model} to use "
+                              "the rolled-back one anyway")  # fmt: skip
 
 
 def _ramp(n: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:

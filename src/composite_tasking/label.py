@@ -318,6 +318,8 @@ def _normal_setting(key: str, value):
 
 
 def _differs(key: str, have: dict, wanted: dict) -> bool:
+    if key in ("rule", "rule_sha256") and str(wanted.get("palette_from")).startswith("folder:"):
+        return False  # palettes from a folder: no rule made them (earlier versions recorded --rule's)
     a, b = have.get(key), wanted.get(key)
     if key in _SETTINGS_IF_RECORDED and (a is None or b is None):
         return False
@@ -876,10 +878,17 @@ def label_images(
                                  f"{load_rule(rule).name}; leave out --rule, or use "
                                  f"--palette-from semantics --rule {rule}")  # fmt: skip
             rule = learned
+    if palette_dir is not None and rule is not None:
+        raise LabelError(f"--palette-from {palette_from}: the palettes come from that folder, not from a "
+                         f"rule; leave out --rule {rule}")  # fmt: skip
     rule_obj = load_rule("R2" if rule is None else rule)  # a bad rule: a usage error before anything is written
     origin = palette_from if palette_dir is None else f"folder:{palette_dir}"
+    # palettes from a folder were made by no rule this run knows: none is recorded (a
+    # recorded rule would make fine-tuning under another rule refuse them)
+    rule_name = None if palette_dir is not None else rule_obj.name
+    rule_sha = None if palette_dir is not None else rule_fingerprint(rule_obj)
     wanted = {"model_sha256": predictor.model_sha256, "model": predictor.model_id,
-              "rule": rule_obj.name, "rule_sha256": rule_fingerprint(rule_obj), "palette_from": origin}  # fmt: skip
+              "rule": rule_name, "rule_sha256": rule_sha, "palette_from": origin}  # fmt: skip
     if palette_sha is not None:
         wanted["palette_model_sha256"] = palette_sha
 
@@ -934,9 +943,10 @@ def label_images(
     batch_size = max(1, batch_size)
     # a semantic rule on the model's own semantics: made in predict_batch, from the same encoder pass
     own_palette = palette_dir is None and palette_from != "net" and rule_obj.needs_semantics
-    write_attrs = {"rule": rule_obj.name, "rule_sha256": wanted["rule_sha256"], "palette_origin": origin,
-                   "model": predictor.model_id, "model_sha256": predictor.model_sha256,
-                   "precision": predictor.precision}  # fmt: skip
+    write_attrs = {"palette_origin": origin, "model": predictor.model_id,
+                   "model_sha256": predictor.model_sha256, "precision": predictor.precision}  # fmt: skip
+    if rule_name is not None:
+        write_attrs.update({"rule": rule_name, "rule_sha256": rule_sha})
     if palette_sha is not None:
         write_attrs["palette_model_sha256"] = palette_sha
 

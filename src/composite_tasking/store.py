@@ -40,6 +40,19 @@ Version 2 writes them as one array: one ``zarr.json``, three folders and one chu
 per image instead of six or seven of each (a store write is mostly the file system's
 work of making small files and folders: docs/benchmarks.md).
 
+What a person checked
+---------------------
+
+A task's ``provenance`` says who vouches for its labels (:data:`PROVENANCES`). For a
+``corrected`` task, ``maps/corrected_<task>`` ((y, x) uint8, 1 where a person changed the
+label; written by :meth:`LabelStore.write_correction_masks`, e.g. from napari, and by
+:meth:`LabelStore.correct`) says which pixels; it is not listed in the image's ``maps``
+attribute, so :meth:`LabelStore.read_sample` and OME-Zarr readers pass over it.
+:meth:`LabelStore.checked_masks` turns both into the pixels a person checked: all labelled
+pixels of a ``reviewed`` or ``ground-truth`` map, the masked ones of a ``corrected`` map
+(all of them when no mask was written: stores from before the masks, or a caller that
+gave none), none of a ``pseudo`` map. Training on a store uses exactly those pixels.
+
 Only what a sample holds is written: a task the sample has no map for has no label
 group, no provenance entry and no place in the ``labels`` list.
 
@@ -179,7 +192,7 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import zarr
@@ -196,6 +209,8 @@ __all__ = [
     "STORE_FORMAT_VERSION",
     "PROVENANCES",
     "PERSON_PROVENANCES",
+    "CHECKED_PROVENANCES",
+    "CORRECTED_PREFIX",
     "MAP_NAMES",
     "LABEL_NAMES",
     "TILE",
@@ -217,11 +232,18 @@ SCORES = "scores"
 NS = "composite_tasking"
 OME_VERSION = "0.5"
 
-#: allowed provenance of a task's labels
-PROVENANCES = ("ground-truth", "pseudo", "corrected")
+#: allowed provenance of a task's labels: ``pseudo`` a model's output nobody checked;
+#: ``corrected`` a person changed some pixels (which ones: the correction mask,
+#: :meth:`LabelStore.correction_masks`); ``reviewed`` a person checked the whole map and
+#: accepted it (after corrections or not); ``ground-truth`` true labels
+PROVENANCES = ("ground-truth", "pseudo", "corrected", "reviewed")
 #: provenances of labels a person made or checked (or that are true): they teach a model,
 #: and ``ctn label`` never overwrites them (never ``pseudo``: a model's own output)
-PERSON_PROVENANCES = ("corrected", "ground-truth")
+PERSON_PROVENANCES = ("corrected", "reviewed", "ground-truth")
+#: provenances whose every labelled pixel is checked (a ``corrected`` map: its mask's)
+CHECKED_PROVENANCES = ("reviewed", "ground-truth")
+#: name prefix of the correction masks under ``<image>/maps/``
+CORRECTED_PREFIX = "corrected_"
 
 #: integer label maps under ``labels/``, in the order they are listed
 LABEL_NAMES: tuple[str, ...] = ("palette",) + tuple(t.name for t in TASKS if t.kind != "vector")
@@ -1172,6 +1194,133 @@ class LabelStore:
         full = group.attrs.asdict()
         full[NS] = {**own, "complete": True}
         group.attrs.put(full)
+
+    # ---------------------------------------------------------- what a person checked
+
+    def correction_masks(self, image_id: str) -> dict[str, np.ndarray]:
+        """The correction masks kept beside one image: task -> bool (H, W), True where a
+        person changed the label; only the tasks that have one."""
+        group = self._group(image_id)
+        if group is None:
+            raise StoreError(f"image {image_id!r} is not in label store {self.path}")
+        if "maps" not in group:
+            return {}
+        maps = group["maps"]
+        return {t: np.asarray(maps[CORRECTED_PREFIX + t][...]).astype(bool)
+                for t in TASK_NAMES if CORRECTED_PREFIX + t in maps}  # fmt: skip
+
+    def write_correction_masks(self, image_id: str, masks: Mapping[str, np.ndarray]) -> None:
+        """Write (replace) the correction masks of some tasks of a stored image: bool or
+        0/1 (H, W) per task, True where a person changed the label. Written after the
+        labels (an interrupted write leaves a ``corrected`` task with no mask: all its
+        pixels then count as checked, see :meth:`checked_masks`)."""
+        self._require_writable()
+        group = self._group(image_id, mode="r+")
+        if group is None:
+            raise StoreError(f"image {image_id!r} is not in label store {self.path}")
+        shape = tuple(group.attrs[NS]["shape"])
+        for task, mask in masks.items():
+            if task not in TASK_NAMES:
+                raise StoreError(f"image {image_id!r}: correction mask of unknown task {task!r}; "
+                                 f"tasks: {', '.join(TASK_NAMES)}")  # fmt: skip
+            if np.shape(mask) != shape:
+                raise StoreError(f"image {image_id!r}: the correction mask of {task} is "
+                                 f"{np.shape(mask)}, the image {shape}")  # fmt: skip
+        maps = group["maps"] if "maps" in group else group.create_group("maps")
+        for task, mask in masks.items():
+            h, w = shape
+            arr = maps.create_array(
+                CORRECTED_PREFIX + task, shape=(h, w), dtype="uint8", chunks=chunk_shape(h, w),
+                compressors=_INT_CODECS, fill_value=0, dimension_names=["y", "x"],
+                attributes={NS: {"kind": "corrected", "task": task,
+                                 "meaning": "1 = a person changed this pixel's label"}},
+                overwrite=True,
+            )  # fmt: skip
+            arr[...] = np.asarray(mask).astype(np.uint8)
+
+    def correct(self, image_id: str, labels: Mapping[str, np.ndarray], *, reviewed: bool = False,
+                attrs: Mapping | None = None) -> dict[str, int]:  # fmt: skip
+        """A person's corrections of some task maps (and optionally the palette): the
+        maps are replaced (:meth:`update_labels`, provenance ``corrected``, or
+        ``reviewed`` with ``reviewed=True``: the whole map checked), and the pixels that
+        changed are added to each task's correction mask. Returns task -> pixels changed.
+        The same two writes napari's save makes."""
+        stored = self.read_sample(image_id)
+        masks = self.correction_masks(image_id)
+        changed: dict[str, np.ndarray] = {}
+        for task, new in labels.items():
+            if task == "palette":
+                continue
+            old = stored.labels.get(task)
+            new = np.asarray(new)
+            if old is None or old.shape != new.shape:
+                diff = np.ones(new.shape[:2], bool)
+            elif task == "normals":
+                diff = np.any(old != new, axis=-1)
+            else:
+                diff = old != new
+            changed[task] = masks.get(task, np.zeros(diff.shape, bool)) | diff
+        tasks = [t for t in labels if t != "palette"]
+        prov = {t: "reviewed" if reviewed else "corrected" for t in tasks}
+        self.update_labels(image_id, labels, prov, attrs=attrs)
+        if changed:
+            self.write_correction_masks(image_id, changed)
+        return {t: int(m.sum()) for t, m in changed.items()}
+
+    def mark_reviewed(self, image_id: str, tasks: Sequence[str] | None = None,
+                      reviewed: bool = True) -> dict[str, str]:  # fmt: skip
+        """Mark tasks of an image reviewed (a person checked every pixel and accepts the
+        labels as they are: training data), default every task it holds; ground truth
+        stays ground truth. ``reviewed=False`` takes it back: ``corrected`` when the task
+        has a correction mask with a pixel set, else ``pseudo``. One metadata write (the
+        image stays complete throughout). Returns the new provenance."""
+        self._require_writable()
+        group = self._group(image_id, mode="r+")
+        if group is None:
+            raise StoreError(f"image {image_id!r} is not in label store {self.path}")
+        own = json.loads(json.dumps(group.attrs[NS]))
+        if own.get("complete") is not True:
+            raise StoreError(f"image {image_id!r} in {self.path} is incompletely written")
+        prov = dict(own.get("provenance", {}))
+        chosen = list(prov) if tasks is None else list(tasks)
+        unknown = [t for t in chosen if t not in prov]
+        if unknown:
+            raise StoreError(f"image {image_id!r} in {self.path} has no {', '.join(map(repr, unknown))} "
+                             f"labels; it has {', '.join(prov) or 'none'}")  # fmt: skip
+        masks = {} if reviewed else self.correction_masks(image_id)
+        for t in chosen:
+            if prov[t] == "ground-truth":
+                continue
+            if reviewed:
+                prov[t] = "reviewed"
+            elif prov[t] == "reviewed":
+                prov[t] = "corrected" if t in masks and masks[t].any() else "pseudo"
+        own["provenance"] = prov
+        own["updated"] = _now()
+        full = group.attrs.asdict()
+        full[NS] = own
+        group.attrs.put(full)
+        return prov
+
+    def checked_masks(self, image_id: str, sample: "StoredSample | None" = None) -> dict[str, np.ndarray]:
+        """Task -> bool (H, W): the pixels whose labels a person checked (module doc, "What
+        a person checked"), within each task's valid pixels. ``sample``: the image's
+        :meth:`read_sample`, when the caller has it."""
+        s = self.read_sample(image_id) if sample is None else sample
+        masks = None
+        out = {}
+        for task, valid in s.valid.items():
+            prov = s.provenance.get(task, "pseudo")
+            if prov in CHECKED_PROVENANCES:
+                out[task] = valid.copy()
+            elif prov == "corrected":
+                if masks is None:
+                    masks = self.correction_masks(image_id)
+                m = masks.get(task)
+                out[task] = valid.copy() if m is None or m.shape != valid.shape else valid & m
+            else:
+                out[task] = np.zeros_like(valid)
+        return out
 
     def remove(self, image_id: str) -> None:
         """Delete one image (complete or not) from the store."""

@@ -1,59 +1,29 @@
-"""The "Fine-tune" dock widget: fine-tune the current model on the corrected images of a
-label store, and the palette network on the palettes a person saved, in the background;
-then load the new checkpoints and re-predict.
+"""The "Fine-tune" dock widget: fine-tune the current model on what a person checked in a
+label store, and the palette network on the palettes a person chose, in the background;
+then, when the held-out check accepts the new models, load them and re-predict.
 
-The training is the core's (:class:`composite_tasking.training.trainer.Trainer` with the
-built-in ``finetune`` recipe); this widget only chooses its inputs and shows its
-progress. The plain functions (no Qt; tests and scripts call them directly):
-
-- :func:`run_finetune`: the CTN on the images of the store whose provenance says a
-  person corrected some task, or that hold ground truth (:func:`corrected_ids`: the
-  core's :func:`composite_tasking.datasets.training_ids`, as ``ctn finetune`` chooses),
-  ``epochs`` epochs into a run folder; returns the new checkpoint folder. Each image
-  trains under its stored palette (the rule only makes palettes for images stored
-  without one); a stored palette made under another rule than the chosen one is
-  refused (:func:`composite_tasking.datasets.check_stored_palettes`).
-- :func:`run_finetune_palette`: the palette network (kind ``palette``) on the palettes
-  a person chose (:func:`palette_ids`), with the same recipe, epochs, learning rate and
-  batch size; the stored palette is its *target* (cross-entropy), so "Fill palette"
-  with ``palette network`` then follows the rule the person demonstrated.
-- :func:`run_finetune_all`: the worker's one job: the CTN into ``OUT``, then (when a
-  palette network is given) the palette network into ``OUT/palette``
-  (:data:`PALETTE_SUBDIR`); returns a :class:`FinetuneResult` with both checkpoints.
-
-Which palettes teach the palette network: images that hold a stored palette *and*
-were saved from napari (the image attribute ``"napari"`` that :mod:`.store_io`'s writer
-adds) or have a task with provenance ``corrected``. The store cannot say whether a
-stroke changed a palette: ``palette_origin`` records only how the palette was first
-filled (``palette network``, ``rule R2 on predicted semantics``, ``napari`` for one
-made by hand), and strokes after a fill leave it as it was. A palette saved from napari
-is the one a person looked at, edited or accepted, and kept for that image: that is
-the demonstration. Palettes written by ``ctn label`` (no ``"napari"`` attribute, no
-correction) are a rule's or the network's own output and are left out, and so are
-images with no stored palette (the rule would make theirs: the network would learn the
-rule, not the person). Every pixel of a chosen palette is a target, "no task" included
-(only augmentation padding is ignored).
+The work is the core's :func:`composite_tasking.training.finetune.finetune`, the function
+``ctn finetune`` calls: it trains on the pixels a person checked (corrected pixels, and
+every pixel of a reviewed task), each image under its stored palette (a palette a person
+edited is the person's: no rule is needed; the *Rule* box only makes palettes for images
+stored without one), keeps BatchNorm statistics, and holds some checked images out to
+decide whether the new model replaces the old one. This widget only chooses the inputs
+and shows progress and the decision, in its status line.
 
 Progress (network, epoch, step, loss) reaches the GUI thread through a Qt signal;
-napari's progress bar and the widget's own bar follow it, and the labels say which
-network trains. **Cancel** stops at the next step of either network: the epochs
-finished before stay saved in the run folder (a CTN finished before a cancel in the
-palette stage too), and the models in use are left as they were.
-
-When the Predict widget's palette network (its *Palette network* field: ``default`` =
-the bundled one, or a checkpoint / run folder) cannot be loaded, the widget says so
-and fine-tunes the CTN only.
+napari's progress bar and the widget's own bar follow it. **Cancel** stops at the next
+step of either network: finished epochs stay in the run folder, and the models in use are
+left as they were. When the Predict widget's palette network (its *Palette network*
+field) cannot be loaded, the widget says so and fine-tunes the CTN only.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
-import numpy as np
 
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QObject, Signal
@@ -73,6 +43,15 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..training.finetune import (
+    NETWORK_NAMES,
+    PALETTE_SUBDIR,
+    FinetuneCancelled,
+    FinetuneResult,
+    checked_ids,
+    finetune,
+    palette_ids,
+)
 from ._compat import prevent_llvm_clash
 from .predict_widget import _model_path_text, resolve_path_text
 
@@ -80,65 +59,18 @@ if TYPE_CHECKING:
     import napari
 
 __all__ = ["FinetuneWidget", "FinetuneResult", "FinetuneCancelled", "run_finetune",
-           "run_finetune_palette", "run_finetune_all", "corrected_ids", "palette_ids",
-           "resolve_palette_model", "PALETTE_SUBDIR", "NETWORK_NAMES"]  # fmt: skip
+           "run_finetune_all", "corrected_ids", "palette_ids", "resolve_palette_model",
+           "PALETTE_SUBDIR", "NETWORK_NAMES", "STORED_PALETTES"]  # fmt: skip
 
 _USER_ERRORS = (ValueError, KeyError, TypeError, OSError, FileExistsError)
 
-#: the palette network's run folder inside the fine-tune run folder
-PALETTE_SUBDIR = "palette"
-#: the ``"network"`` of progress dicts -> the words the widget shows
-NETWORK_NAMES = {"ctn": "CTN", "palette": "palette network"}
-
-
-class FinetuneCancelled(Exception):
-    """Raised from the progress callback to stop training at the next step.
-
-    ``ctn``: the CTN checkpoint already fine-tuned when the cancel came during the
-    palette network's stage (saved in the run folder, not put in use), else None.
-    """
-
-    def __init__(self, message: str = "fine-tuning cancelled", ctn: Path | None = None):
-        super().__init__(message)
-        self.ctn = ctn
-
-
-@dataclass
-class FinetuneResult:
-    """What :func:`run_finetune_all` made."""
-
-    #: the fine-tuned CTN's checkpoint folder
-    ctn: Path
-    #: the fine-tuned palette network's checkpoint folder; None when none was asked for
-    #: or the store holds no palette to learn from (``palette_note`` says which)
-    palette: Path | None = None
-    palette_note: str | None = None
+#: the Rule box's first entry: every image trains under its stored palette (no rule)
+STORED_PALETTES = "stored palettes"
 
 
 def corrected_ids(store_path: str | Path) -> list[str]:
-    """Images of a store with at least one task a person corrected or with ground truth
-    (:func:`composite_tasking.datasets.training_ids`; empty when there is none)."""
-    from ..datasets import training_ids
-
-    return training_ids(store_path, "corrected", required=False)
-
-
-def palette_ids(store_path: str | Path) -> list[str]:
-    """Images of a store whose stored palette a person chose: the image holds a palette
-    and was saved from napari (the ``"napari"`` attribute of :mod:`.store_io`) or has a
-    corrected task. See the module docstring for why not ``palette_origin``."""
-    from ..store import LabelStore
-    from .store_io import NAPARI_ATTR
-
-    store = LabelStore(store_path, mode="r")
-    out = []
-    for i in store.ids():
-        attrs = store.image_attrs(i)
-        if "palette" not in attrs.get("labels", []):
-            continue
-        if NAPARI_ATTR in attrs or "corrected" in attrs.get("provenance", {}).values():
-            out.append(i)
-    return out
+    """Images of a store with labels a person checked or ground truth (empty if none)."""
+    return checked_ids(store_path)
 
 
 def resolve_palette_model(spec: str | Path) -> Path:
@@ -158,163 +90,26 @@ def resolve_palette_model(spec: str | Path) -> Path:
     return path
 
 
-def _palette_dataset_class():
-    """A :class:`~composite_tasking.datasets.StoreDataset` whose every image pixel counts
-    for the palette network's loss.
-
-    The palette loss ignores pixels of palette 0 ("no task") where ``semseg`` is ignore,
-    so that augmentation padding does not teach "no task". An image saved from napari
-    has ``semseg`` only where its palette asks for semseg, which would hide every "no
-    task" pixel the person left or painted; the palette network needs no semantic
-    labels, so ``semseg`` becomes 0 on the whole image (ignore then marks the padding
-    alone).
-    """
-    from ..datasets import StoreDataset
-
-    class PaletteTargets(StoreDataset):
-        def sample(self, index: int) -> dict:
-            s = super().sample(index)
-            s["semseg"] = np.zeros(np.asarray(s["image"]).shape[:2], np.uint8)
-            return s
-
-    return PaletteTargets
-
-
-def _stop_requested(should_stop: Callable[[], bool] | None) -> bool:
-    return should_stop is not None and bool(should_stop())
-
-
-def _train(network: str, store: str | Path, init: Path, out: str | Path, ids: list[str], *,
-           rule: str, epochs: int, lr: float, batch_size: int,
-           max_steps_per_epoch: int | None, device: str,
-           progress: Callable[[dict], None] | None,
-           should_stop: Callable[[], bool] | None) -> Path:  # fmt: skip
-    """Fine-tune the checkpoint ``init`` on the images ``ids`` of ``store`` with the
-    built-in ``finetune`` recipe (the Trainer sees from the checkpoint's kind whether it
-    trains a CTN or a palette network); returns the new checkpoint folder."""
-    from ..datasets import StoreDataset
-    from ..inference import resolve_model
-    from ..training.recipe import builtin_recipe
-    from ..training.trainer import LATEST, Trainer, build_augment
-
-    overrides = {
-        "init": str(init), "train": {"kind": "store", "root": str(store)}, "rule": rule,
-        "epochs": int(epochs), "batch_size": max(1, min(int(batch_size), len(ids))),
-        # no worker processes: forking a Qt application is not safe
-        "workers": 0, "max_steps_per_epoch": max_steps_per_epoch,
-        "optimizer": {"lr_decoder": float(lr), "lr_encoder": float(lr) / 10,
-                      "weight_decay": 1.0e-5},
-    }  # fmt: skip
-    recipe = builtin_recipe("finetune", overrides)
-
-    def report(info: dict) -> None:
-        if _stop_requested(should_stop):
-            raise FinetuneCancelled(f"fine-tuning of the {NETWORK_NAMES[network]} cancelled")
-        if progress is not None:
-            progress({**info, "network": network})
-
-    if _stop_requested(should_stop):
-        raise FinetuneCancelled(f"fine-tuning of the {NETWORK_NAMES[network]} cancelled")
-    if progress is not None:
-        progress({"network": network, "stage": "start", "images": len(ids), "out": str(out)})
-    # only the chosen images; the Trainer checks their stored palettes against the rule
-    dataset = StoreDataset if network == "ctn" else _palette_dataset_class()
-    train_set = dataset(store, rule=rule, seed=recipe.seed, ids=ids,
-                        augment=build_augment(recipe.augment, 256))  # fmt: skip
-    trainer = Trainer(recipe, out, device=device, progress=report, should_stop=should_stop,
-                      train_set=train_set)  # fmt: skip
-    trainer.fit()
-    if trainer.epoch < recipe.epochs:  # the Trainer's own should_stop ended it early
-        done = f"; {trainer.epoch} finished epoch(s) stay in {out}" if trainer.epoch else ""
-        raise FinetuneCancelled(f"fine-tuning of the {NETWORK_NAMES[network]} cancelled{done}")
-    if not (Path(out) / LATEST).is_file():
-        raise FinetuneCancelled("fine-tuning stopped before the first epoch ended")
-    return resolve_model(out)
-
-
-def run_finetune(store: str | Path, model: str | Path, out: str | Path, *, rule: str = "R2",
-                 epochs: int = 2, lr: float = 1e-4, batch_size: int = 4,
-                 max_steps_per_epoch: int | None = None, device: str = "auto",
-                 progress: Callable[[dict], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> Path:  # fmt: skip
-    """Fine-tune the CTN ``model`` on the corrected images of ``store`` into the run
-    folder ``out``; returns the new checkpoint folder. No Qt, no napari.
-
-    ``lr`` is the decoder's learning rate (the encoder's is a tenth, as in the recipe);
-    ``progress`` gets the trainer's dicts (``{"epoch", "epochs", "step", "steps",
-    "loss"}`` per step, ``{"epoch_done": record}`` per epoch), each with
-    ``"network": "ctn"``, and one ``{"network", "stage": "start", "images", "out"}``
-    first; ``should_stop`` is asked before every step, and a True stops the run
-    (:class:`FinetuneCancelled`).
-    """
+def run_finetune_all(store: str | Path, model: str | Path, out: str | Path, *,
+                     palette_model: str | Path | None = None, rule: str | None = None,
+                     **settings) -> FinetuneResult:  # fmt: skip
+    """The worker's job: :func:`composite_tasking.training.finetune.finetune` (``settings``:
+    epochs, lr, batch_size, max_steps_per_epoch, device, progress, should_stop)."""
     prevent_llvm_clash()
-    from ..inference import resolve_model
+    if palette_model is not None:
+        resolve_palette_model(palette_model)  # a CTN given as the palette network: refused first
+    return finetune(store, model, out, palette_model=palette_model, rule=rule, **settings)
 
-    ids = corrected_ids(store)
-    if not ids:
+
+def run_finetune(store: str | Path, model: str | Path, out: str | Path, *, rule: str | None = None,
+                 **settings) -> Path:  # fmt: skip
+    """The CTN alone (:func:`run_finetune_all` without a palette network); returns the
+    checkpoint to use now: the new one when the held-out check accepted it, else ``model``'s."""
+    result = run_finetune_all(store, model, out, rule=rule, **settings)
+    if result.ctn is None:
         raise ValueError(f"label store {store} holds no corrected image: correct some "
                          "pseudo-labels and save them to the store first")  # fmt: skip
-    return _train("ctn", store, resolve_model(model), out, ids, rule=rule, epochs=epochs, lr=lr,
-                  batch_size=batch_size, max_steps_per_epoch=max_steps_per_epoch,
-                  device=device, progress=progress, should_stop=should_stop)  # fmt: skip
-
-
-def run_finetune_palette(store: str | Path, palette_model: str | Path, out: str | Path, *,
-                         ids: list[str] | None = None, rule: str = "R2", epochs: int = 2,
-                         lr: float = 1e-4, batch_size: int = 4,
-                         max_steps_per_epoch: int | None = None, device: str = "auto",
-                         progress: Callable[[dict], None] | None = None,
-                         should_stop: Callable[[], bool] | None = None) -> Path:  # fmt: skip
-    """Fine-tune the palette network ``palette_model`` (see
-    :func:`resolve_palette_model`) on the palettes a person chose in ``store``
-    (:func:`palette_ids`, or ``ids``) into the run folder ``out``; returns the new
-    checkpoint folder (kind ``palette``). Progress and stop as :func:`run_finetune`,
-    with ``"network": "palette"``."""
-    prevent_llvm_clash()
-    init = resolve_palette_model(palette_model)
-    ids = palette_ids(store) if ids is None else list(ids)
-    if not ids:
-        raise ValueError(f"label store {store} holds no palette saved from napari (nor with "
-                         "a corrected task) to teach the palette network")  # fmt: skip
-    return _train("palette", store, init, out, ids, rule=rule, epochs=epochs, lr=lr,
-                  batch_size=batch_size, max_steps_per_epoch=max_steps_per_epoch,
-                  device=device, progress=progress, should_stop=should_stop)  # fmt: skip
-
-
-def run_finetune_all(store: str | Path, model: str | Path, out: str | Path, *,
-                     palette_model: str | Path | None = None, rule: str = "R2",
-                     epochs: int = 2, lr: float = 1e-4, batch_size: int = 4,
-                     max_steps_per_epoch: int | None = None, device: str = "auto",
-                     progress: Callable[[dict], None] | None = None,
-                     should_stop: Callable[[], bool] | None = None) -> FinetuneResult:  # fmt: skip
-    """The worker's job: the CTN (:func:`run_finetune`) into ``out``, then, when
-    ``palette_model`` is given (None: skip), the palette network
-    (:func:`run_finetune_palette`) into ``out/palette`` with the same settings.
-
-    A palette model that cannot be loaded raises before anything trains; a store with
-    no palette to learn from trains the CTN only (``palette_note`` says so). A cancel
-    during the palette stage raises :class:`FinetuneCancelled` with ``ctn`` set.
-    """
-    prevent_llvm_clash()
-    settings = {"rule": rule, "epochs": epochs, "lr": lr, "batch_size": batch_size,
-                "max_steps_per_epoch": max_steps_per_epoch, "device": device,
-                "progress": progress, "should_stop": should_stop}  # fmt: skip
-    pal_init, pal_ids, note = None, [], None
-    if palette_model is not None:
-        pal_init = resolve_palette_model(palette_model)  # fail before anything trains
-        pal_ids = palette_ids(store)
-        if not pal_ids:
-            note = (f"label store {store} holds no palette saved from napari (nor with a "
-                    "corrected task): the palette network was not fine-tuned")  # fmt: skip
-    ctn = run_finetune(store, model, out, **settings)
-    if pal_init is None or not pal_ids:
-        return FinetuneResult(ctn, None, note)
-    try:
-        palette = run_finetune_palette(store, pal_init, Path(out) / PALETTE_SUBDIR, ids=pal_ids,
-                                       **settings)  # fmt: skip
-    except FinetuneCancelled as e:
-        raise FinetuneCancelled(f"{e} (the fine-tuned CTN is saved: {ctn})", ctn=ctn) from e
-    return FinetuneResult(ctn, palette)
+    return result.ctn
 
 
 class _Relay(QObject):
@@ -358,9 +153,10 @@ class FinetuneWidget(QWidget):
         self.model_edit.setPlaceholderText("the Predict widget's model")
         self.rule_combo = QComboBox()
         self.rule_combo.setEditable(True)
-        self.rule_combo.addItems(["R2", "R3", "mosaic", "random"])
-        self.rule_combo.setToolTip("makes palettes for images stored without one; images "
-                                   "saved from napari train under their own palette")  # fmt: skip
+        self.rule_combo.addItems([STORED_PALETTES, "R2", "R3", "mosaic", "random"])
+        self.rule_combo.setToolTip("every image trains under its stored palette (the one you "
+                                   "painted or accepted); a rule only makes palettes for images "
+                                   "stored without one")  # fmt: skip
         self.epochs_spin = QSpinBox()
         self.epochs_spin.setRange(1, 1000)
         self.epochs_spin.setValue(2)
@@ -368,7 +164,7 @@ class FinetuneWidget(QWidget):
         self.lr_spin.setDecimals(6)
         self.lr_spin.setRange(1e-6, 1.0)
         self.lr_spin.setSingleStep(1e-5)
-        self.lr_spin.setValue(1e-4)
+        self.lr_spin.setValue(5e-5)  # the finetune recipe's
         self.lr_spin.setToolTip("learning rate of the decoder and task representation; "
                                 "the encoder's is a tenth of it")  # fmt: skip
         self.steps_spin = QSpinBox()
@@ -495,9 +291,14 @@ class FinetuneWidget(QWidget):
             palette_model = self.palette_model_spec()
         return {"store": store, "model": model, "out": out, "device": device,
                 "palette_model": palette_model,
-                "rule": self.rule_combo.currentText().strip() or "R2",
+                "rule": self.rule(),
                 "epochs": self.epochs_spin.value(), "lr": self.lr_spin.value(),
                 "max_steps_per_epoch": self.steps_spin.value() or None}  # fmt: skip
+
+    def rule(self) -> str | None:
+        """The Rule box: None for the stored palettes."""
+        text = self.rule_combo.currentText().strip()
+        return None if text in ("", STORED_PALETTES) else text
 
     # ---------------------------------------------------------------------- running
 
@@ -509,6 +310,7 @@ class FinetuneWidget(QWidget):
         try:
             args = {**self.inputs(), **overrides}
         except _USER_ERRORS as e:
+            self.status_label.setText(f"Not started: {e}")
             show_error(f"Fine-tune: {e}")
             return None
         from napari.qt.threading import create_worker
@@ -536,7 +338,7 @@ class FinetuneWidget(QWidget):
         self.palette_check.setEnabled(False)
         self.cancel_button.setEnabled(True)
         what = "the CTN and the palette network" if networks == 2 else args["model"]
-        self.status_label.setText(f"Fine-tuning {what} on the corrected images of "
+        self.status_label.setText(f"Fine-tuning {what} on the images checked in "
                                   f"{args['store']} -> {args['out']}.{skipped}")  # fmt: skip
         worker.start()
         return worker
@@ -554,9 +356,16 @@ class FinetuneWidget(QWidget):
             self.progress_bar.setRange(0, 0)
             self.progress_bar.setFormat(f"{name}: %p%")
             if not self._stop.is_set():
-                kind = "corrected or ground-truth image(s)" if network == "ctn" else "saved palette(s)"
+                kind = "checked image(s)" if network == "ctn" else "chosen palette(s)"
                 self.status_label.setText(f"Fine-tuning the {name} on {info.get('images')} "
                                           f"{kind} -> {info.get('out')}")  # fmt: skip
+            return
+        if info.get("stage") == "score":
+            self.progress_bar.setRange(0, 0)
+            if not self._stop.is_set():
+                when = "before" if info.get("which") == "before" else "after"
+                self.status_label.setText(f"Scoring the {name} {when} fine-tuning on "
+                                          f"{info.get('images')} held-out image(s)")  # fmt: skip
             return
         if "epoch_done" in info:
             rec = info["epoch_done"]
@@ -577,22 +386,24 @@ class FinetuneWidget(QWidget):
                                        f"loss {loss.get('total', 0):.3g}")  # fmt: skip
 
     def _on_returned(self, result: FinetuneResult) -> None:
-        self.last_model = Path(result.ctn)
-        self.last_palette_model = Path(result.palette) if result.palette is not None else None
-        saved = f"model saved: {result.ctn}"
-        if result.palette is not None:
-            saved += f"; palette network saved: {result.palette}"
-        elif result.palette_note:
-            saved += f". {result.palette_note[0].upper()}{result.palette_note[1:]}."
-        self.status_label.setText(f"Fine-tuned {saved}")
-        show_info(f"Fine-tuned {saved}")
+        """Show the decision; put the accepted models in use and re-predict."""
+        runs = result.runs
+        ctn = runs["ctn"].checkpoint if "ctn" in runs and runs["ctn"].accepted else None
+        palette = runs["palette"].checkpoint if "palette" in runs and runs["palette"].accepted else None
+        self.last_model = ctn
+        self.last_palette_model = palette
+        summary = result.summary()
+        self.status_label.setText(summary)
+        (show_info if result.accepted else show_warning)(f"Fine-tune: {summary}")
         pw = self.predict_widget()
-        if pw is not None:
-            pw.set_model(result.ctn, self._args.get("device"), palette_model=result.palette)
-            if pw.image_layer is not None and pw.palette_layer is not None:
-                pw.start_predict()
-            else:
-                pw.start_load_model()
+        if pw is None or (ctn is None and palette is None):
+            return  # nothing new to use: the models in use stay
+        model = ctn if ctn is not None else pw.model_spec()[0]
+        pw.set_model(model, self._args.get("device"), palette_model=palette)  # None: kept
+        if pw.image_layer is not None and pw.palette_layer is not None:
+            pw.start_predict()
+        else:
+            pw.start_load_model()
 
     def _on_errored(self, e: Exception) -> None:
         if isinstance(e, FinetuneCancelled):

@@ -826,8 +826,8 @@ class PredictWidget(QWidget):
                              f"image {image.name!r} has {new.shape}: not filled")  # fmt: skip
         _claim_palette(palette, key)
         palette.metadata[METADATA_KEY]["origin"] = origin
+        replace_labels(palette, new)  # one undo step (a paint event: see _on_palette_edited)
         record_rule(palette, None if job.rule == PALETTE_NETWORK else job.rule)
-        replace_labels(palette, new)  # one undo step
         self.status_label.setText(f"Palette {palette.name!r} filled from the {origin}.")
         return np.asarray(palette.data)
 
@@ -907,6 +907,15 @@ class PredictWidget(QWidget):
             for emitter in (layer.events.paint, layer.events.set_data):
                 emitter.connect(self._on_palette_paint)
                 self._palette_callbacks.append((emitter, self._on_palette_paint))
+            layer.events.paint.connect(self._on_palette_edited)
+            self._palette_callbacks.append((layer.events.paint, self._on_palette_edited))
+
+    def _on_palette_edited(self, *_) -> None:
+        """A stroke on the palette makes it the person's: the rule that filled it no
+        longer says what it asks (a fill records its rule after writing its pixels), so
+        none is recorded, and fine-tuning trains under the palette without a rule."""
+        if self._watched_palette is not None:
+            record_rule(self._watched_palette, None)
 
     def _on_palette_paint(self, *_) -> None:
         layer = self._watched_palette

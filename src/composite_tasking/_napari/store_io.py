@@ -38,7 +38,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..store import NS, STORE_FORMAT, LabelStore, StoreError, chunk_shape, validate_image_id
+from ..store import CORRECTED_PREFIX, NS, STORE_FORMAT, LabelStore, StoreError, validate_image_id
 from ..tasks import IGNORE, TASKS, get_task
 from .palette_layer import METADATA_KEY, PALETTE_KIND, palette_features, task_colormap
 from .task_layers import (
@@ -66,8 +66,6 @@ __all__ = [
 
 #: image attribute holding the napari annotation's own state
 NAPARI_ATTR = "napari"
-#: name prefix of the correction masks under ``<image>/maps/``
-CORRECTED_PREFIX = "corrected_"
 #: a store root with more images opens its first MAX_IMAGES (each image group opens alone)
 MAX_IMAGES = 16
 IMAGE_FORMAT = "ctn-label-image"
@@ -160,22 +158,12 @@ def store_image_key(store_path: str | Path, image_id: str, copy: str | None = No
 
 
 def read_corrected_masks(store_path: str | Path, image_id: str) -> dict[str, np.ndarray]:
-    """The correction masks (task -> bool (H, W)) kept beside one image; may be empty."""
-    import zarr
-
-    out: dict[str, np.ndarray] = {}
+    """The correction masks (task -> bool (H, W)) kept beside one image; may be empty
+    (:meth:`LabelStore.correction_masks`; nothing when the store or image is missing)."""
     try:
-        group = zarr.open_group(str(store_path), mode="r", zarr_format=3, path=image_id)
-    except (FileNotFoundError, KeyError, ValueError):
-        return out
-    if "maps" not in group:
-        return out
-    maps = group["maps"]
-    for task in TASKS:
-        name = CORRECTED_PREFIX + task.name
-        if name in maps:
-            out[task.name] = np.asarray(maps[name][...]).astype(bool)
-    return out
+        return LabelStore(store_path, mode="r").correction_masks(image_id)
+    except (StoreError, FileNotFoundError, KeyError, ValueError):
+        return {}
 
 
 def _meta(**kwargs) -> dict:
@@ -389,8 +377,10 @@ def _sample_of(g: _Group) -> tuple[dict, dict, dict[str, np.ndarray], list]:
         if norm_item is not None:
             sample["normals"] = rgba_normals(np.asarray(norm_item[0]))
         corrected = name in masks and bool(masks[name].any())
-        prov[name] = "corrected" if corrected else (
-            before if before in ("ground-truth", "corrected") else "pseudo")  # fmt: skip
+        if before in ("ground-truth", "reviewed"):  # corrections of checked labels stay checked
+            prov[name] = before
+        else:
+            prov[name] = "corrected" if corrected or before == "corrected" else "pseudo"
     conf_item = g.tasks.get((None, "confidence"))
     if conf_item is not None and palette is not None:
         conf = np.asarray(conf_item[0], np.float32)
@@ -401,24 +391,6 @@ def _sample_of(g: _Group) -> tuple[dict, dict, dict[str, np.ndarray], list]:
                 per_task[task.name] = np.where(region, conf, np.nan).astype(np.float32)
         sample["confidence"] = per_task
     return sample, prov, masks, shown
-
-
-def _write_masks(store_path: Path, image_id: str, masks: dict[str, np.ndarray]) -> None:
-    import zarr
-    from zarr.codecs import ZstdCodec
-
-    group = zarr.open_group(str(store_path), mode="r+", zarr_format=3, path=image_id)
-    maps = group["maps"] if "maps" in group else group.create_group("maps")
-    for task, mask in masks.items():
-        h, w = mask.shape
-        arr = maps.create_array(
-            CORRECTED_PREFIX + task, shape=(h, w), dtype="uint8", chunks=chunk_shape(h, w),
-            compressors=(ZstdCodec(level=3),), fill_value=0, dimension_names=["y", "x"],
-            attributes={NS: {"kind": "corrected", "task": task,
-                             "meaning": "1 = a person changed this pixel's label in napari"}},
-            overwrite=True,
-        )  # fmt: skip
-        arr[...] = mask.astype(np.uint8)
 
 
 def _check_same_image(store: LabelStore, image_id: str, image: np.ndarray, img_meta: dict) -> None:
@@ -476,7 +448,7 @@ def save_group(store: LabelStore, g: _Group, image_id: str | None = None) -> str
         raise StoreError(f"image {image_id!r} is not in label store {store.path} and no image "
                          "layer was given: add the image layer to the selection")  # fmt: skip
     if masks:
-        _write_masks(store.path, image_id, masks)
+        store.write_correction_masks(image_id, masks)
     return image_id
 
 
