@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .tasks import IGNORE, TASKS
+from .tasks import IGNORE, TASKS, confidence_from_score
 
 __all__ = ["TaskOutput", "Prediction", "decode_labels", "empty_task_output", "THRESHOLD"]
 
@@ -71,10 +71,12 @@ def decode_labels(output: np.ndarray, palette: np.ndarray, tasks) -> dict[str, T
     computed only at the pixels each task is asked for.
 
     As :func:`composite_tasking.tasks.decode_task`: classes are the nearest anchor to the
-    sigmoid of the output (eq. 5), confidence ``1 - d1 / d2`` (nearest over second
-    nearest distance); probabilities the mean of the three sigmoids, labelled 1 from
-    :data:`THRESHOLD`, confidence ``|2p - 1|``; normals the output divided by its length,
-    confidence ``length / (1 + length)``.
+    sigmoid of the output (eq. 5); probabilities the mean of the three sigmoids, labelled
+    1 from :data:`THRESHOLD`; normals the output divided by its length. The confidence is
+    the probability that the label is right, a logistic map
+    (:func:`~composite_tasking.tasks.confidence_from_score`) of the score: the distance
+    ``(d2^2 - d1^2) / (2 |a1 - a2|)`` from the boundary between the two nearest anchors,
+    ``|log(p / (1 - p))|`` (per 0/1 label) or ``ln length``.
     """
     out = np.asarray(output, dtype=np.float32)
     pal = np.asarray(palette)
@@ -103,24 +105,31 @@ def decode_labels(output: np.ndarray, palette: np.ndarray, tasks) -> dict[str, T
             d1 = np.sqrt(np.square(s - anchors[nearest]).sum(axis=1))
             d2 = np.sqrt(np.square(s - anchors[second]).sum(axis=1))
             swap = d2 < d1  # the ranking's rounding near a class boundary: trust the exact distances
-            nearest, d1, d2 = np.where(swap, second, nearest), np.minimum(d1, d2), np.maximum(d1, d2)
-            conf[valid] = np.float32(1.0) - d1 / np.maximum(d2, np.float32(1e-12))
+            nearest, second = np.where(swap, second, nearest), np.where(swap, nearest, second)
+            d1, d2 = np.minimum(d1, d2), np.maximum(d1, d2)
+            # distance from the boundary between the two nearest anchors
+            score = (np.square(d2) - np.square(d1)) / (np.float32(2.0) * task.anchor_gaps()[nearest, second])
+            conf[valid] = confidence_from_score(task, score)
             label = np.full(shape, IGNORE, np.uint8)
             label[valid] = nearest.astype(np.uint8)
             result[task.name] = TaskOutput(label, None, conf)
         elif task.kind == "probability":
             p = _sigmoid(o).mean(axis=0, dtype=np.float32)
+            q = _sigmoid(-o).mean(axis=0, dtype=np.float32)  # 1 - p, exact where p rounds to 1
+            tiny = np.finfo(np.float32).tiny
+            evidence = np.abs(np.log(np.maximum(p, tiny)) - np.log(np.maximum(q, tiny)))
             prob = np.full(shape, np.nan, np.float32)
             prob[valid] = p
-            conf[valid] = np.abs(np.float32(2.0) * p - np.float32(1.0))
+            binary = p >= THRESHOLD
+            conf[valid] = confidence_from_score(task, evidence, binary)
             label = np.full(shape, IGNORE, np.uint8)
-            label[valid] = (p >= THRESHOLD).astype(np.uint8)
+            label[valid] = binary.astype(np.uint8)
             result[task.name] = TaskOutput(label, prob, conf)
         else:  # vector
             length = np.sqrt(np.square(o).sum(axis=0))
             normals = np.zeros((*shape, 3), np.float32)
             normals[valid] = (o / np.maximum(length, np.float32(1e-12))).T
-            conf[valid] = length / (np.float32(1.0) + length)
+            conf[valid] = confidence_from_score(task, np.log(np.maximum(length, np.float32(1e-30))))
             result[task.name] = TaskOutput(normals, None, conf)
     return result
 

@@ -49,6 +49,8 @@ __all__ = [
     "task_id",
     "palette_value",
     "class_probabilities",
+    "CONFIDENCE_CALIBRATION",
+    "confidence_from_score",
     "decode_task",
     "decode_output",
 ]
@@ -107,6 +109,24 @@ _PARTS_ANCHORS_TABLE6: dict[str, tuple[int, int, int]] = {
 #: eps of eq. (5): l_i = 1 / (||o - a_i|| + eps)
 ANCHOR_EPS = 1e-8
 
+#: Confidence = the probability that a pixel's label is right, a logistic map of a score
+#: per task: ``sigmoid(a + b * score)`` (docs/model.md, "Confidence"). Scores: classes the
+#: distance of ``sigmoid(o)`` from the boundary between its two nearest anchors, ``(d2^2 -
+#: d1^2) / (2 |a1 - a2|)``; edges and saliency ``|e|``, the log-odds of the
+#: probability ``e = log(p / (1 - p))`` computed without float saturation, with one
+#: ``(a, b)`` for pixels labelled 0 and one for pixels labelled 1 (the two kinds of error
+#: differ: a predicted edge is wrong far more often than a predicted non-edge); normals
+#: ``ln ||o||``, the log length of the raw output. Constants: fitted to the bundled model
+#: (``default``) on held-out synthetic scenes of seed 5 (sizes 128 and 256, every task
+#: everywhere) by ``python benchmarks/confidence_study.py --fit``, checked on seed 77.
+CONFIDENCE_CALIBRATION: dict[str, tuple[float, ...]] = {
+    "semseg": (-2.924, 40.837),  # (a, b) of the distance from the class boundary
+    "parts": (-3.810, 27.192),  # (a, b) of the distance from the class boundary
+    "edges": (4.169, 1.209, -3.880, 1.287),  # (a, b) of |e|: label 0, then label 1
+    "saliency": (-2.218, 2.343, -2.279, 1.150),  # (a, b) of |e|: label 0, then label 1
+    "normals": (-2.290, 3.576),  # (a, b) of ln ||o||
+}
+
 Kind = Literal["classes", "probability", "vector"]
 
 
@@ -148,6 +168,13 @@ class Task:
         if self.kind != "classes":
             raise ValueError(f"task {self.name!r} has no class anchors (kind {self.kind!r})")
         return np.asarray(self.anchors_255, dtype=np.float32) / np.float32(255.0)
+
+    def anchor_gaps(self) -> np.ndarray:
+        """Distances between the anchors (C, C), float32 (the diagonal 1: never used)."""
+        a = self.anchors_numpy()
+        gaps = np.sqrt(np.square(a[:, None] - a[None]).sum(axis=-1))
+        np.fill_diagonal(gaps, 1.0)
+        return gaps
 
     def class_colors(self) -> np.ndarray:
         """RGB colour of each class (the anchors double as the paper's class colours)."""
@@ -250,17 +277,53 @@ class TaskPrediction:
     valid: torch.Tensor
 
 
-def decode_task(output: torch.Tensor, task: str | int | Task, valid: torch.Tensor | None = None):
+def confidence_from_score(task: str | int | Task, score, label=None):
+    """The calibrated confidence of a task's score (:data:`CONFIDENCE_CALIBRATION`):
+    ``sigmoid(a + b * score)``, for edges and saliency with the ``(a, b)`` of each
+    pixel's 0/1 ``label`` (bool or 0/1). numpy arrays (float32 out) or torch tensors."""
+    task = get_task(task)
+    c = CONFIDENCE_CALIBRATION[task.name]
+    if task.kind == "probability" and label is None:
+        raise ValueError(f"task {task.name!r}: its confidence needs the 0/1 label")
+    if isinstance(score, np.ndarray):
+        f = np.float32
+        if task.kind == "probability":
+            one = np.asarray(label).astype(bool)
+            x = np.where(one, f(c[2]), f(c[0])) + np.where(one, f(c[3]), f(c[1])) * score
+        else:
+            x = f(c[0]) + f(c[1]) * score
+        with np.errstate(over="ignore"):  # exp(88+) is inf, and 1 / inf the right 0
+            return f(1.0) / (f(1.0) + np.exp(-x.astype(f, copy=False)))
+    import torch
+
+    if task.kind == "probability":
+        one = label.bool()
+        x = torch.where(one, c[2], c[0]) + torch.where(one, c[3], c[1]) * score
+    else:
+        x = c[0] + c[1] * score
+    return torch.sigmoid(x)
+
+
+def decode_task(output: torch.Tensor, task: str | int | Task, valid: torch.Tensor | None = None,
+                calibrated: bool = True):  # fmt: skip
     """Decode the output (N, 3, H, W) as one task everywhere ``valid`` (N, H, W) is True.
 
-    Confidence, per kind:
+    The confidence is the probability that the pixel's label is right: a logistic map
+    (:func:`confidence_from_score`, constants :data:`CONFIDENCE_CALIBRATION`) of a
+    score per kind (``calibrated=False`` returns the score itself, to fit the map):
 
-    - classes: ``1 - d1 / d2``, the ratio margin between the nearest and second nearest
-      anchor. The softmax of eq. (5) saturates (``1/d`` is huge near an anchor), so its
-      top-1/top-2 margin is almost always 1 and says little; the distance ratio does not.
-    - probability: ``|2p - 1|``, distance of the probability from 0.5, scaled to [0, 1].
-    - vector: ``||o|| / (1 + ||o||)``; a short raw vector means the decoder's evidence
-      for a direction is weak (the cosine loss leaves the length free).
+    - classes: ``(d2^2 - d1^2) / (2 |a1 - a2|)``, the distance of ``sigmoid(o)`` from the
+      boundary (the bisecting plane) between its nearest anchor ``a1`` and second nearest
+      ``a2``: how far the output is from another class. The softmax of eq. (5)
+      saturates (``1/d`` is huge near an anchor), so its top-1/top-2 margin is almost
+      always 1 and says little; the ratio ``1 - d1 / d2`` (the score until 2026-12) ranks
+      errors worse on held-out scenes (docs/model.md).
+    - probability: ``|e|``, the log-odds ``e = log(p / (1 - p))`` of the probability, with
+      ``1 - p`` computed as the mean of ``sigmoid(-O)`` (``|2p - 1|`` is exactly 1 in float
+      once every logit is above ~17); the map's constants depend on the 0/1 label.
+    - vector: ``ln ||o||``; a short raw vector means the decoder's evidence for a
+      direction is weak (the cosine loss leaves the length free), and the log keeps the
+      very long ones (``||o||`` can reach the thousands) apart.
     """
     import torch
 
@@ -271,22 +334,29 @@ def decode_task(output: torch.Tensor, task: str | int | Task, valid: torch.Tenso
     if valid is None:
         valid = torch.ones((n, h, w), dtype=torch.bool, device=output.device)
     out = output.float()
+    binary = None
     if task.kind == "classes":
         d = _anchor_distances(torch.sigmoid(out), task.anchors(out.device))
         top2 = torch.topk(d, k=2, dim=1, largest=False)
         label = top2.indices[:, 0]
-        conf = 1.0 - top2.values[:, 0] / top2.values[:, 1].clamp_min(1e-12)
+        gap = torch.from_numpy(task.anchor_gaps()).to(out.device)[label, top2.indices[:, 1]]
+        d1, d2 = top2.values[:, 0], top2.values[:, 1]
+        score = (d2.square() - d1.square()) / (2.0 * gap)
         label = torch.where(valid, label, torch.full_like(label, IGNORE))
     elif task.kind == "probability":
         label = torch.sigmoid(out).mean(dim=1)
-        conf = (2.0 * label - 1.0).abs()
+        q = torch.sigmoid(-out).mean(dim=1)  # 1 - p, exact where p rounds to 1
+        tiny = torch.finfo(torch.float32).tiny
+        score = (label.clamp_min(tiny).log() - q.clamp_min(tiny).log()).abs()
+        binary = label >= 0.5
         label = torch.where(valid, label, torch.full_like(label, math.nan))
     else:  # vector
         # not out.norm(dim=1): torch's strided norm over channels is ~60x slower on a CPU
         norm = out.square().sum(dim=1, keepdim=True).sqrt()
         label = out / norm.clamp_min(1e-12)
-        conf = (norm / (1.0 + norm)).squeeze(1)
+        score = norm.squeeze(1).clamp_min(1e-30).log()
         label = torch.where(valid.unsqueeze(1), label, torch.zeros_like(label))
+    conf = confidence_from_score(task, score, binary) if calibrated else score
     conf = torch.where(valid, conf, torch.zeros_like(conf))
     return TaskPrediction(task, label, conf, valid)
 
