@@ -274,6 +274,24 @@ def test_palette_model_needs_palette_from_net(tmp_path, photos):
     assert_usage_error(res, "--palette-model", "--palette-from net", "semantics")
 
 
+def test_a_palette_folder_takes_no_rule(tmp_path, photos, tiny_checkpoint):
+    """--palette-from DIR: the palettes come from the folder; --rule with it is a usage
+    error naming both (exit 2, nothing written), and without it no rule is recorded."""
+    pals = tmp_path / "pals"
+    pals.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.full((48, 64), 3, np.uint8)).save(pals / name)
+    out = tmp_path / "s.zarr"
+    res = label(photos, "--out", out, "--palette-from", pals, "--no-preview", ckpt=tiny_checkpoint)  # --rule mosaic
+    assert_usage_error(res, f"--palette-from {pals}", "leave out --rule mosaic")
+    assert not out.exists()
+    res = ctn("label", photos, "--out", out, "--palette-from", pals, "--model", tiny_checkpoint,
+              "--device", "cpu", "--no-preview")  # fmt: skip
+    assert res.returncode == 0 and counts(res) == (2, 0, 0), res.stderr
+    st = LabelStore(out, mode="r")
+    assert [k for i in st.ids() for k in st.image_attrs(i) if k.startswith("rule")] == []
+
+
 def test_tile_and_overlap_limits(tmp_path, photos):
     out = tmp_path / "s.zarr"
     assert_usage_error(ctn("label", photos, "--out", out, "--tile", "63"), "--tile takes 64 or more")

@@ -46,7 +46,8 @@ def write_images(folder, names, seed=0):
 
 
 def run(inputs, out, predictor, **kw):
-    kw.setdefault("rule", "mosaic")
+    if "palette_from" not in kw:  # a palette folder takes no rule
+        kw.setdefault("rule", "mosaic")
     return label_images(inputs, out, model=predictor, batch_size=2, pipeline=False, **kw)
 
 
@@ -230,6 +231,59 @@ def test_a_bad_palette_file_skips_its_image_only(tmp_path, predictor, bad):
     assert summary.done == ["a.png", "c.png"]
     assert len(summary.failed) == 1 and summary.failed[0][0] == str(folder / "b.png")
     assert "palette" in summary.failed[0][1]
+
+
+def _palette_folder(path, names, value=3):
+    path.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        iio.imwrite(path / name, np.full(SIZE, value, np.uint8))
+    return path
+
+
+def test_a_palette_folder_records_no_rule_and_takes_none(tmp_path, predictor):
+    """The palettes come from PNG files, not from a rule: none is recorded (a recorded
+    rule, R2 by default, made fine-tuning the store under another rule refuse them), and
+    a rule given with the folder is refused before anything is written."""
+    from composite_tasking.datasets import check_stored_palettes
+
+    folder = write_images(tmp_path / "in", ["a.png"])
+    pals = _palette_folder(tmp_path / "pals", ["a.png"])
+    out = tmp_path / "s.zarr"
+    with pytest.raises(LabelError, match=r"--palette-from .*pals.* not from a rule; leave out --rule R3"):
+        run([folder], out, predictor, palette_from=str(pals), rule="R3")
+    assert not out.exists()
+    assert run([folder], out, predictor, palette_from=str(pals)).done == ["a.png"]
+    st = LabelStore(out, mode="r")
+    attrs = st.image_attrs("a.png")
+    assert "rule" not in attrs and "rule_sha256" not in attrs
+    assert attrs["palette_origin"] == f"folder:{pals.resolve()}"
+    assert st.attrs["labelling"]["rule"] is None
+    for rule in ("R2", "R3", "mosaic"):  # fine-tuning under any rule: not refused
+        check_stored_palettes(out, rule)
+
+
+def test_a_palette_folder_store_of_an_earlier_version_resumes(tmp_path, predictor):
+    """Earlier versions recorded --rule's name (R2 by default) on images whose palettes
+    came from a folder; such a store resumes without --overwrite (no rule made them)."""
+    import zarr
+
+    from composite_tasking.palette import load_rule, rule_fingerprint
+
+    folder = write_images(tmp_path / "in", ["a.png", "b.png"])
+    pals = _palette_folder(tmp_path / "pals", ["a.png", "b.png"])
+    out = tmp_path / "s.zarr"
+    run([folder / "a.png"], out, predictor, palette_from=str(pals))
+    old = {"rule": "R2", "rule_sha256": rule_fingerprint(load_rule("R2"))}  # as they wrote it
+    with LabelStore(out, mode="a") as st:
+        st.update_attrs({"labelling": {**st.attrs["labelling"], **old}})
+    group = zarr.open_group(str(out / "a.png"), mode="r+", zarr_format=3)
+    attrs = group.attrs.asdict()
+    attrs["composite_tasking"].update(old)
+    group.attrs.put(attrs)
+    assert LabelStore(out, mode="r").image_attrs("a.png")["rule"] == "R2"
+    summary = run([folder], out, predictor, palette_from=str(pals))  # no --overwrite
+    assert summary.skipped_complete == ["a.png"] and summary.done == ["b.png"]
+    assert "rule" not in LabelStore(out, mode="r").image_attrs("b.png")
 
 
 # ------------------------------------------------------------------------ usage errors

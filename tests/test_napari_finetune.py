@@ -365,3 +365,77 @@ def test_the_widgets_paths_expand_home_and_the_current_folder(make_napari_viewer
     assert got["out"] == str(tmp_path / "home" / "runs" / "ft")
     widget.model_edit.setText("default")
     assert widget.inputs()["model"] == "default"
+
+
+# ------------------------------------------------------- the workflow, without a rule
+
+
+def test_fill_paint_predict_correct_save_finetune_needs_no_rule(make_napari_viewer, tiny_checkpoint,
+                                                                qtbot, errors, tmp_path):  # fmt: skip
+    """The napari workflow of issue 15: fill a palette from a rule (S:edges, Task Palette
+    widget), paint strokes over it (napari's paint event, the Predict widget watching the
+    palette), predict, correct a pseudo-label layer, save to a store, Fine-tune with the
+    Rule box left at its default: it runs and the new model is in use.
+
+    The code before this change kept the fill's rule on the palette through the strokes
+    (nothing dropped it), the save recorded ``rule: S:edges`` on the image, and the
+    widget's Rule box said R2, so the run was refused: "label store ...: 1 image(s)
+    (e.g. 'scene') hold a palette made under rule S:edges, not R2, ... or give --rule
+    S:edges to train under the stored palettes", a command-line flag named in a GUI,
+    for a palette a person painted. Here the save records no rule and the run finishes.
+    """
+    from composite_tasking._napari.palette_layer import METADATA_KEY
+    from composite_tasking._napari.palette_widget import TaskPaletteWidget
+    from composite_tasking.store import LabelStore
+    from composite_tasking.synthetic import generate
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(generate(424242, 3, 64)["image"], rgb=True, name="scene")
+    palettes = TaskPaletteWidget(viewer)
+    viewer.window.add_dock_widget(palettes, name="Task Palette")
+    predict = PredictWidget(viewer)
+    viewer.window.add_dock_widget(predict, name="Predict")
+    predict.set_model(tiny_checkpoint, "cpu")
+    predict.image_combo.set_current_layer(image)
+    predict.live_check.setChecked(False)  # predict when asked: no debounced re-predict
+
+    assert palettes.fill_from_rule("S:edges") is not None  # fill from a rule
+    palette = palettes.palette_layer
+    qtbot.waitUntil(lambda: predict.palette_layer is palette)
+    assert palette.metadata[METADATA_KEY]["rule"] == "S:edges"  # the fill records its rule
+    semseg_value = get_task("semseg").palette_value
+    painted: list = []
+    palette.events.paint.connect(painted.append)
+    palette.brush_size = 12
+    for coord in ((16, 16), (16, 28), (40, 40)):  # strokes: napari's own brush
+        palette.paint(coord, semseg_value)
+    qtbot.waitUntil(lambda: len(painted) == 3)
+    assert (np.asarray(palette.data) == semseg_value).sum() > 100
+    assert "rule" not in palette.metadata[METADATA_KEY]  # the person's palette now
+
+    layers = predict.predict(image, palette)  # predict
+    assert layers is not None and ("semseg", "label") in layers
+    semseg = layers[("semseg", "label")]
+    idx = np.nonzero(np.asarray(semseg.data) != IGNORE)
+    assert len(idx[0]) > 30
+    semseg.data_setitem((idx[0][:30], idx[1][:30]), get_task("semseg").classes.index("cat"))  # correct
+    store = tmp_path / "workflow.zarr"
+    assert predict.save(store) == "scene"  # save
+    attrs = LabelStore(store, mode="r").image_attrs("scene")
+    assert "rule" not in attrs and "rule_sha256" not in attrs  # the image records no rule
+    assert attrs["provenance"]["semseg"] == "corrected"
+
+    widget = FinetuneWidget(viewer, predict_widget=predict)  # fine-tune
+    viewer.window.add_dock_widget(widget, name="Fine-tune")
+    assert widget.rule_combo.currentText() == fwm.STORED_PALETTES and widget.rule() is None
+    widget.epochs_spin.setValue(1)
+    widget.steps_spin.setValue(1)
+    widget.out_edit.setText(str(tmp_path / "ft-run"))
+    assert widget.start() is not None
+    qtbot.waitUntil(lambda: not widget.busy, timeout=300_000)
+    qtbot.waitUntil(lambda: not predict.busy, timeout=120_000)  # the re-prediction
+    assert errors == []  # not refused
+    text = widget.status_label.text()
+    assert "CTN: fine-tuned on 1 image(s)" in text and "not S:edges" not in text
+    assert widget.last_model is not None and widget.last_model.is_relative_to(tmp_path / "ft-run")
+    assert predict.model_spec()[0] == str(widget.last_model)

@@ -254,19 +254,17 @@ def _check_palettes_or_rule(store, ids, rule) -> None:
                          "palette; give a rule to make theirs (--rule R2, or the widget's Rule)")  # fmt: skip
 
 
-def _train(network: str, store, init: Path, out: Path, ids: list[str], *, rule, settings: dict,
-           progress: Progress, should_stop: ShouldStop, select: str) -> Path:  # fmt: skip
+def _trainer(network: str, store, init: Path, out: Path, ids: list[str], *, rule, settings: dict,
+             progress: Progress, should_stop: ShouldStop, select: str):  # fmt: skip
+    """The :class:`~.trainer.Trainer` of one network's fine-tune. Making it checks
+    everything (the run folder, the rule against the stored palettes) before anything
+    is scored or written."""
     from composite_tasking.datasets import StoreDataset
-    from composite_tasking.inference import resolve_model
 
     from .recipe import builtin_recipe, load_recipe, parse_data_spec
-    from .trainer import LATEST, Trainer, build_augment
+    from .trainer import Trainer, build_augment
 
     name = NETWORK_NAMES[network]
-
-    def stop() -> bool:
-        return should_stop is not None and bool(should_stop())
-
     train = parse_data_spec({"kind": "store", "root": str(store), "select": select}).to_dict()
     overrides = {"init": str(init), "train": train, "rule": rule, "workers": 0}
     for key in ("epochs", "max_steps_per_epoch"):
@@ -281,15 +279,11 @@ def _train(network: str, store, init: Path, out: Path, ids: list[str], *, rule, 
     recipe = load_recipe(config, overrides) if config else builtin_recipe("finetune", overrides)
 
     def report(info: dict) -> None:
-        if stop():
+        if should_stop is not None and should_stop():
             raise FinetuneCancelled(f"fine-tuning of the {name} cancelled")
         if progress is not None:
             progress({**info, "network": network})
 
-    if stop():
-        raise FinetuneCancelled(f"fine-tuning of the {name} cancelled")
-    if progress is not None:
-        progress({"network": network, "stage": "start", "images": len(ids), "out": str(out)})
     crop = (recipe.augment or {}).get("crop") or _crop(store, ids)
     augment = build_augment(recipe.augment, crop)
     if network == "ctn":
@@ -297,10 +291,18 @@ def _train(network: str, store, init: Path, out: Path, ids: list[str], *, rule, 
                                  checked_only=select != "all")  # fmt: skip
     else:
         train_set = palette_dataset(store, ids, augment, recipe.seed)
-    trainer = Trainer(recipe, out, device=settings.get("device", "auto"), progress=report,
-                      should_stop=should_stop, train_set=train_set)  # fmt: skip
+    return Trainer(recipe, out, device=settings.get("device", "auto"), progress=report,
+                   should_stop=should_stop, train_set=train_set)  # fmt: skip
+
+
+def _fit(network: str, trainer, out: Path) -> Path:
+    from composite_tasking.inference import resolve_model
+
+    from .trainer import LATEST
+
+    name = NETWORK_NAMES[network]
     trainer.fit()
-    if trainer.epoch < recipe.epochs:  # the Trainer's own should_stop ended it early
+    if trainer.epoch < trainer.recipe.epochs:  # the Trainer's own should_stop ended it early
         done = f"; {trainer.epoch} finished epoch(s) stay in {out}" if trainer.epoch else ""
         raise FinetuneCancelled(f"fine-tuning of the {name} cancelled{done}")
     if not (out / LATEST).is_file():
@@ -344,10 +346,15 @@ def _run_network(network: str, store, init: Path, out: Path, ids: list[str], *, 
             progress({"network": network, "stage": "score", "which": which, "images": len(held)})
         return score(checkpoint, store, held, device=device)
 
+    if should_stop is not None and should_stop():
+        raise FinetuneCancelled(f"fine-tuning of the {NETWORK_NAMES[network]} cancelled")
     t0 = time.perf_counter()
+    trainer = _trainer(network, store, init, out, train_ids, rule=rule, settings=settings, progress=progress,
+                       should_stop=should_stop, select=select)  # fmt: skip
     before = scored("before", init)
-    new = _train(network, store, init, out, train_ids, rule=rule, settings=settings, progress=progress,
-                 should_stop=should_stop, select=select)  # fmt: skip
+    if progress is not None:
+        progress({"network": network, "stage": "start", "images": len(train_ids), "out": str(out)})
+    new = _fit(network, trainer, out)
     after = scored("after", new)
     ok, line = _decide(network, before, after, len(train_ids), len(held))
     result = NetworkResult(network, new, ok, line, train_ids, held, before, after,
@@ -417,7 +424,10 @@ def finetune(store: str | Path, model: str | Path, out: str | Path, *,
 
         training_ids(store, select, required=True)  # raises, naming the store and what to do
     if ids:
+        from composite_tasking.datasets import check_stored_palettes
+
         _check_palettes_or_rule(store, ids, rule)
+        check_stored_palettes(store, rule, ids)  # all of them, held-out ones too
     result = FinetuneResult(ctn=init if ids else None, palette=pal_init, palette_note=note)
     if ids:
         run = _run_network("ctn", store, init, out, ids, rule=rule, select=select, holdout=holdout,

@@ -591,6 +591,9 @@ def cmd_label(args: argparse.Namespace) -> int:
         if args.palette_model is not None and args.palette_from != "net":
             raise _Usage(f"--palette-model is the palette network of --palette-from net; with "
                          f"--palette-from {args.palette_from} it would be ignored")  # fmt: skip
+        if args.rule is not None and args.palette_from not in ("semantics", "net") and Path(args.palette_from).is_dir():
+            raise _Usage(f"--palette-from {args.palette_from}: the palettes come from that folder, "
+                         f"not from a rule; leave out --rule {args.rule}")  # fmt: skip
         overlap = _check_tile(args.tile, args.overlap)
         _check_device(args.device)
         try:
@@ -799,9 +802,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="'default', a checkpoint folder or a run folder")
     p.add_argument("--data", required=True,
                    help="pascal-mt:ROOT[,split=train|val] (default split train) | "
-                        "synthetic:seed=K,n=N[,size=S] | STORE.zarr: a store trains on its images "
-                        "with corrected or ground-truth labels (see --all-images), cropped or "
-                        "padded to 256 px (a recipe's augment: {crop: S} changes it)")  # fmt: skip
+                        "synthetic:seed=K,n=N[,size=S][,world=W] | STORE.zarr: a store trains on "
+                        "the pixels a person checked (corrected, reviewed or ground truth; see "
+                        "--all-images), its images padded to the largest, at most 256 px (a "
+                        "recipe's augment: {crop: S} changes it)")  # fmt: skip
     p.add_argument("--rule", default=None,
                    help="R2, R3, S:<task>, mosaic, random or a YAML rule file: the rule to train "
                         "under; needed for a data set, optional for a store, whose images train "
