@@ -234,3 +234,29 @@ def test_a_store_without_a_palette_needs_a_rule_and_a_contradicting_rule_is_refu
         st.write_sample("a", {"image": s.image, **s.labels}, provenance=dict.fromkeys(s.labels, "ground-truth"))
     with pytest.raises(ValueError, match="hold no palette; give a rule"):
         finetune(bare, "default", tmp_path / "x", epochs=1, device="cpu")
+
+
+def test_a_store_whose_only_edits_are_palettes_teaches_the_palette_network_alone(labelled, tmp_path):
+    """No task label checked, but palettes saved from napari: the palette network alone
+    is fine-tuned (into OUT), the CTN is left as it was; without a palette network the
+    store has nothing to train on (an error naming it)."""
+    from composite_tasking.model import build_model, read_checkpoint_info, save_checkpoint
+    from composite_tasking.training.finetune import finetune, palette_ids
+
+    torch.manual_seed(0)
+    pal_net = save_checkpoint(build_model("palette-resnet18").eval(), tmp_path / "palnet")
+    store = tmp_path / "s.zarr"
+    shutil.copytree(labelled["store"], store)
+    st = LabelStore(store, mode="a")
+    image_id = labelled["pairs"][0][0]
+    edited = st.read_sample(image_id).palette.copy()
+    edited[:16, :16] = get_task("edges").palette_value  # a person's strokes, saved from napari
+    st.update_labels(image_id, {"palette": edited}, attrs={"napari": {"version": 1, "layers": [], "corrected": []}})
+    assert palette_ids(store) == [image_id]
+    result = finetune(store, "default", tmp_path / "run", palette_model=pal_net, epochs=1, device="cpu")
+    assert list(result.runs) == ["palette"] and result.ctn is None
+    assert "palette network alone" in result.palette_note
+    assert result.palette == result.runs["palette"].checkpoint and result.palette.is_relative_to(tmp_path / "run")
+    assert read_checkpoint_info(result.palette).config.kind == "palette"
+    with pytest.raises(Exception, match="none with labels a person corrected"):
+        finetune(store, "default", tmp_path / "ctn-only", epochs=1, device="cpu")
