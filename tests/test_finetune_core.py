@@ -207,6 +207,8 @@ def test_the_decision_keeps_a_model_that_is_no_worse():
     assert not ok and "rolled back" in line
     ok, line = _decide("palette", {"mean": 70.0}, {"mean": 71.0}, 8, 2)  # mIoU: higher is better
     assert ok and "palette mIoU" in line
+    ok, line = _decide("ctn", {"mean": float("nan")}, {"mean": float("nan")}, 8, 2)  # pseudo-labels only
+    assert ok and "hold no checked pixel" in line and "nan" not in line
 
 
 def _wrecking_recipe(tmp_path):

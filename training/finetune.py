@@ -318,9 +318,13 @@ def _decide(network: str, before: dict | None, after: dict | None, n_train: int,
     """(accepted, one line). CTN: mean effort share must not rise; palette network:
     palette mIoU must not fall."""
     name = NETWORK_NAMES[network]
-    if before is None or after is None:
-        why = ("none held out (holdout 0)" if n_train >= HOLDOUT_MIN_IMAGES else
-               f"too few to hold any out ({HOLDOUT_MIN_IMAGES} needed)")  # fmt: skip
+    if before is None or after is None or math.isnan(before["mean"]) or math.isnan(after["mean"]):
+        if before is not None:  # --all-images: held-out images with nothing a person checked
+            why = f"its {n_held} held-out image(s) hold no checked pixel to score"
+        elif n_train >= HOLDOUT_MIN_IMAGES:
+            why = "none held out (holdout 0)"
+        else:
+            why = f"too few to hold any out ({HOLDOUT_MIN_IMAGES} needed)"
         return True, f"{name}: fine-tuned on {n_train} image(s); {why}, so the new model is not checked"
     if network == "ctn":
         what = f"held-out effort ({n_held} image(s), % of checked pixels to correct)"
