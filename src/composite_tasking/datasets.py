@@ -812,8 +812,8 @@ def training_ids(store_path: str | os.PathLike, select: str = "corrected", requi
             raise DatasetError(f"label store {path} holds no image")
         raise DatasetError(
             f"label store {path} holds {len(ids)} image(s), none with labels a person corrected "
-            "or ground truth (only pseudo-labels a model wrote): correct some in napari and "
-            "save them first, or pass --all-images (a recipe's store spec: select: all) to use "
+            "or reviewed, or ground truth (only pseudo-labels a model wrote): correct or review "
+            "some in napari and save them first, or pass --all-images (a recipe's store spec: select: all) to use "
             "the pseudo-labels too (self-training)")  # fmt: skip
     return list(chosen)
 
