@@ -263,15 +263,25 @@ class _LoopWatch:
         return float(np.max(np.diff(t))) if len(t) > 1 else 0.0
 
 
-def test_predict_in_worker_keeps_gui_responsive(setup, qtbot, errors):
+def test_predict_in_worker_keeps_gui_responsive(setup, qtbot, errors, monkeypatch):
+    import napari.qt.threading as nqt
+
     viewer, widget, image, palette = setup(128)
+    steps: list[float] = []  # when the GUI thread heard of each step of the worker
+    real = nqt.create_worker
+
+    def create_worker(*args, **kwargs):  # the step recorder is connected before the worker starts
+        w = real(*args, **kwargs)
+        w.yielded.connect(lambda _: steps.append(time.perf_counter()))
+        return w
+
+    monkeypatch.setattr(nqt, "create_worker", create_worker)
     watch = _LoopWatch()
     worker = widget.start_predict()
     assert worker is not None and widget.busy and widget.cancel_button.isEnabled()
     assert getattr(worker, "pbar", None) is not None  # napari's progress bar
-    steps: list[float] = []  # when the GUI thread heard of each step of the worker
-    worker.yielded.connect(lambda _: steps.append(time.perf_counter()))
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    assert steps, "the worker's steps never reached the GUI thread"
     watch.stop()
     # up to the last step: the worker's part; after it the layers are made and shown
     in_worker, overall = watch.longest_gap(until=steps[-1]), watch.longest_gap()
@@ -289,10 +299,10 @@ def test_predict_in_worker_keeps_gui_responsive(setup, qtbot, errors):
     with palette.block_history():
         palette.data_setitem(np.nonzero(np.asarray(palette.data) == 3), 4)
     watch = _LoopWatch()
-    worker = widget.start_predict()
-    steps = []
-    worker.yielded.connect(lambda _: steps.append(time.perf_counter()))
+    steps.clear()
+    assert widget.start_predict() is not None
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    assert steps, "the worker's steps never reached the GUI thread"
     watch.stop()
     in_worker, overall = watch.longest_gap(until=steps[-1]), watch.longest_gap()
     print(f"re-predict: longest gap {in_worker * 1000:.0f} ms while the worker ran, "
