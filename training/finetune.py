@@ -50,7 +50,7 @@ import numpy as np
 
 __all__ = ["finetune", "FinetuneResult", "FinetuneCancelled", "checked_ids", "palette_ids",
            "split_holdout", "heldout_effort", "HOLDOUT_MIN_IMAGES", "HOLDOUT_FRACTION",
-           "PALETTE_SUBDIR", "DECISION", "NETWORK_NAMES", "read_decision", "palette_dataset"]  # fmt: skip
+           "PALETTE_SUBDIR", "DECISION", "NETWORK_NAMES", "palette_dataset"]  # fmt: skip
 
 #: fewest checked images from which some are held out to decide on the new model
 HOLDOUT_MIN_IMAGES = 5
@@ -167,23 +167,29 @@ def split_holdout(ids: list[str], fraction: float = HOLDOUT_FRACTION,
 # ------------------------------------------------------------------------ scoring
 
 
+def _scoring_model(checkpoint: str | Path, device: str):
+    """(model on its device, device) for scoring held-out images."""
+    import torch
+
+    from composite_tasking.device import pick_device
+    from composite_tasking.model import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint)
+    dev = pick_device(device)
+    return model.to(dev).to(memory_format=torch.channels_last), dev
+
+
 def heldout_effort(checkpoint: str | Path, store: str | Path, ids: list[str], *,
                    device: str = "auto", batch_size: int = 4) -> dict:  # fmt: skip
     """The CTN's effort on the checked pixels of ``ids``: per task ``{"share": % of the
     checked pixels whose label must change, "pixels"}`` and ``"mean"`` (the mean share
     over tasks). Each image is scored under its stored palette."""
-    import torch
-
     from composite_tasking.datasets import StoreDataset
-    from composite_tasking.device import pick_device
-    from composite_tasking.model import load_checkpoint
 
     from .evaluate import evaluate_loader
     from .trainer import _ordered_loader
 
-    model, _ = load_checkpoint(checkpoint)
-    dev = pick_device(device)
-    model = model.to(dev).to(memory_format=torch.channels_last)
+    model, dev = _scoring_model(checkpoint, device)
     dataset = StoreDataset(store, rule=None, ids=ids, checked_only=True)
     result = evaluate_loader(model, _ordered_loader(dataset, batch_size), dev, rule="stored palettes")
     tasks = {t: {"share": float(v["share"]), "pixels": int(v["pixels"])}
@@ -195,17 +201,10 @@ def heldout_effort(checkpoint: str | Path, store: str | Path, ids: list[str], *,
 def heldout_palette_miou(checkpoint: str | Path, store: str | Path, ids: list[str], *,
                          device: str = "auto") -> dict:  # fmt: skip
     """The palette network's palette mIoU (%) on the stored palettes of ``ids``."""
-    import torch
-
-    from composite_tasking.device import pick_device
-    from composite_tasking.model import load_checkpoint
-
     from .evaluate import evaluate_palette_loader
     from .trainer import _ordered_loader
 
-    model, _ = load_checkpoint(checkpoint)
-    dev = pick_device(device)
-    model = model.to(dev).to(memory_format=torch.channels_last)
+    model, dev = _scoring_model(checkpoint, device)
     dataset = palette_dataset(store, ids, None)
     res = evaluate_palette_loader(model, _ordered_loader(dataset, 4), dev)
     return {"mean": float(res["primary"]["palette"])}
@@ -231,23 +230,18 @@ def palette_dataset(store, ids, augment, seed: int = 0):
 # ----------------------------------------------------------------------- training
 
 
-def _crop(store, ids) -> int:
-    """The training crop: the largest side among the images, up to :data:`MAX_CROP`, in
-    multiples of 32 (images of 128 px train at 128, not padded to 256)."""
-    from composite_tasking.store import LabelStore
-
-    records = LabelStore(store, mode="r").image_records()
+def _crop(records: dict, ids) -> int:
+    """The training crop: the largest side among the images (``records``: the store's
+    image attributes), up to :data:`MAX_CROP`, in multiples of 32 (images of 128 px
+    train at 128, not padded to 256)."""
     side = max(max(int(v) for v in records[i]["shape"]) for i in ids)
     return min(MAX_CROP, 32 * math.ceil(side / 32))
 
 
-def _check_palettes_or_rule(store, ids, rule) -> None:
+def _check_palettes_or_rule(store, records: dict, ids, rule) -> None:
     """Without a rule every image needs a stored palette: name those that have none."""
-    from composite_tasking.store import LabelStore
-
     if rule is not None:
         return
-    records = LabelStore(store, mode="r").image_records()
     bare = [i for i in ids if "palette" not in records[i].get("labels", [])]
     if bare:
         raise ValueError(f"label store {store}: {len(bare)} image(s) to train on (e.g. {bare[0]!r}) hold no "
@@ -284,7 +278,7 @@ def _trainer(network: str, store, init: Path, out: Path, ids: list[str], *, rule
         if progress is not None:
             progress({**info, "network": network})
 
-    crop = (recipe.augment or {}).get("crop") or _crop(store, ids)
+    crop = (recipe.augment or {}).get("crop") or _crop(settings["records"], ids)
     augment = build_augment(recipe.augment, crop)
     if network == "ctn":
         train_set = StoreDataset(store, rule=rule, augment=augment, seed=recipe.seed, ids=ids,
@@ -376,15 +370,6 @@ def _write_decision(out: Path, r: NetworkResult, init: Path) -> None:
     os.replace(tmp, out / DECISION)
 
 
-def read_decision(run: str | Path) -> dict | None:
-    """A run folder's :data:`DECISION` (None when it has none or it cannot be read)."""
-    try:
-        data = json.loads((Path(run) / DECISION).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def finetune(store: str | Path, model: str | Path, out: str | Path, *,
              palette_model: str | Path | None = None, rule: str | None = None,
              select: str = "corrected", holdout: float = HOLDOUT_FRACTION,
@@ -427,10 +412,13 @@ def finetune(store: str | Path, model: str | Path, out: str | Path, *,
         from composite_tasking.datasets import training_ids
 
         training_ids(store, select, required=True)  # raises, naming the store and what to do
+    from composite_tasking.store import LabelStore
+
+    settings["records"] = LabelStore(store, mode="r").image_records()  # one pass, for the checks and the crop
     if ids:
         from composite_tasking.datasets import check_stored_palettes
 
-        _check_palettes_or_rule(store, ids, rule)
+        _check_palettes_or_rule(store, settings["records"], ids, rule)
         check_stored_palettes(store, rule, ids)  # all of them, held-out ones too
     result = FinetuneResult(ctn=init if ids else None, palette=pal_init, palette_note=note)
     if ids:
