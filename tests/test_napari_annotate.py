@@ -22,7 +22,8 @@ from composite_tasking.samples import sample_paths  # noqa: E402
 pytestmark = pytest.mark.gui
 
 
-def test_open_annotator_docks_widgets_and_loads_images(make_napari_viewer, tmp_path):
+def test_open_annotator_docks_widgets_and_opens_the_series(make_napari_viewer, tmp_path):
+    from composite_tasking._napari.series_widget import AnnotatorWidget
     from composite_tasking.images import read_image
     from composite_tasking.store import LabelStore
 
@@ -37,34 +38,24 @@ def test_open_annotator_docks_widgets_and_loads_images(make_napari_viewer, tmp_p
     viewer, widgets, problems = open_annotator(paths, viewer=viewer, model="some/model",
                                                device="cpu")  # fmt: skip
 
-    assert list(widgets) == list(WIDGETS)
+    assert list(widgets)[:2] == list(WIDGETS) == ["Label images", "Fine-tune"]
+    assert isinstance(widgets["Label images"], AnnotatorWidget)
     assert isinstance(widgets["Task Palette"], TaskPaletteWidget)
     assert isinstance(widgets["Predict"], PredictWidget)
     assert [p for p, _ in problems] == [str(tmp_path / "notes.txt")]
     first, second = sample_paths()[:2]
-    # in the order given: the images, then the store (through the reader)
-    assert [ly.name for ly in viewer.layers] == [first.stem, second.stem, "stored",
-                                                 "stored palette"]  # fmt: skip
-    for p in (first, second):
-        np.testing.assert_array_equal(viewer.layers[p.stem].data, read_image(p))
-    # only the first input shows, and it is the image the Predict widget works on
-    assert [ly.name for ly in viewer.layers if ly.visible] == [first.stem]
-    assert widgets["Predict"].image_layer is viewer.layers[first.stem]
+    session = widgets["Series"].session
+    # the store's images first, then the files; the store is where everything is saved
+    assert [i.image_id for i in session.items] == ["stored", first.name, second.name]
+    assert session.store_path == store
+    # one image at a time: the first (not reviewed) one, with its palette
+    assert [ly.name for ly in viewer.layers] == ["stored", "stored palette"]
+    assert widgets["Predict"].image_layer is viewer.layers["stored"]
+    widgets["Series"].next()
+    assert [ly.name for ly in viewer.layers] == [first.name]
+    np.testing.assert_array_equal(viewer.layers[first.name].data, read_image(first))
     # a relative model path is made explicit (against the current directory)
     assert widgets["Predict"].model_spec() == (os.path.abspath("some/model"), "cpu")
-
-
-def test_open_annotator_store_first_shows_the_store(make_napari_viewer, tmp_path):
-    from composite_tasking.store import LabelStore
-
-    store = tmp_path / "one.zarr"
-    with LabelStore(store, mode="a") as st:
-        st.write_sample("stored", {"image": np.full((16, 16, 3), 7, np.uint8)}, provenance={})
-    viewer, widgets, problems = open_annotator([store, sample_paths()[0]],
-                                               viewer=make_napari_viewer(), device="cpu")  # fmt: skip
-    assert problems == []
-    assert [ly.name for ly in viewer.layers if ly.visible] == ["stored"]
-    assert widgets["Predict"].image_layer is viewer.layers["stored"]
 
 
 def test_open_annotator_names_what_it_cannot_open_once(make_napari_viewer, tmp_path):
@@ -81,20 +72,33 @@ def test_open_annotator_names_what_it_cannot_open_once(make_napari_viewer, tmp_p
     missing = tmp_path / "nonexistent.png"
     paths = [sample_paths()[0], missing, other, folder]
 
-    viewer, _widgets, problems = open_annotator(paths, viewer=make_napari_viewer(),
-                                                device="cpu")  # fmt: skip
+    viewer, widgets, problems = open_annotator(paths, viewer=make_napari_viewer(),
+                                               device="cpu")  # fmt: skip
 
     NOT_A_STORE = "a zarr folder that is not a label store of this package: not opened"
-    assert problems == [(str(missing), "no such file or folder"),
-                        (str(other), NOT_A_STORE),
-                        (str(folder / "inner.zarr"), NOT_A_STORE)]  # fmt: skip
-    assert [ly.name for ly in viewer.layers] == [sample_paths()[0].stem, "b"]
+    assert sorted(problems) == sorted([(str(other), NOT_A_STORE),
+                                       (str(missing), "no such file or folder"),
+                                       (str(folder / "inner.zarr"), "a zarr folder inside a folder: not searched "
+                                        "(give a label store as an input of its own)")])  # fmt: skip
+    assert [i.image_id for i in widgets["Series"].session.items] == [sample_paths()[0].name, "b.png"]
+    assert [ly.name for ly in viewer.layers] == [sample_paths()[0].name]
+
+
+def test_open_annotator_without_images_opens_an_empty_dock(make_napari_viewer, tmp_path):
+    viewer, widgets, problems = open_annotator([], viewer=make_napari_viewer(), device="cpu")
+    assert problems == [] and widgets["Series"].session is None and len(viewer.layers) == 0
+    assert not widgets["Series"].next_button.isEnabled()
+    # a folder with no images: named, nothing opened
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert widgets["Series"].open_session([empty]) is None
+    assert "no images to annotate" in widgets["Series"].message_label.text()
 
 
 def test_cli_annotate(monkeypatch, tmp_path, capsys):
     calls = {}
 
-    def fake_open(images, model=None, device=None):
+    def fake_open(images, model=None, device=None, store=None, order="file"):
         calls["open"] = (list(images), model, device)
         return None, {}, [("bad.png", "not an image")]
 
@@ -112,7 +116,7 @@ def test_cli_annotate(monkeypatch, tmp_path, capsys):
     # some inputs exist: napari opens with them, the others are named, exit code 1
     calls.clear()
     monkeypatch.setattr("composite_tasking._napari.annotate.open_annotator",
-                        lambda images, model=None, device=None: (
+                        lambda images, model=None, device=None, store=None, order="file": (
                             calls.setdefault("open", list(images)), {},
                             [(images[1], "no such file or folder")]))  # fmt: skip
     missing = str(tmp_path / "missing.png")

@@ -57,7 +57,7 @@ def test_new_palette_layer_matches_tasks(viewer_widget, errors):
     layer = widget.new_palette()
 
     assert errors == []
-    assert layer in viewer.layers and layer.name == "Task Palette"
+    assert layer in viewer.layers and layer.name == "photo palette"  # named after its image
     assert layer.data.shape == (H, W) and layer.data.dtype == np.uint8
     assert (layer.data == NO_TASK).all()
     # it belongs to the image it was made for
@@ -106,7 +106,7 @@ def test_new_palette_without_image_notifies(make_napari_viewer, errors):
 def test_new_palette_button(viewer_widget, qtbot):
     viewer, widget, _ = viewer_widget
     qtbot.mouseClick(widget.new_button, Qt.MouseButton.LeftButton)
-    assert [ly.name for ly in viewer.layers if is_palette_layer(ly)] == ["Task Palette"]
+    assert [ly.name for ly in viewer.layers if is_palette_layer(ly)] == ["photo palette"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -246,11 +246,13 @@ def test_semantic_rule_without_semantic_layer_changes_nothing(viewer_widget, err
 def test_semantic_map_of_other_shape_changes_nothing(viewer_widget, errors):
     viewer, widget, _ = viewer_widget
     layer = widget.new_palette()
-    viewer.add_labels(np.zeros((H + 1, W), dtype=np.uint8), name="wrong size")
+    wrong = viewer.add_labels(np.zeros((H + 1, W), dtype=np.uint8), name="wrong size")
+    assert widget.semantic_combo.layers() == []  # a map of another size is not offered
 
     assert widget.fill_from_rule("R2") is None
+    assert widget.fill_from_rule("R2", semantics=wrong) is None
 
-    assert len(errors) == 1 and "shape" in errors[0]
+    assert len(errors) == 2 and "semantic map" in errors[0] and "shape" in errors[1]
     assert (layer.data == NO_TASK).all()
 
 

@@ -86,7 +86,7 @@ def test_manifest_reader_writer_samples_settings():
     from npe2 import PluginManifest
 
     c = PluginManifest.from_distribution(PLUGIN).contributions
-    assert [w.display_name for w in c.widgets] == ["Task Palette", "Predict", "Fine-tune"]
+    assert [w.display_name for w in c.widgets] == ["Label images", "Task Palette", "Predict", "Fine-tune"]
     (reader,) = c.readers
     assert reader.filename_patterns == ["*.zarr"] and reader.accepts_directories
     (writer,) = c.writers

@@ -684,7 +684,8 @@ def cmd_annotate(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from ._napari.annotate import open_annotator
 
-    _viewer, _widgets, problems = open_annotator(args.images, model=args.model, device=args.device)
+    _viewer, _widgets, problems = open_annotator(args.images, model=args.model, device=args.device,
+                                                 store=args.store, order=args.order.replace("-", " "))  # fmt: skip
     for path, reason in problems:
         print(f"ctn annotate: skipped {path}: {reason}", file=sys.stderr)
     napari.run()
@@ -834,11 +835,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "annotate",
-        help="open napari with the plugin docked and the images (or label stores) loaded",
-        description="Open napari with the Task Palette, Predict and Fine-tune widgets docked "
-        "and the given images, folders of images or label stores (.zarr) loaded.",
+        help="label a folder (or a label store) in napari, one image at a time",
+        description="Open napari with the Label images dock (images one at a time: Previous, Next, "
+        "Save and next; the task legend; Predict; the class list) and the Fine-tune dock, on the "
+        "series of the given folders of images, image files and label store (.zarr), at its first "
+        "image not yet reviewed. Everything is saved to the label store: the one given, or "
+        "<folder>-labels.zarr beside the first folder.",
     )
-    p.add_argument("images", nargs="*", help="image files, folders of images or label stores")
+    p.add_argument("images", nargs="*", help="folders of images, image files, and at most one label store")
+    p.add_argument("--store", default=None, help="the label store to save to (default: the store given "
+                   "as an input, else <folder>-labels.zarr beside the first folder)")  # fmt: skip
+    p.add_argument("--order", default="file", choices=["file", "correct-next"],
+                   help="file order, or correct-next: the images whose pseudo-labels are expected "
+                   "to need most corrections first (needs a store written by ctn label)")  # fmt: skip
     p.add_argument("--model", default=None, help="'default' (bundled), a checkpoint folder or a "
                    "run folder (default: the plugin's setting)")  # fmt: skip
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:I (default: the plugin's setting)")

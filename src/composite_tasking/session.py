@@ -36,7 +36,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .image_ids import image_ids
-from .images import ImageReadError, is_zarr_folder, read_image, scan_inputs
+from .images import SUPPORTED_SUFFIXES, ImageReadError, is_zarr_folder, read_image, scan_inputs
 from .store import CHECKED_PROVENANCES, STORE_FORMAT, LabelStore, StoreError
 
 __all__ = ["AnnotationSession", "SeriesItem", "SessionError", "ORDERS", "default_store_for"]
@@ -109,7 +109,10 @@ class AnnotationSession:
         self.refresh()
         self.index = 0
         if order != "file":
-            self.set_order(order)
+            try:
+                self.set_order(order)
+            except SessionError as e:  # nothing to rank by yet: file order, and why
+                self.problems.append((str(self.store_path), f"{e}; showing file order"))
 
     # ------------------------------------------------------------------ making one
 
@@ -146,7 +149,14 @@ class AnnotationSession:
             records = LabelStore(target, "r").image_records()
         scan = scan_inputs(others, exclude=[target])
         problems += scan.skipped
-        problems += [(z, "a zarr folder inside a folder: not searched") for z in scan.zarr_folders]
+        named = {p.resolve() for p in others if p.is_file()}
+        for f in list(scan.files):  # a file named as such that is no image by its suffix
+            if f.resolve() in named and f.suffix.lower() not in SUPPORTED_SUFFIXES:
+                problems.append((str(f), f"not an image file (suffix {f.suffix or 'none'}; "
+                                         f"images are {', '.join(sorted(SUPPORTED_SUFFIXES))})"))  # fmt: skip
+                scan.files.remove(f)
+        problems += [(z, "a zarr folder inside a folder: not searched (give a label store as an "
+                      "input of its own)") for z in scan.zarr_folders]  # fmt: skip
         items = [SeriesItem(i) for i in sorted(records)] if target in stores else []
         have = {i.image_id for i in items}
         if scan.files:

@@ -22,6 +22,7 @@ __all__ = [
     "METADATA_KEY",
     "PALETTE_KIND",
     "PALETTE_LAYER_NAME",
+    "palette_name",
     "task_rgba",
     "task_colormap",
     "palette_features",
@@ -125,6 +126,11 @@ def record_rule(layer: Labels, rule=None) -> None:
         return
     rule = load_rule(rule)
     meta["rule"], meta["rule_sha256"] = rule.name, rule_fingerprint(rule)
+
+
+def palette_name(image: Layer) -> str:
+    """The name of a palette made for ``image``: ``<image name> palette``."""
+    return f"{image.name} palette"
 
 
 def make_palette_layer(

@@ -48,11 +48,13 @@ from qtpy.QtWidgets import (
 from ..palette import RuleError, load_rule, load_rule_file, validate_palette
 from ..tasks import NO_TASK, TASKS, Task, get_task
 from .palette_layer import (
-    record_rule,
     NO_TASK_NAME,
     image_plane_shape,
     is_palette_layer,
     make_palette_layer,
+    palette_image_key,
+    palette_name,
+    record_rule,
 )
 from .task_layers import TASK_KIND, image_key, layer_meta
 
@@ -98,6 +100,28 @@ def _rule_summary(spec: str) -> str:
     if rule.needs_semantics:
         text += " Needs a semantic map."
     return text.strip()
+
+
+def semantic_map_fits(layer: Layer, image: Layer | None) -> bool:
+    """Whether a semantic rule may read ``layer`` as the class map of ``image``: a Labels
+    layer (not a palette) that is the image's own semseg pseudo-labels or a map marked
+    as the image's (``image_key``: ground truth read with it), or a map of no image of
+    the image's size. Never another image's map, nor another task's layer."""
+    if not isinstance(layer, Labels) or is_palette_layer(layer):
+        return False
+    meta = layer_meta(layer)
+    key = image_key(image) if image is not None else None
+    if meta.get("kind") == TASK_KIND:
+        return meta.get("task") == "semseg" and meta.get("role") == "label" and meta.get("image_key") == key
+    owner = meta.get("image_key")
+    if owner is not None:
+        return owner == key
+    if image is None:
+        return True
+    try:
+        return tuple(np.shape(layer.data)[-2:]) == tuple(image_plane_shape(image))
+    except ValueError:
+        return False
 
 
 def is_source_image(layer: Layer) -> bool:
@@ -170,7 +194,7 @@ class TaskPaletteWidget(QWidget):
             "Add an empty Task Palette (Labels layer, uint8) of the image's height and width."
         )
 
-        layers_box = QGroupBox("Palette")
+        self.layers_box = layers_box = QGroupBox("Palette")
         form = QFormLayout(layers_box)
         form.addRow("Image", self.image_combo)
         form.addRow("", self.new_button)
@@ -211,20 +235,20 @@ class TaskPaletteWidget(QWidget):
             if isinstance(spec, str) and spec.startswith("S:"):
                 self.rule_combo.setItemIcon(i, QIcon(_swatch(get_task(spec[2:]).color)))
         self.semantic_combo = _LayerCombo(
-            self.viewer,
-            lambda ly: isinstance(ly, Labels) and not is_palette_layer(ly),
-            "(no Labels layer)",
+            self.viewer, lambda ly: semantic_map_fits(ly, self.target_image()),
+            "(no semantic map of this image)",
         )
         self.semantic_combo.setToolTip(
             "Labels layer holding PASCAL VOC class ids (0 background .. 20 tvmonitor, "
-            "255 unlabelled), read by semantic rules (R2, R3, rule files)."
+            "255 unlabelled), read by semantic rules (R2, R3, rule files): only this "
+            "image's (its semseg prediction, its ground truth) or a map of no image of its size."
         )
         self.rule_info = QLabel()
         self.rule_info.setWordWrap(True)
         self.fill_button = QPushButton("Fill from rule")
         self.fill_button.setToolTip("Replace the palette with the rule's palette (undo: Ctrl+Z).")
 
-        fill_box = QGroupBox("Fill from rule")
+        self.fill_box = fill_box = QGroupBox("Fill from rule")
         fill_form = QFormLayout(fill_box)
         fill_form.addRow("Rule", self.rule_combo)
         fill_form.addRow("Semantic map", self.semantic_combo)
@@ -235,6 +259,11 @@ class TaskPaletteWidget(QWidget):
         fill_buttons.addWidget(self.fill_button, 1)
         fill_buttons.addWidget(self.clear_button)
         fill_form.addRow(fill_buttons)
+
+        self.message_label = QLabel()
+        self.message_label.setObjectName("palette_message")
+        self.message_label.setWordWrap(True)
+        grid.addWidget(self.message_label, len(rows), 0, 1, 3)
 
         layout = QVBoxLayout(self)
         layout.addWidget(layers_box)
@@ -249,6 +278,9 @@ class TaskPaletteWidget(QWidget):
         self.clear_button.clicked.connect(lambda: self.clear_palette())
         self.rule_combo.currentIndexChanged.connect(self._on_rule_changed)
         self.palette_combo.currentIndexChanged.connect(self._on_palette_changed)
+        # the semantic maps offered are the chosen image's: follow the image and palette
+        self.image_combo.currentIndexChanged.connect(self._refresh_semantics)
+        self.palette_combo.currentIndexChanged.connect(self._refresh_semantics)
 
         # (emitter, callback) pairs connected to napari events, disconnected when Qt
         # deletes this widget so that napari never calls into a deleted C++ object
@@ -281,6 +313,29 @@ class TaskPaletteWidget(QWidget):
         """The palette layer painting and fills act on (the one chosen in the widget)."""
         return self.palette_combo.current_layer()
 
+    def _failed(self, text: str) -> None:
+        """A failure: in the widget's own line (red) and as napari's notification."""
+        self.message_label.setText(text)
+        self.message_label.setStyleSheet("color: #e0604a;")
+        show_error(text)
+
+    def target_image(self) -> Image | None:
+        """The image the palette (and a semantic map) is for: the chosen palette's image
+        when it belongs to one, else the image chosen in the widget."""
+        palette = self.palette_layer
+        key = palette_image_key(palette) if palette is not None else None
+        if key is not None:
+            own = next((ly for ly in self.viewer.layers if is_source_image(ly)
+                        and layer_meta(ly).get("image_key") == key), None)  # fmt: skip
+            if own is not None:
+                return own
+        return self.image_combo.current_layer()
+
+    def set_compact(self, compact: bool = True) -> None:
+        """Hide the image and palette choosers (a series navigator chooses the image: the
+        palette is that image's, made when a task is first picked)."""
+        self.layers_box.setVisible(not compact)
+
     @property
     def selected_value(self) -> int:
         """Palette value of the task chosen to paint (0 = no task)."""
@@ -294,14 +349,15 @@ class TaskPaletteWidget(QWidget):
         """
         image = image if image is not None else self.image_combo.current_layer()
         if image is None:
-            show_error("Task Palette: add or choose an image layer first.")
+            self._failed("Task Palette: add or choose an image layer first.")
             return None
         try:
             shape = image_plane_shape(image)
         except _USER_ERRORS as e:
-            show_error(f"Task Palette: {e}")
+            self._failed(f"Task Palette: {e}")
             return None
-        layer = make_palette_layer(shape, like=image, image_key=image_key(image))
+        layer = make_palette_layer(shape, like=image, image_key=image_key(image),
+                                   name=palette_name(image))  # fmt: skip
         layer.selected_label = self._selected_value
         return self._add_palette(layer)
 
@@ -315,11 +371,13 @@ class TaskPaletteWidget(QWidget):
         try:
             value = NO_TASK if task is None else get_task(task).palette_value
         except KeyError as e:
-            show_error(f"Task Palette: {e.args[0]}")
+            self._failed(f"Task Palette: {e.args[0]}")
             return None
         self._selected_value = value
         self._check_task_button(value)
         layer = self.palette_layer
+        if layer is None and self.image_combo.current_layer() is not None:
+            layer = self.new_palette()  # picking a task on an image without a palette
         if layer is None:
             show_info("Task Palette: create a palette first ('New palette').")
             return value
@@ -332,7 +390,7 @@ class TaskPaletteWidget(QWidget):
         """Set the palette to NO_TASK everywhere, as one undoable edit."""
         layer = palette_layer if palette_layer is not None else self.palette_layer
         if layer is None:
-            show_error("Task Palette: no palette to clear")
+            self._failed("Task Palette: no palette to clear")
             return None
         self._replace_data(layer, np.zeros_like(np.asarray(layer.data)))
         return np.asarray(layer.data)
@@ -384,16 +442,19 @@ class TaskPaletteWidget(QWidget):
                 raise ValueError(f"rule {rule.name!r} made shape {new.shape}, {where} is {shape}")
         except _USER_ERRORS as e:
             msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-            show_error(f"Task Palette: {msg}")
+            self._failed(f"Task Palette: {msg}")
             return None
 
         if target is None:
-            target = self._add_palette(make_palette_layer(shape, new, like=image,
-                                                          image_key=image_key(image)))
+            target = self._add_palette(make_palette_layer(shape, new, like=image, image_key=image_key(image),
+                                                          name=palette_name(image)))  # fmt: skip
         else:
             self._replace_data(target, new)
         record_rule(target, rule)
-        show_info(f"Task Palette: filled {target.name!r} with rule {rule.name!r}.")
+        text = f"Task Palette: filled {target.name!r} with rule {rule.name!r}."
+        self.message_label.setText(text)
+        self.message_label.setStyleSheet("")
+        show_info(text)
         return new
 
     def fill_from_rule_file(self, path: str | Path, **kwargs) -> np.ndarray | None:
@@ -403,7 +464,7 @@ class TaskPaletteWidget(QWidget):
         try:
             rule = load_rule_file(path)
         except RuleError as e:
-            show_error(f"Task Palette: {e}")
+            self._failed(f"Task Palette: {e}")
             return None
         result = self.fill_from_rule(rule, **kwargs)
         if result is not None:
@@ -423,6 +484,12 @@ class TaskPaletteWidget(QWidget):
                 "class ids and choose it under 'Semantic map'"
             )
         if isinstance(semantics, Layer):
+            image = self.target_image()
+            marked = layer_meta(semantics).get("kind") == TASK_KIND or layer_meta(semantics).get("image_key")
+            if marked and not semantic_map_fits(semantics, image):  # else: the shape check below
+                raise ValueError(f"{semantics.name!r} is not a semantic map of image "
+                                 f"{getattr(image, 'name', '?')!r} (another image's, or another "
+                                 "task's layer): choose one of this image's")  # fmt: skip
             name, arr = f"semantic map {semantics.name!r}", np.asarray(semantics.data)
         else:
             name, arr = "semantic map", np.asarray(semantics)
@@ -498,6 +565,10 @@ class TaskPaletteWidget(QWidget):
                 needs, text = True, f"cannot read this rule: {e}"
         self.semantic_combo.setEnabled(needs and bool(self.semantic_combo.layers()))
         self.rule_info.setText(text)
+
+    def _refresh_semantics(self, *_) -> None:
+        self.semantic_combo.refresh()
+        self._on_rule_changed()
 
     def _on_palette_changed(self, *_) -> None:
         layer = self.palette_layer

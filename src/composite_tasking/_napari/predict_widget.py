@@ -68,6 +68,7 @@ from .palette_layer import (
     make_palette_layer,
     palette_fits,
     palette_image_key,
+    palette_name,
 )
 from .palette_widget import _disconnect_all, _LayerCombo, is_source_image
 from .task_layers import (
@@ -299,7 +300,7 @@ class PredictWidget(QWidget):
         model_row = QHBoxLayout()
         model_row.addWidget(self.model_edit, 1)
         model_row.addWidget(self.browse_model_button)
-        model_box = QGroupBox("Model")
+        self.model_box = model_box = QGroupBox("Model")
         mform = QFormLayout(model_box)
         mform.addRow("Model", model_row)
         mform.addRow("Device", self.device_combo)
@@ -327,8 +328,8 @@ class PredictWidget(QWidget):
         self.fill_button.setToolTip("Replace the palette (one undo step): the rule on the "
                                     "predicted semantics, or the palette network's palette")  # fmt: skip
 
-        layers_box = QGroupBox("Image and palette")
-        lform = QFormLayout(layers_box)
+        self.layers_box = layers_box = QGroupBox("Image and palette")
+        self._layers_form = lform = QFormLayout(layers_box)
         lform.addRow("Image", self.image_combo)
         lform.addRow("Palette", self.palette_combo)
         rule_row = QHBoxLayout()
@@ -367,7 +368,7 @@ class PredictWidget(QWidget):
         self.save_button = QPushButton("Save to store")
         self.save_status = QLabel()
         self.save_status.setWordWrap(True)
-        store_box = QGroupBox("Correct and save")
+        self.store_box = store_box = QGroupBox("Correct and save")
         sform = QFormLayout(store_box)
         store_row = QHBoxLayout()
         store_row.addWidget(self.store_edit, 1)
@@ -443,6 +444,31 @@ class PredictWidget(QWidget):
     def busy(self) -> bool:
         """A worker runs, or the layers of its result are still being added."""
         return self._worker is not None or bool(self._to_add)
+
+    def set_compact(self, compact: bool = True) -> None:
+        """Hide the Image and Palette choosers (a series navigator chooses the image, and
+        the palette is that image's)."""
+        for row in (0, 1):
+            self._layers_form.setRowVisible(row, not compact)
+        self.layers_box.setTitle("Palette" if compact else "Image and palette")
+
+    def settings_box(self) -> QWidget:
+        """The Model and the Correct-and-save boxes as one widget, taken out of this one
+        (a dock places them below the rest)."""
+        box = QWidget()
+        v = QVBoxLayout(box)
+        v.setContentsMargins(0, 0, 0, 0)
+        for b in (self.model_box, self.store_box):
+            self.layout().removeWidget(b)
+            v.addWidget(b)
+        return box
+
+    def forget(self, key: str) -> None:
+        """Drop what is kept for an image that left the viewer (its last palette and
+        prediction): a series shows one image at a time, and memory stays flat."""
+        self._last_palette.pop(key, None)
+        self._last_prediction.pop(key, None)
+        self._predicting.discard(key)
 
     def model_spec(self) -> tuple[str, str]:
         """(model, device): ``default`` or the model folder as an explicit path (``~``
@@ -547,8 +573,13 @@ class PredictWidget(QWidget):
                     continue
                 layer = self._add_task_layer(*item)
             else:
-                changed += update_task_layer(layer, data)
+                n = update_task_layer(layer, data)
+                changed += n
                 layer.metadata[METADATA_KEY].update(model_meta)
+                if n and layer_meta(layer).get("provenance") == "reviewed":
+                    # new pseudo-labels nobody accepted: no longer reviewed (saved so)
+                    layer.metadata[METADATA_KEY]["provenance"] = "corrected" if isinstance(layer, Labels) \
+                        and corrected_mask(layer).any() else "pseudo"  # fmt: skip
             out[(task, role)] = layer
         if self._to_add:
             QTimer.singleShot(0, self._add_queued_layer)
@@ -556,6 +587,7 @@ class PredictWidget(QWidget):
         self._last_prediction[key] = (result.predictor, job.key, prediction)
         tasks = ", ".join(prediction.tasks) or "none (the palette asks for no task)"
         self.status_label.setText(f"Predicted {tasks}; {changed} pixel(s) changed.")
+        self.status_label.setStyleSheet("")
         return out
 
     def _add_task_layer(self, image, key, task, role, data, model_meta) -> Layer:
@@ -588,13 +620,13 @@ class PredictWidget(QWidget):
 
         image = image or self.image_layer
         if image is None:
-            show_error("Save: choose the image whose annotation to save")
+            self._failed(self.save_status, "Save: choose the image whose annotation to save")
             return None
         img_meta = layer_meta(image)
         if path is None:
             path = self.store_edit.text().strip() or img_meta.get("store")
         if not path or not str(path).strip():
-            show_error("Save: give the label store (a folder ending in .zarr)")
+            self._failed(self.save_status, "Save: give the label store (a folder ending in .zarr)")
             return None
         path = Path(resolve_path_text(str(path)))  # ~ expanded, relative -> explicit
         if path.suffix != ".zarr":
@@ -611,7 +643,7 @@ class PredictWidget(QWidget):
             same_store = img_meta.get("store") and Path(img_meta["store"]).resolve() == path.resolve()
             image_id = save_group(store, groups[0], img_meta.get("image_id") if same_store else None)
         except (StoreError, *_USER_ERRORS) as e:
-            show_error(f"Save to {path}: {e}")
+            self._failed(self.save_status, f"Save to {path}: {e}")
             return None
         counts = []
         for layer in task_layers_of(self.viewer.layers, key):
@@ -628,6 +660,7 @@ class PredictWidget(QWidget):
         text = f"Saved {image_id!r} to {path}" + (
             f"; corrected pixels: {', '.join(counts)}." if counts else "; no corrections.")
         self.save_status.setText(text)
+        self.save_status.setStyleSheet("")
         show_info(text)
         return image_id
 
@@ -769,7 +802,7 @@ class PredictWidget(QWidget):
 
             pal = validate_palette(np.array(pal, copy=True))
         except _USER_ERRORS as e:
-            show_error(f"Predict: {e}")
+            self._failed(self.status_label, f"Predict: {e}")
             return None
         _claim_palette(palette, key)  # a free palette belongs to this image from now on
         job_key = (key, image_digest(rgb))
@@ -795,7 +828,7 @@ class PredictWidget(QWidget):
             if palette is not None:
                 _check_palette_owner(palette, key, image)
         except _USER_ERRORS as e:
-            show_error(f"Fill palette: {e}")
+            self._failed(self.status_label, f"Fill palette: {e}")
             return None
         return PredictJob(rgb, None, (key, image_digest(rgb)), *self.model_spec(),
                           predictor=self._predictor_for_job(), rule=rule,
@@ -818,7 +851,7 @@ class PredictWidget(QWidget):
         origin = ("palette network" if job.rule == PALETTE_NETWORK
                   else f"rule {job.rule} on predicted semantics")  # fmt: skip
         if palette is None:
-            palette = make_palette_layer(new.shape, like=image, image_key=key)
+            palette = make_palette_layer(new.shape, like=image, image_key=key, name=palette_name(image))
             self.viewer.add_layer(palette)
             self.palette_combo.set_current_layer(palette)
         if np.shape(palette.data) != new.shape:
@@ -861,6 +894,14 @@ class PredictWidget(QWidget):
         self.model_status.setText(f"Model: {predictor.model_id}")
         self.model_status.setStyleSheet("")
 
+    @staticmethod
+    def _failed(label: QLabel, text: str) -> None:
+        """A failure: in the widget's own line (``label``, in red until the next message)
+        and as napari's notification."""
+        label.setText(text)
+        label.setStyleSheet("color: #e0604a;")
+        show_error(text)
+
     def _model_failed(self, e: Exception) -> None:
         self.model_status.setText(f"Cannot load the model: {e}")
         self.model_status.setStyleSheet("color: #e0604a;")
@@ -874,6 +915,7 @@ class PredictWidget(QWidget):
         else:
             show_error(f"CompositeTasking: {e}")
         self.status_label.setText(f"Failed: {e}")
+        self.status_label.setStyleSheet("color: #e0604a;")
 
     def _show_model_status(self) -> None:
         spec = self.model_spec()[0]

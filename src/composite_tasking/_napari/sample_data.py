@@ -9,6 +9,8 @@ make R2 ask for three or four tasks), rendered at 256 x 256.
 
 from __future__ import annotations
 
+import uuid
+
 from ..synthetic import generate
 from .palette_layer import METADATA_KEY
 from .task_layers import task_label_colormap, task_label_features
@@ -23,14 +25,18 @@ def synthetic_scene(index: int = 0, seed: int = SAMPLE_SEED, size: int = SAMPLE_
     """[(image, kwargs, "image"), (semantics, kwargs, "labels")] of one scene."""
     s = generate(seed, index, size)
     name = f"scene-{index}"
+    # the semantics belong to this image (its key): a palette of another image never
+    # reads them (one key per opened copy)
+    key = f"sample:{seed}:{index}::{uuid.uuid4().hex[:8]}"
     return [
         (s["image"], {"name": name, "rgb": True,
                       "metadata": {METADATA_KEY: {"kind": "image", "source": "synthetic",
-                                                  "seed": seed, "index": index}}}, "image"),
+                                                  "seed": seed, "index": index, "image_key": key}}}, "image"),
         (s["semseg"], {"name": f"{name} semantics (ground truth)",
                        "colormap": task_label_colormap("semseg"),
                        "features": task_label_features("semseg"), "opacity": 0.5,
-                       "visible": False}, "labels"),
+                       "visible": False,
+                       "metadata": {METADATA_KEY: {"kind": "semantics", "image_key": key}}}, "labels"),
     ]  # fmt: skip
 
 
