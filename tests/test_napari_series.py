@@ -203,3 +203,34 @@ def test_predict_keeps_the_gui_responsive_in_a_series(make_napari_viewer, folder
     assert gap_predict < 1.0
     assert isinstance(viewer.layers["b.png"], type(viewer.layers["b.png"]))
     assert not any(isinstance(ly, Labels) for ly in viewer.layers if not is_palette_layer(ly))
+
+
+def test_correcting_with_class_names_and_invalid_values_refused(make_napari_viewer, folder, tiny_checkpoint):
+    """The dock's class list names the classes of the active pseudo-label layer and sets
+    the brush; napari's M key (max + 1) cannot choose class 21: refused, with the reason
+    in the dock's message line, not only a toast."""
+    from napari.layers.labels._labels_key_bindings import new_label
+
+    viewer = make_napari_viewer()
+    w = _open(viewer, folder, tiny_checkpoint)
+    series, palette, predict, dock = w["Series"], w["Task Palette"], w["Predict"], w["Label images"]
+    palette.select_task("semseg")
+    palette.fill_from_rule("S:semseg")
+    predict.predict()
+    semseg = find_task_layer(viewer.layers, image_key(viewer.layers["a.png"]), "semseg", "label")
+    viewer.layers.selection.active = semseg
+    names = dict(dock.classes.entries())
+    assert names[15] == "person" and names[0] == "background" and len(names) == 22  # 21 classes + ignore
+    dock.classes.choose(15)
+    assert semseg.selected_label == 15
+    semseg.data_setitem((np.array([0]), np.array([0])), np.array([20], np.uint8))  # the largest class
+    new_label(semseg)  # napari's M: max + 1 = 21, no class
+    assert semseg.selected_label == 15
+    assert "21 is not a semseg class" in series.message_label.text()
+    # the palette: = past the last task is refused the same way
+    from napari.layers.labels._labels_key_bindings import increase_label_id
+
+    pal = palette.palette_layer
+    pal.selected_label = 5
+    increase_label_id(pal)
+    assert pal.selected_label == 5 and "6 is not a task" in series.message_label.text()

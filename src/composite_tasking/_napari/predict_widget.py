@@ -668,11 +668,15 @@ class PredictWidget(QWidget):
     # threaded versions: thin wrappers around the same job steps
     # ==================================================================================
 
-    def start_predict(self, image: Image | None = None, palette: Labels | None = None):
+    def start_predict(self, image: Image | None = None, palette: Labels | None = None, *,
+                      activity: bool = True):  # fmt: skip
         """Predict in a napari thread_worker; returns the worker (None when one runs
-        already: this prediction then runs when it ends)."""
+        already: this prediction then runs when it ends). ``activity=False`` (the
+        re-predict after a stroke): only the widget's bar, not napari's activity bar,
+        whose animation costs a software-rendered window (llvmpipe) about as much CPU as
+        a short re-predict (``benchmarks/napari_stroke.py``)."""
         if self.busy:
-            self._pending = lambda: self.start_predict(image, palette)
+            self._pending = lambda: self.start_predict(image, palette, activity=activity)
             target = image or self.image_layer
             if target is not None:
                 self._predicting.add(image_key(target))
@@ -684,7 +688,7 @@ class PredictWidget(QWidget):
         self._predicting.add(key)
         return self._start(job.steps, "CompositeTasking: predict",
                            lambda result: self.show_prediction(result, job, stagger=True),
-                           total=job.total_steps())  # fmt: skip
+                           total=job.total_steps(), activity=activity)  # fmt: skip
 
     def start_fill_palette(self, rule: str | None = None, image: Image | None = None,
                            palette: Labels | None = None):  # fmt: skip
@@ -709,17 +713,20 @@ class PredictWidget(QWidget):
             self.status_label.setText("Cancelling...")
 
     def _start(self, steps: Callable[[], Iterator[str]], desc: str,
-               on_result: Callable[[JobResult], Any], total: int = PREDICT_STEPS):  # fmt: skip
+               on_result: Callable[[JobResult], Any], total: int = PREDICT_STEPS,
+               activity: bool = True):  # fmt: skip
         """Run a job's steps (``total`` of them) in a napari worker: napari's progress bar
-        in the activity dock (with a Cancel button that cancels like the widget's) and
-        the widget's bar follow the steps; ``on_result`` runs in the GUI thread."""
+        in the activity dock (with a Cancel button that cancels like the widget's; not
+        with ``activity=False``) and the widget's bar follow the steps; ``on_result``
+        runs in the GUI thread."""
         from napari.qt.threading import create_worker
 
         worker = create_worker(steps, _start_thread=False, _ignore_errors=True)
-        pbar = _ActivityProgress(total=total, desc=desc, cancel_callback=self.cancel)
-        worker.pbar = pbar  # as create_worker(_progress=...) would set it
-        worker.yielded.connect(pbar.increment_with_overflow)
-        worker.finished.connect(pbar.close)
+        if activity:
+            pbar = _ActivityProgress(total=total, desc=desc, cancel_callback=self.cancel)
+            worker.pbar = pbar  # as create_worker(_progress=...) would set it
+            worker.yielded.connect(pbar.increment_with_overflow)
+            worker.finished.connect(pbar.close)
         self._worker = worker
         self.progress_bar.setRange(0, total)
         self.progress_bar.setValue(0)
@@ -981,7 +988,7 @@ class PredictWidget(QWidget):
         image = next((ly for ly in self.viewer.layers if is_source_image(ly)
                       and layer_meta(ly).get("image_key") == key), None)  # fmt: skip
         if image is not None:
-            self.start_predict(image, layer)
+            self.start_predict(image, layer, activity=False)
 
     def _on_image_changed(self, *_) -> None:
         """The chosen image changed: its store fills the Store field (an image read from a
