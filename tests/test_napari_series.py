@@ -234,3 +234,14 @@ def test_correcting_with_class_names_and_invalid_values_refused(make_napari_view
     pal.selected_label = 5
     increase_label_id(pal)
     assert pal.selected_label == 5 and "6 is not a task" in series.message_label.text()
+
+
+def test_closing_napari_saves_what_changed_on_the_current_image(make_napari_viewer, folder, tiny_checkpoint):
+    viewer = make_napari_viewer()
+    w = _open(viewer, folder, tiny_checkpoint)
+    palette, session = w["Task Palette"], w["Series"].session
+    palette.select_task("saliency")
+    palette.fill_from_rule("S:saliency")  # a palette, never saved
+    viewer.close()
+    stored = LabelStore(session.store_path, "r").read_sample("a.png")
+    assert stored.palette is not None and (stored.palette == 4).all()

@@ -13,8 +13,10 @@ and shows progress and the decision, in its status line.
 Progress (network, epoch, step, loss) reaches the GUI thread through a Qt signal;
 napari's progress bar and the widget's own bar follow it. **Cancel** stops at the next
 step of either network: finished epochs stay in the run folder, and the models in use are
-left as they were. When the Predict widget's palette network (its *Palette network*
-field) cannot be loaded, the widget says so and fine-tunes the CTN only.
+left as they were. Closing the viewer (or quitting napari) during a fine-tune cancels it
+the same way and waits for it to stop (:mod:`._lifecycle`), so Python never ends under the
+running thread. When the Predict widget's palette network (its *Palette network* field)
+cannot be loaded, the widget says so and fine-tunes the CTN only.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from ..training.finetune import (
     palette_ids,
 )
 from ._compat import prevent_llvm_clash
+from ._lifecycle import stop_jobs_on_close
 from .predict_widget import _model_path_text, resolve_path_text
 
 if TYPE_CHECKING:
@@ -119,8 +122,8 @@ class _Relay(QObject):
 
 
 #: the text of the check box that adds the palette network's fine-tune
-PALETTE_CHECK_TEXT = ("Also teach the palette network (fill from 'palette network' follows the "
-                      "edited palettes)")
+#: short: a check box does not wrap, and a long one widens the whole dock column
+PALETTE_CHECK_TEXT = "Also teach the palette network"
 
 
 class FinetuneWidget(QWidget):
@@ -145,6 +148,9 @@ class FinetuneWidget(QWidget):
         self._palette_touched = False  # the person set the palette check box
         self._relay = _Relay(self)  # parented: destroyed with the widget, never after Qt
         self._relay.progress.connect(self._on_progress)
+        # a docked widget gets no closeEvent when napari's window closes: the fine-tune
+        # must stop before Python ends under its thread (see _lifecycle)
+        self._end_close_watch = stop_jobs_on_close(self, self.cancel, lambda: self.busy)
 
         self.store_edit = QLineEdit()
         self.store_edit.setPlaceholderText("labels.zarr (the Predict widget's store)")
@@ -174,6 +180,7 @@ class FinetuneWidget(QWidget):
         self.steps_spin.setToolTip("at most this many steps per epoch (all = every image once)")
         self.palette_check = QCheckBox(PALETTE_CHECK_TEXT)
         self.palette_check.setToolTip(
+            "then fill from 'palette network' follows the edited palettes: "
             "also fine-tune the Predict widget's palette network (its 'Palette network' "
             "field) on the palettes saved from napari, with the same epochs, learning rate "
             "and steps, into <run folder>/palette; the Predict widget then uses it")  # fmt: skip
@@ -326,9 +333,15 @@ class FinetuneWidget(QWidget):
         networks = 1 if args.get("palette_model") is None else 2
         self._pbar = progress(total=args["epochs"] * networks, desc="CompositeTasking: fine-tune")
         self.progress_bar.setRange(0, 0)  # busy until the first step says how many
+        stop, started = self._stop, []
+
+        def should_stop() -> bool:  # Cancel, or napari's worker.quit() (its close, its quit)
+            return stop.is_set() or any(w.abort_requested for w in started)
+
         worker = create_worker(run_finetune_all, **args, progress=self._relay.progress.emit,
-                               should_stop=self._stop.is_set,
+                               should_stop=should_stop,
                                _start_thread=False, _ignore_errors=True)  # fmt: skip
+        started.append(worker)
         self._worker = worker
         self._args = args
         worker.returned.connect(self._on_returned)

@@ -264,6 +264,7 @@ class TaskPaletteWidget(QWidget):
         self.message_label.setObjectName("palette_message")
         self.message_label.setWordWrap(True)
         grid.addWidget(self.message_label, len(rows), 0, 1, 3)
+        self.message_label.hide()  # shown with a message
 
         layout = QVBoxLayout(self)
         layout.addWidget(layers_box)
@@ -317,6 +318,7 @@ class TaskPaletteWidget(QWidget):
         """A failure: in the widget's own line (red) and as napari's notification."""
         self.message_label.setText(text)
         self.message_label.setStyleSheet("color: #e0604a;")
+        self.message_label.show()
         show_error(text)
 
     def target_image(self) -> Image | None:
@@ -454,6 +456,7 @@ class TaskPaletteWidget(QWidget):
         text = f"Task Palette: filled {target.name!r} with rule {rule.name!r}."
         self.message_label.setText(text)
         self.message_label.setStyleSheet("")
+        self.message_label.show()
         show_info(text)
         return new
 

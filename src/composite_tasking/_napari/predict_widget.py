@@ -60,6 +60,7 @@ from qtpy.QtWidgets import (
 
 from ..tasks import IGNORE
 from ._compat import prevent_llvm_clash
+from ._lifecycle import stop_jobs_on_close
 from .palette_layer import (
     record_rule,
     METADATA_KEY,
@@ -266,6 +267,9 @@ class PredictWidget(QWidget):
         self._predictor: Predictor | None = None
         self._predictor_spec: tuple[str, ...] | None = None  # (model, device, palette model)
         self._worker = None
+        # a docked widget gets no closeEvent when napari's window closes: the job must
+        # stop before Python ends under its thread (see _lifecycle)
+        self._end_close_watch = stop_jobs_on_close(self, self.cancel, lambda: self._worker is not None)
         self._pending: Callable[[], Any] | None = None
         self._to_add: list[tuple] = []  # new layers of a shown prediction, added one per turn
         self._last_palette: dict[str, np.ndarray] = {}

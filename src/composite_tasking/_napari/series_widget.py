@@ -51,6 +51,7 @@ from ..images import ImageReadError
 from ..session import ORDERS, AnnotationSession, SessionError
 from ..store import StoreError
 from .palette_layer import METADATA_KEY, is_palette_layer, palette_image_key
+from .palette_widget import _disconnect_all
 from .task_layers import image_key, layer_meta, task_layers_of
 
 if TYPE_CHECKING:
@@ -164,6 +165,7 @@ class SeriesWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(box)
+        self.message_label.hide()  # shown with a message
 
         self.open_button.clicked.connect(self._on_open_clicked)
         self.previous_button.clicked.connect(lambda: self.previous())
@@ -175,6 +177,12 @@ class SeriesWidget(QWidget):
         self.image_list.itemActivated.connect(self._on_item_activated)
         self.image_list.itemClicked.connect(self._on_item_activated)
         self.destroyed.connect(lambda *_: self._unsubscribe and self._unsubscribe())
+        # closing napari (which removes every layer first), or removing one of the
+        # current image's layers by hand, saves what changed on it, as leaving it does
+        self._own_removal = False
+        removing = self.viewer.layers.events.removing
+        removing.connect(self._on_layer_removing)
+        self.destroyed.connect(lambda *_: _disconnect_all([(removing, self._on_layer_removing)]))
         self._update()
 
     # ==================================================================================
@@ -284,9 +292,20 @@ class SeriesWidget(QWidget):
         self._say(predict.save_status.text())
         return image_id
 
+    def _on_layer_removing(self, event) -> None:
+        if self._own_removal or self.session is None or self.image_layer is None:
+            return
+        try:
+            layer = self.viewer.layers[event.index]
+        except (IndexError, TypeError):
+            return
+        if layer in self._layers_of_current() and self._state() != self._clean:
+            self.save()
+
     def save_and_next(self) -> bool:
         """Save the current image, mark it reviewed, show the next one."""
-        if self.save() is None:
+        stored = self.session is not None and self.session.is_stored(self.session.current.image_id)
+        if not (stored and self._state() == self._clean) and self.save() is None:
             return False
         if not self.set_reviewed(True):
             return False
@@ -361,8 +380,12 @@ class SeriesWidget(QWidget):
         if self._state() != self._clean and self.save() is None:
             return False
         key = image_key(image)
-        for layer in self._layers_of_current()[::-1]:
-            self.viewer.layers.remove(layer)
+        self._own_removal = True
+        try:
+            for layer in self._layers_of_current()[::-1]:
+                self.viewer.layers.remove(layer)
+        finally:
+            self._own_removal = False
         if predict is not None:
             predict.forget(key)
         self._image, self._clean = None, None
@@ -400,6 +423,10 @@ class SeriesWidget(QWidget):
         self._image = layers[0]
         self._clean = self._state()
         self._choose_in_widgets()
+        predict = self.predict_widget()
+        if predict is not None and not predict.busy:  # its last lines were another image's
+            predict.status_label.setText("")
+            predict.progress_bar.setValue(0)
         palettes = [ly for ly in layers if is_palette_layer(ly)]
         self.viewer.layers.selection.active = palettes[0] if palettes else layers[0]
         self.viewer.reset_view()
@@ -428,6 +455,7 @@ class SeriesWidget(QWidget):
         return f" {left} image(s) not reviewed yet." if left else " Every image is reviewed."
 
     def _say(self, text: str, error: bool = False) -> None:
+        self.message_label.setVisible(bool(text))
         self.message_label.setText(text)
         self.message_label.setStyleSheet("color: #e0604a;" if error else "")
 
@@ -452,6 +480,8 @@ class SeriesWidget(QWidget):
             self.image_list.addItem(entry)
         self.image_list.setCurrentRow(s.index)
         self.image_list.blockSignals(False)
+        rows = max(1, min(len(s), 5))  # a short series takes no more room than it needs
+        self.image_list.setMaximumHeight(rows * max(self.image_list.sizeHintForRow(0), 14) + 6)
 
     def _on_session_event(self, event: str, session: AnnotationSession) -> None:
         if event == "current" and (self.image_layer is None
@@ -477,9 +507,6 @@ class SeriesWidget(QWidget):
         cls = getattr(import_module(f".{module}", __package__), cls_name)
         window = self.window()
         found = window.findChildren(cls) if window is not self else []
-        if not found:
-            qt_window = getattr(self.viewer.window, "_qt_window", None)
-            found = qt_window.findChildren(cls) if qt_window is not None else []
         return found[0] if found else None
 
 
@@ -517,8 +544,10 @@ class AnnotatorWidget(QWidget):
         col.addWidget(classes_box)
         col.addWidget(self.palette.fill_box)
         col.addWidget(self.predict.settings_box())
-        for w in (self.palette, self.predict):  # their own stretch would push the rest down
+        for w in (self.palette, self.predict):  # their own stretch and margins: room lost
             _drop_stretch(w.layout())
+            w.layout().setContentsMargins(0, 0, 0, 0)
+        col.setSpacing(4)
         for value, button in ((b, self.palette.task_buttons.button(b)) for b in range(6)):
             if button is not None:
                 button.setToolTip(f"{button.toolTip()} (Shift+{value})")
@@ -528,6 +557,9 @@ class AnnotatorWidget(QWidget):
         scroll.setWidgetResizable(True)
         scroll.setWidget(column)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # as wide as the column needs (never clipped), no wider: the canvas keeps the rest
+        scroll.setMinimumWidth(column.minimumSizeHint().width()
+                               + scroll.verticalScrollBar().sizeHint().width() + 2)  # fmt: skip
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(scroll)
