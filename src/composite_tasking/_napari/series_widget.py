@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 from napari.layers import Image, Labels, Layer
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -553,13 +553,8 @@ class AnnotatorWidget(QWidget):
                 button.setToolTip(f"{button.toolTip()} (Shift+{value})")
         self.predict.predict_button.setToolTip("Predict every task the palette asks for (Shift+R)")
         col.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
+        scroll = _ColumnScroll()
         scroll.setWidget(column)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        # as wide as the column needs (never clipped), no wider: the canvas keeps the rest
-        scroll.setMinimumWidth(column.minimumSizeHint().width()
-                               + scroll.verticalScrollBar().sizeHint().width() + 2)  # fmt: skip
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(scroll)
@@ -588,6 +583,40 @@ class AnnotatorWidget(QWidget):
         for key, action in actions.items():
             self.viewer.bind_key(key, _key_action(action), overwrite=True)
             self._bound.append(key)
+
+
+class _ColumnScroll(QScrollArea):
+    """A vertical scroll area exactly as wide as its column needs: never clipped, never
+    wider (the canvas keeps the rest); it follows the column when its content grows (a
+    combo filled with longer names)."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+
+    def setWidget(self, widget: QWidget) -> None:  # noqa: N802 - Qt name
+        super().setWidget(widget)
+        widget.installEventFilter(self)
+        self.updateGeometry()
+
+    def minimumSizeHint(self):  # noqa: N802 - Qt name
+        hint = super().minimumSizeHint()
+        column = self.widget()
+        if column is not None:
+            hint.setWidth(column.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width()
+                          + 2 * self.frameWidth())  # fmt: skip
+        return hint
+
+    def sizeHint(self):  # noqa: N802 - Qt name
+        hint = super().sizeHint()
+        hint.setWidth(self.minimumSizeHint().width())
+        return hint
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt name
+        if obj is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()
+        return super().eventFilter(obj, event)
 
 
 def _drop_stretch(layout) -> None:
