@@ -381,9 +381,10 @@ class SeriesWidget(QWidget):
             return False
         key = image_key(image)
         self._own_removal = True
-        try:
-            for layer in self._layers_of_current()[::-1]:
-                self.viewer.layers.remove(layer)
+        try:  # one batch: napari's canvas collects garbage once, not after each layer
+            with self.viewer.layers.batched_update():
+                for layer in self._layers_of_current()[::-1]:
+                    self.viewer.layers.remove(layer)
         finally:
             self._own_removal = False
         if predict is not None:
