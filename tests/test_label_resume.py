@@ -346,7 +346,7 @@ def test_ids_up_to_200_characters_are_kept_whole(tmp_path):
 
 def test_a_shard_decodes_only_the_files_it_labels(tmp_path, predictor, monkeypatch):
     """Telling moved files by their pixels costs a decode each: a shard pays for its own."""
-    import composite_tasking.label as label_module
+    import composite_tasking.image_ids as ids_module
 
     old = write_images(tmp_path / "old", [f"{k}.png" for k in range(6)], seed=6)
     out = tmp_path / "s.zarr"
@@ -354,8 +354,8 @@ def test_a_shard_decodes_only_the_files_it_labels(tmp_path, predictor, monkeypat
     new = tmp_path / "new"
     shutil.move(old, new)
     decoded = []
-    real = label_module._same_image
-    monkeypatch.setattr(label_module, "_same_image", lambda f, rec: decoded.append(f.name) or real(f, rec))
+    real = ids_module._same_image
+    monkeypatch.setattr(ids_module, "_same_image", lambda f, rec: decoded.append(f.name) or real(f, rec))
     summary = run([new], out, predictor, shard=(1, 3))
     assert sorted(decoded) == ["1.png", "4.png"]
     assert summary.skipped_complete == ["1.png", "4.png"] and summary.done == []
