@@ -21,6 +21,7 @@ pytest.importorskip("pytestqt")
 import composite_tasking.model  # noqa: E402, F401
 from napari.layers import Image, Labels  # noqa: E402
 
+from composite_tasking._napari import predict_jobs as pjm  # noqa: E402
 from composite_tasking._napari import predict_widget as pwm  # noqa: E402
 from composite_tasking._napari.palette_widget import TaskPaletteWidget  # noqa: E402
 from composite_tasking._napari.predict_widget import PredictWidget  # noqa: E402
@@ -333,7 +334,7 @@ def test_cancel_stops_the_worker(setup, qtbot, errors, monkeypatch):
         time.sleep(0.5)
         return real(*args)
 
-    monkeypatch.setattr(pwm, "load_predictor", slow)
+    monkeypatch.setattr(pjm, "load_predictor", slow)
     worker = widget.start_predict()
     with qtbot.waitSignal(worker.aborted, timeout=60_000):
         widget.cancel()
@@ -479,7 +480,7 @@ def _slow_model_load(monkeypatch, seconds: float = 0.6) -> None:
         time.sleep(seconds)
         return real(*args)
 
-    monkeypatch.setattr(pwm, "load_predictor", slow)
+    monkeypatch.setattr(pjm, "load_predictor", slow)
 
 
 def _layers_of(viewer, image) -> dict:
@@ -833,7 +834,7 @@ def test_a_widget_deleted_mid_job_is_not_called_back(setup, qtbot, errors, monke
         time.sleep(0.5)
         return real(*args)
 
-    monkeypatch.setattr(pwm, "load_predictor", slow)
+    monkeypatch.setattr(pjm, "load_predictor", slow)
     worker = widget.start_predict()
     with qtbot.waitSignal(widget.destroyed, timeout=10_000):
         viewer.window.remove_dock_widget("all")

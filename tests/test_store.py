@@ -365,11 +365,11 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("h, w", [(H, W), (2 * TILE + 40, 2 * TILE + 8)])  # whole, tiled
 def test_new_images_are_written_file_for_file_as_zarr_writes_them(tmp_path, rng, monkeypatch, h, w):
-    """write_sample writes a new image as plain files (composite_tasking._zarr_files); the
+    """write_sample writes a new image as plain files (composite_tasking.store.fast_files); the
     same image written through zarr's API gives the same files, byte for byte (the image
     group's timestamps aside): metadata documents, chunk names, compressed chunks, and no
     file for chunks that hold only the fill value."""
-    from composite_tasking import _zarr_files
+    from composite_tasking.store import fast_files as _zarr_files
 
     sample = make_sample(rng, h, w)
     sample["saliency_prob"][:] = np.nan  # a map with nothing in it: no chunk file
@@ -436,7 +436,7 @@ def test_an_overwrite_cut_short_while_deleting_leaves_the_image_incomplete(store
     what remains: the image is unmarked before anything is deleted."""
     import shutil as shutil_mod
 
-    from composite_tasking import store as store_mod
+    from composite_tasking.store import label_store as store_mod
 
     store.write_sample("img", sample, provenance=ALL_PSEUDO)
     real_rmtree = shutil_mod.rmtree

@@ -56,7 +56,7 @@ from ..training.finetune import (
 )
 from ._compat import prevent_llvm_clash
 from ._lifecycle import stop_jobs_on_close
-from .predict_widget import _model_path_text, resolve_path_text
+from .predict_jobs import model_path_text, resolve_path_text
 
 if TYPE_CHECKING:
     import napari
@@ -284,7 +284,7 @@ class FinetuneWidget(QWidget):
         if not store:
             raise ValueError("give the label store holding the corrections (Store)")
         store = resolve_path_text(store)  # "~", and relative to napari's current folder
-        model = _model_path_text(self.model_edit.text()) if self.model_edit.text().strip() else (
+        model = model_path_text(self.model_edit.text()) if self.model_edit.text().strip() else (
             pw.model_spec()[0] if pw else "default")  # fmt: skip
         device = pw.model_spec()[1] if pw else "auto"
         out = self.out_edit.text().strip()
