@@ -74,7 +74,7 @@ def region(ctx: Context):
     """Forward time, plain vs region-limited decoding, by palette coverage."""
     import torch
 
-    from composite_tasking.model.ctn import _pad_to_stride
+    from composite_tasking.model.ctn import pad_to_stride
     from composite_tasking.model.region import windows_for_region
 
     size = 256 if ctx.quick else 512
@@ -89,7 +89,7 @@ def region(ctx: Context):
     for cov in COVERAGES:
         pal, side, grown = _square_palette(size, cov, ctx.seed)
         p = torch.from_numpy(pal).long()[None].to(dev)
-        wins = windows_for_region(_pad_to_stride(p) > 0)
+        wins = windows_for_region(pad_to_stride(p) > 0)
         decoded = sum(w.area for w in wins) / (size * size)
         info.append((cov, side, grown, decoded))
         cases.append(lambda p=p: model(image, p))

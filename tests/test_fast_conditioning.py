@@ -20,7 +20,7 @@ from composite_tasking.model.blocks import (
     pure_index_pyramid,
     pure_maps,
 )
-from composite_tasking.model.ctn import _pad_to_stride
+from composite_tasking.model.ctn import pad_to_stride
 from _palettes import KINDS
 from _palettes import make_palette as _palette
 
@@ -173,7 +173,7 @@ def test_nearest_pyramid_mode(kind):
     plain, fast = _both(model, enc, p)
     assert (fast - plain).abs().max() < TOL
     # nearest never mixes: no cell runs the MLP
-    maps = model.pure_maps(_pad_to_stride(p))
+    maps = model.pure_maps(pad_to_stride(p))
     assert all(m.num_mixed == 0 for m in maps)
 
 
@@ -238,7 +238,7 @@ def test_pure_index_marks_exactly_the_unmixed_cells(mode, kind, size):
     torch.manual_seed(2)
     table = embedding_table(torch.randn(5, 16))  # rows 1..5 random, row 0 zero
     pal = torch.cat([_palette(kind, *size), _palette("random", *size, seed=9)])
-    for padded in (pal, _pad_to_stride(pal)):  # odd sizes as well as the CTN's
+    for padded in (pal, pad_to_stride(pal)):  # odd sizes as well as the CTN's
         got = pure_index_pyramid(padded, 6, PYRAMID_LEVELS, mode)
         want = _rows_of_pyramid(padded, table, mode)
         for level, (g, w) in enumerate(zip(got, want)):
@@ -249,7 +249,7 @@ def test_pure_index_marks_exactly_the_unmixed_cells(mode, kind, size):
 def test_pure_cells_are_the_blocks_where_the_palette_agrees(kind):
     """At the CTN's sizes (multiples of 32), bilinear halving is the 2x2 mean: a cell at
     level l is pure iff its 2^l x 2^l palette pixels agree (integer min == max)."""
-    pal = _pad_to_stride(torch.cat([_palette(kind, 97, 130), _palette("R2", 97, 130)]))
+    pal = pad_to_stride(torch.cat([_palette(kind, 97, 130), _palette("R2", 97, 130)]))
     got = pure_index_pyramid(pal, 6)
     for level, g in enumerate(got):
         s = 2**level
@@ -263,7 +263,7 @@ def test_pure_cells_are_the_blocks_where_the_palette_agrees(kind):
 def test_mixed_cells_get_the_pyramid_embedding(kind):
     torch.manual_seed(3)
     table = embedding_table(torch.randn(5, 32))
-    pal = _pad_to_stride(_palette(kind, 97, 130))
+    pal = pad_to_stride(_palette(kind, 97, 130))
     pyramid = embedding_pyramid(palette_embedding(pal, table[1:]))
     maps = pure_maps(pal, table)
     assert maps[0].num_mixed == 0  # the palette itself never mixes
@@ -280,7 +280,7 @@ def test_mixed_cells_get_the_pyramid_embedding(kind):
 
 def test_modes_follow_the_palette():
     table = embedding_table(torch.randn(5, 8))
-    s = pure_maps(_pad_to_stride(_palette("S", 97, 130)), table)
+    s = pure_maps(pad_to_stride(_palette("S", 97, 130)), table)
     assert [m.mode for m in s] == ["const"] * PYRAMID_LEVELS
     rnd = pure_maps(_palette("random", 96, 128), table)
     assert rnd[0].mode == "gather" and rnd[0].num_mixed == 0

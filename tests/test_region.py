@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from _palettes import KINDS, make_palette
-from composite_tasking.model.ctn import _pad_to_stride
+from composite_tasking.model.ctn import pad_to_stride
 from composite_tasking.model.region import (
     Window,
     change_box,
@@ -95,7 +95,7 @@ def test_each_window_is_exact_up_to_its_edge(ctn18):
     h, w = 130, 97
     x, p = torch.rand(1, 3, h, w), make_palette("mosaic", h, w)
     enc = ctn18.encode(x)
-    padded = _pad_to_stride(p)
+    padded = pad_to_stride(p)
     feats = enc.features
     full = ctn18.decoder(feats, pure=ctn18.pure_maps(padded))
     wins = [Window(0, 9, 0, 128), Window(31, 33, 40, 41), Window(151, 160, 90, 128), Window(70, 130, 3, 96)]

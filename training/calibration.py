@@ -26,7 +26,7 @@ from scipy.stats import rankdata
 
 from composite_tasking.tasks import get_task
 
-from .metrics import _np
+from .metrics import as_numpy
 
 __all__ = ["auroc", "ConfidenceMeter", "RELIABILITY_BINS"]
 
@@ -125,10 +125,10 @@ class ConfidenceMeter:
 
     def update(self, task, confidence, right, valid=None) -> None:
         name = get_task(task).name
-        conf, ok = _np(confidence), _np(right)
+        conf, ok = as_numpy(confidence), as_numpy(right)
         if conf.shape != ok.shape:
             raise ValueError(f"task {name!r}: confidence shape {conf.shape} does not match right {ok.shape}")
-        sel = np.ones(conf.shape, bool) if valid is None else _np(valid).astype(bool, copy=False)
+        sel = np.ones(conf.shape, bool) if valid is None else as_numpy(valid).astype(bool, copy=False)
         if sel.shape != conf.shape:
             raise ValueError(f"task {name!r}: valid shape {sel.shape} does not match confidence {conf.shape}")
         c = conf[sel].astype(np.float32, copy=False)

@@ -145,7 +145,7 @@ def evaluate(model, data, rule: str = "S", device: str = "auto", batch_size: int
     unless the spec says ``select: all``). Images of different sizes are batched by size.
     A store whose stored palettes were made under another rule than ``rule`` is refused
     (they would be scored instead of the rule's); rule S and S:<task> pass."""
-    from .trainer import _ordered_loader, build_dataset, check_palettes, pick_autocast_dtype, pick_device
+    from .trainer import ordered_loader, build_dataset, check_palettes, pick_autocast_dtype, pick_device
 
     dev = pick_device(device)
     palette_net = model.config.kind == "palette"
@@ -154,7 +154,7 @@ def evaluate(model, data, rule: str = "S", device: str = "auto", batch_size: int
                          "rule it predicts (e.g. --rule R2), not S")  # fmt: skip
     dataset = build_dataset(data, "mosaic" if rule == "S" else rule, None, default_split="val")
     check_palettes(dataset, rule, purpose="score")
-    loader = _ordered_loader(dataset, batch_size, workers)
+    loader = ordered_loader(dataset, batch_size, workers)
     model = model.to(dev).to(memory_format=torch.channels_last)
     autocast = pick_autocast_dtype(precision, dev)
     if palette_net:  # palette mIoU against the rule's palettes (section 6.2)

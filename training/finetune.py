@@ -187,11 +187,11 @@ def heldout_effort(checkpoint: str | Path, store: str | Path, ids: list[str], *,
     from composite_tasking.datasets import StoreDataset
 
     from .evaluate import evaluate_loader
-    from .trainer import _ordered_loader
+    from .trainer import ordered_loader
 
     model, dev = _scoring_model(checkpoint, device)
     dataset = StoreDataset(store, rule=None, ids=ids, checked_only=True)
-    result = evaluate_loader(model, _ordered_loader(dataset, batch_size), dev, rule="stored palettes")
+    result = evaluate_loader(model, ordered_loader(dataset, batch_size), dev, rule="stored palettes")
     tasks = {t: {"share": float(v["share"]), "pixels": int(v["pixels"])}
              for t, v in result["effort"].items() if t != "mean" and v.get("pixels")}  # fmt: skip
     shares = [v["share"] for v in tasks.values()]
@@ -202,11 +202,11 @@ def heldout_palette_miou(checkpoint: str | Path, store: str | Path, ids: list[st
                          device: str = "auto") -> dict:  # fmt: skip
     """The palette network's palette mIoU (%) on the stored palettes of ``ids``."""
     from .evaluate import evaluate_palette_loader
-    from .trainer import _ordered_loader
+    from .trainer import ordered_loader
 
     model, dev = _scoring_model(checkpoint, device)
     dataset = palette_dataset(store, ids, None)
-    res = evaluate_palette_loader(model, _ordered_loader(dataset, 4), dev)
+    res = evaluate_palette_loader(model, ordered_loader(dataset, 4), dev)
     return {"mean": float(res["primary"]["palette"])}
 
 

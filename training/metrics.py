@@ -136,7 +136,7 @@ _PERSON = SEMSEG_CLASSES.index("person")
 
 
 # ----------------------------------------------------------------------------- helpers
-def _np(x) -> np.ndarray:
+def as_numpy(x) -> np.ndarray:
     """numpy view of a numpy array or a torch tensor (any device)."""
     if hasattr(x, "detach"):
         x = x.detach()
@@ -148,7 +148,7 @@ def _np(x) -> np.ndarray:
 
 def _map_batch(x, name: str) -> np.ndarray:
     """(N, H, W) from (H, W), (N, H, W) or (N, 1, H, W)."""
-    a = _np(x)
+    a = as_numpy(x)
     if a.ndim == 2:
         a = a[None]
     elif a.ndim == 4 and a.shape[1] == 1:
@@ -160,7 +160,7 @@ def _map_batch(x, name: str) -> np.ndarray:
 
 def _vector_batch(x, name: str) -> np.ndarray:
     """(N, 3, H, W) from (3, H, W) or (N, 3, H, W)."""
-    a = _np(x)
+    a = as_numpy(x)
     if a.ndim == 3:
         a = a[None]
     if a.ndim != 4 or a.shape[1] != 3:
@@ -180,7 +180,7 @@ def _valid_batch(valid_mask, shape: tuple[int, int, int]) -> np.ndarray:
 def _image_selection(images, n: int) -> np.ndarray:
     if images is None:
         return np.ones(n, dtype=bool)
-    sel = np.asarray(_np(images), dtype=bool).reshape(-1)
+    sel = np.asarray(as_numpy(images), dtype=bool).reshape(-1)
     if sel.size == 1:
         sel = np.full(n, bool(sel[0]))
     if sel.size != n:
@@ -218,7 +218,7 @@ def has_person(labels, kind: str = "parts"):
     (``kind="semseg"``: any pixel of class ``person``). Returns a bool for one image,
     else a bool array (N,). Parts are scored only on images where this is True.
     """
-    a = _np(labels)
+    a = as_numpy(labels)
     single = a.ndim == 2
     a = _map_batch(a, "labels").reshape(a.shape[0] if not single else 1, -1)
     if kind == "parts":
@@ -699,9 +699,9 @@ class TaskMetrics:
             meter.update(prediction, label, valid_mask, images=images)
         else:
             if images is not None:
-                sel = _image_selection(images, _np(label).shape[0])
-                prediction, label = _np(prediction)[sel], _np(label)[sel]
-                valid_mask = None if valid_mask is None else _np(valid_mask)[sel]
+                sel = _image_selection(images, as_numpy(label).shape[0])
+                prediction, label = as_numpy(prediction)[sel], as_numpy(label)[sel]
+                valid_mask = None if valid_mask is None else as_numpy(valid_mask)[sel]
             meter.update(prediction, label, valid_mask)
         self._updated.add(name)
 

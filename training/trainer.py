@@ -42,7 +42,8 @@ from safetensors.torch import load_file, save_file
 
 from composite_tasking.device import cpu_has_bf16, pick_device
 from composite_tasking.model import build_model, load_checkpoint, save_checkpoint
-from composite_tasking.model.checkpoint import CheckpointError, _sha256, json_safe, state_dict_mismatch
+from composite_tasking.files import file_sha256
+from composite_tasking.model.checkpoint import CheckpointError, json_safe, state_dict_mismatch
 from composite_tasking.tasks import get_task
 
 from .losses import LossResult, composite_loss, palette_loss
@@ -208,7 +209,7 @@ def _atomic_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
-def _ordered_loader(dataset, batch_size: int, workers: int = 0, pin_memory: bool = False):
+def ordered_loader(dataset, batch_size: int, workers: int = 0, pin_memory: bool = False):
     """The items in order, in batches of images of one size
     (:func:`~composite_tasking.datasets.batches_by_shape`): images that differ in size
     (a label store, PASCAL-MT) cannot share a batch without augmentation's fixed crop.
@@ -335,7 +336,7 @@ class Trainer:
         dataset.set_epoch(epoch)
         workers = int(self.recipe.workers)
         if not shuffle:  # validation: no augmentation, images of one size per batch
-            return _ordered_loader(dataset, int(self.recipe.batch_size), workers,
+            return ordered_loader(dataset, int(self.recipe.batch_size), workers,
                                    pin_memory=self.device.type == "cuda")  # fmt: skip
         g = torch.Generator().manual_seed(self.recipe.seed * 1_000_003 + epoch)
         sampler = None
@@ -551,7 +552,7 @@ class Trainer:
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         _atomic_json(tmp / "state.json", {
             "epoch": self.epoch, "optimizer": meta, "schedule": self.schedule.state(),
-            "optimizer_sha256": _sha256(tmp / "optimizer.safetensors"),
+            "optimizer_sha256": file_sha256(tmp / "optimizer.safetensors"),
             "history": self.history, "recipe": self.recipe.to_dict()})  # fmt: skip
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -594,7 +595,7 @@ class Trainer:
         self.model.load_state_dict(model.state_dict())
         opt_file = folder / "optimizer.safetensors"
         try:
-            digest = _sha256(opt_file)
+            digest = file_sha256(opt_file)
             tensors = load_file(str(opt_file))
         except Exception as e:
             raise CheckpointError(f"{opt_file}: unreadable ({e})") from None

@@ -214,11 +214,11 @@ def _unpack(a):
 
 # --------------------------------------------------------------------------- the processes
 
-# what a writer process holds (set by _init_writer_process, in that process only)
+# what a writer process holds (set by init_writer_process, in that process only)
 _WORKER: dict = {}
 
 
-def _init_writer_process(store_path: str, attrs: dict, store_image: bool, tasks: tuple[str, ...],
+def init_writer_process(store_path: str, attrs: dict, store_image: bool, tasks: tuple[str, ...],
                          barrier) -> None:  # fmt: skip
     """The initializer of a writer process: ignore Ctrl-C (the labelling process stops
     the writers, each after the image it is writing), no compression threads (the
@@ -249,13 +249,13 @@ def _exit_with_parent(sentinel) -> None:
         os._exit(1)
 
 
-def _writer_process_ready(timeout: float) -> int:
+def writer_process_ready(timeout: float) -> int:
     """Returns once every writer process of the pool has started (one call per process)."""
     _WORKER["barrier"].wait(timeout)
     return os.getpid()
 
 
-def _process_write(path: str, image_id: str, image: np.ndarray | SharedArray, palette: np.ndarray | SharedArray,
+def process_write(path: str, image_id: str, image: np.ndarray | SharedArray, palette: np.ndarray | SharedArray,
                    output: np.ndarray | SharedArray) -> tuple[str, float]:  # fmt: skip
     """In a writer process: decode the network's ``output`` (3, H, W) under ``palette``
     into per-task labels and write the image into the store; returns ``image_id`` and

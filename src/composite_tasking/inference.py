@@ -28,7 +28,7 @@ import torch
 from .device import pick_device
 from .model import CompositeTaskingNet, Encoded, load_checkpoint
 from .model.checkpoint import CheckpointInfo
-from .model.ctn import _pad_to_stride
+from .model.ctn import pad_to_stride
 from .model.region import Window, change_box, palette_reach, reach_box
 from .palette import Rule, load_rule, validate_palette
 from .prediction import Prediction, TaskOutput, decode_labels, empty_task_output
@@ -294,7 +294,7 @@ class Predictor:
             return previous
         feats = self.encode(image, key)
         if len(feats) == 1:  # exactly what the change reaches (change_box), cropped back
-            padded = _pad_to_stride(torch.from_numpy(changed)[None])[0]  # as the palette pads
+            padded = pad_to_stride(torch.from_numpy(changed)[None])[0]  # as the palette pads
             box = change_box(padded, self.model.decoder)
             h, w = palette.shape
             box = Window(box.y0, min(box.y1, h), box.x0, min(box.x1, w))

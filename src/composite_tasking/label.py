@@ -104,7 +104,7 @@ import numpy as np
 
 from .image_ids import image_ids, relative_to_inputs
 from .images import ImageReadError, read_image, scan_inputs
-from ._writer_process import (SharedSlots, _init_writer_process, _process_write, _writer_process_ready,
+from ._writer_process import (SharedSlots, init_writer_process, process_write, writer_process_ready,
                               write_prediction)  # fmt: skip
 from .inference import Prediction, Predictor, decode_labels
 from .palette import load_rule, rule_fingerprint, validate_palette
@@ -589,10 +589,10 @@ class _ProcessWriter(_WriterBase):
         self._closed = False
         self._slots = SharedSlots()  # the arrays of the images in flight, in shared memory
         self._executor = concurrent.futures.ProcessPoolExecutor(
-            max_workers=processes, mp_context=ctx, initializer=_init_writer_process,
+            max_workers=processes, mp_context=ctx, initializer=init_writer_process,
             initargs=(str(store_path), attrs, store_image, tuple(tasks), ctx.Barrier(processes)))  # fmt: skip
         try:  # one task per process, each waiting for all: every process is started now
-            self._starting = [self._executor.submit(_writer_process_ready, 300.0) for _ in range(processes)]
+            self._starting = [self._executor.submit(writer_process_ready, 300.0) for _ in range(processes)]
         except BaseException:
             self._executor.shutdown(wait=True, cancel_futures=True)
             raise
@@ -645,7 +645,7 @@ class _ProcessWriter(_WriterBase):
         packed = self._slots.pack(arrays) if self._shared else None  # None: through the pipe
         args, slot = packed if packed is not None else (arrays, None)
         try:
-            fut = self._executor.submit(_process_write, str(Path(path).resolve()), image_id, *args)
+            fut = self._executor.submit(process_write, str(Path(path).resolve()), image_id, *args)
         except BaseException:  # a broken pool: its futures hold why
             if slot is not None:
                 self._slots.release(slot)

@@ -36,7 +36,7 @@ from qtpy.QtWidgets import (
 
 from ..tasks import IGNORE, NO_TASK, TASKS, get_task
 from .palette_layer import NO_TASK_NAME, is_palette_layer
-from .palette_widget import _disconnect_all, _swatch
+from .palette_widget import disconnect_all, swatch_pixmap
 from .task_layers import BINARY_CLASSES, TASK_KIND, layer_meta
 
 if TYPE_CHECKING:
@@ -252,7 +252,7 @@ def guard_values(layer: Layer, report: Callable[[str], None]) -> Callable[[], No
         # after the guard put it back
         emitter.connect(callback, position="first")
     on_selected_label()
-    return lambda: _disconnect_all(pairs)
+    return lambda: disconnect_all(pairs)
 
 
 def guard_viewer(viewer: napari.viewer.Viewer, report: Callable[[str], None]) -> Callable[[], None]:
@@ -282,7 +282,7 @@ def guard_viewer(viewer: napari.viewer.Viewer, report: Callable[[str], None]) ->
         add(layer)
 
     def disconnect() -> None:
-        _disconnect_all(pairs)
+        disconnect_all(pairs)
         while guards:
             guards.popitem()[1]()
 
@@ -293,9 +293,9 @@ def guard_viewer(viewer: napari.viewer.Viewer, report: Callable[[str], None]) ->
 
 
 def _icon(rgb) -> QIcon:
-    """A colour swatch (:func:`~.palette_widget._swatch`); a grey-bordered empty box
+    """A colour swatch (:func:`~.palette_widget.swatch_pixmap`); a grey-bordered empty box
     for the transparent values (no task, ignore)."""
-    pix = _swatch(None if rgb is None else tuple(int(c) for c in rgb))
+    pix = swatch_pixmap(None if rgb is None else tuple(int(c) for c in rgb))
     if rgb is None:
         painter = QPainter(pix)
         painter.setPen(QColor("gray"))
@@ -346,7 +346,7 @@ class ClassListWidget(QWidget):
         self.list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.list.setUniformItemSizes(True)
         self.list.setFixedHeight(LIST_HEIGHT)
-        self.list.setIconSize(_swatch(None).size())
+        self.list.setIconSize(swatch_pixmap(None).size())
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.setSpacing(2)
@@ -364,7 +364,7 @@ class ClassListWidget(QWidget):
         for emitter, callback in viewer_cbs:
             emitter.connect(callback)
         layer_cbs = self._layer_cbs
-        self.destroyed.connect(lambda *_: _disconnect_all(viewer_cbs + layer_cbs))
+        self.destroyed.connect(lambda *_: disconnect_all(viewer_cbs + layer_cbs))
         self._on_active()
 
     # ------------------------------------------------------------- plain methods
@@ -400,7 +400,7 @@ class ClassListWidget(QWidget):
     def _on_active(self, *_) -> None:
         active = self.viewer.layers.selection.active
         layer = active if value_names(active) is not None else None
-        _disconnect_all(self._layer_cbs)
+        disconnect_all(self._layer_cbs)
         self._layer_cbs.clear()
         self._layer = layer
         if active is not None and isinstance(active, Labels):

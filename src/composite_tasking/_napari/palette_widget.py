@@ -77,7 +77,7 @@ def builtin_rule_specs() -> list[str]:
     return [f"S:{t.name}" for t in TASKS] + ["mosaic", "random", "R2", "R3"]
 
 
-def _swatch(rgb: tuple[int, int, int] | None, size: int = 14) -> QPixmap:
+def swatch_pixmap(rgb: tuple[int, int, int] | None, size: int = 14) -> QPixmap:
     pix = QPixmap(size, size)
     if rgb is None:  # no task: a transparent box with a border
         pix.fill(Qt.GlobalColor.transparent)
@@ -130,7 +130,7 @@ def is_source_image(layer: Layer) -> bool:
     return isinstance(layer, Image) and layer_meta(layer).get("kind") != TASK_KIND
 
 
-class _LayerCombo(QComboBox):
+class LayerCombo(QComboBox):
     """A combo of the viewer's layers that pass ``accept``; keeps its choice on refresh."""
 
     def __init__(self, viewer, accept: Callable[[Layer], bool], empty: str, parent=None):
@@ -185,9 +185,9 @@ class TaskPaletteWidget(QWidget):
         self._watched_layers: set[int] = set()
 
         # --- layers -------------------------------------------------------------------
-        self.image_combo = _LayerCombo(self.viewer, is_source_image, "(no image layer)")
+        self.image_combo = LayerCombo(self.viewer, is_source_image, "(no image layer)")
         self.image_combo.setToolTip("The image the palette is made for (its H x W).")
-        self.palette_combo = _LayerCombo(self.viewer, is_palette_layer, "(no palette yet)")
+        self.palette_combo = LayerCombo(self.viewer, is_palette_layer, "(no palette yet)")
         self.palette_combo.setToolTip("The Task Palette layer that painting and fills change.")
         self.new_button = QPushButton("New palette")
         self.new_button.setToolTip(
@@ -210,7 +210,7 @@ class TaskPaletteWidget(QWidget):
         rows.append((NO_TASK, NO_TASK_NAME, "no task (erase)", None))
         for r, (value, name, title, rgb) in enumerate(rows):
             swatch = QLabel()
-            swatch.setPixmap(_swatch(rgb))
+            swatch.setPixmap(swatch_pixmap(rgb))
             swatch.setToolTip("transparent" if rgb is None else f"RGB {tuple(rgb)}")
             if rgb is None:
                 swatch.setStyleSheet("border: 1px solid gray;")
@@ -233,8 +233,8 @@ class TaskPaletteWidget(QWidget):
         for i in range(self.rule_combo.count()):
             spec = self.rule_combo.itemData(i)
             if isinstance(spec, str) and spec.startswith("S:"):
-                self.rule_combo.setItemIcon(i, QIcon(_swatch(get_task(spec[2:]).color)))
-        self.semantic_combo = _LayerCombo(
+                self.rule_combo.setItemIcon(i, QIcon(swatch_pixmap(get_task(spec[2:]).color)))
+        self.semantic_combo = LayerCombo(
             self.viewer, lambda ly: semantic_map_fits(ly, self.target_image()),
             "(no semantic map of this image)",
         )
@@ -299,7 +299,7 @@ class TaskPaletteWidget(QWidget):
             self._watch_layer(layer)
         name_cbs, palette_cbs = self._layer_name_callbacks, self._palette_watch
         self.destroyed.connect(
-            lambda *_: _disconnect_all(viewer_callbacks + name_cbs + palette_cbs)
+            lambda *_: disconnect_all(viewer_callbacks + name_cbs + palette_cbs)
         )
 
         self._on_rule_changed()
@@ -577,7 +577,7 @@ class TaskPaletteWidget(QWidget):
         layer = self.palette_layer
         if layer is self._watched_palette:
             return
-        _disconnect_all(self._palette_watch)
+        disconnect_all(self._palette_watch)
         self._palette_watch.clear()
         self._watched_palette = layer
         if layer is not None:
@@ -623,7 +623,7 @@ class TaskPaletteWidget(QWidget):
         self._on_palette_changed()
 
 
-def _disconnect_all(pairs) -> None:
+def disconnect_all(pairs) -> None:
     for emitter, callback in pairs:
         try:
             emitter.disconnect(callback)

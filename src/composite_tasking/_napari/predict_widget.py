@@ -82,7 +82,7 @@ from .palette_layer import (
     palette_image_key,
     palette_name,
 )
-from .palette_widget import _disconnect_all, _LayerCombo, is_source_image
+from .palette_widget import disconnect_all, LayerCombo, is_source_image
 from .task_layers import (
     corrected_mask,
     find_task_layer,
@@ -181,10 +181,10 @@ class PredictWidget(QWidget):
         mform.addRow(self.device_label)
 
         # --- layers ---------------------------------------------------------------------
-        self.image_combo = _LayerCombo(self.viewer, is_source_image, "(no image layer)")
+        self.image_combo = LayerCombo(self.viewer, is_source_image, "(no image layer)")
         # only the palettes of the chosen image (or free ones of its size): a palette
         # belongs to one image and is never used for another
-        self.palette_combo = _LayerCombo(self.viewer, self._palette_fits_image,
+        self.palette_combo = LayerCombo(self.viewer, self._palette_fits_image,
                                          "(no palette for this image)")  # fmt: skip
         self.palette_combo.setToolTip("The Task Palettes of the chosen image (a palette made "
                                       "for another image is not listed); a new one is chosen "
@@ -290,7 +290,7 @@ class PredictWidget(QWidget):
         self._worker_callbacks: list = []
         name_cbs, palette_cbs, worker_cbs = self._name_callbacks, self._palette_callbacks, self._worker_callbacks
         self.destroyed.connect(
-            lambda *_: _disconnect_all(viewer_callbacks + name_cbs + palette_cbs + worker_cbs))
+            lambda *_: disconnect_all(viewer_callbacks + name_cbs + palette_cbs + worker_cbs))
         self._show_model_status()
         self._watch_palette()
         self._on_image_changed()
@@ -487,7 +487,7 @@ class PredictWidget(QWidget):
         """Save the image, its palette and pseudo-labels (with corrections) into a label
         store; returns the image id in the store, or None after an error."""
         from ..store import LabelStore, StoreError
-        from .store_io import _group_layers, save_group
+        from .store_io import group_layers, save_group
 
         image = image or self.image_layer
         if image is None:
@@ -509,7 +509,7 @@ class PredictWidget(QWidget):
         layers = [image] + ([palette] if palette is not None else []) + \
             task_layers_of(self.viewer.layers, key)  # fmt: skip
         try:
-            groups = _group_layers([ly.as_layer_data_tuple() for ly in layers])
+            groups = group_layers([ly.as_layer_data_tuple() for ly in layers])
             store = LabelStore(path, mode="a")
             same_store = img_meta.get("store") and Path(img_meta["store"]).resolve() == path.resolve()
             image_id = save_group(store, groups[0], img_meta.get("image_id") if same_store else None)
@@ -818,7 +818,7 @@ class PredictWidget(QWidget):
         layer = self.palette_layer
         if layer is self._watched_palette:
             return
-        _disconnect_all(self._palette_callbacks)
+        disconnect_all(self._palette_callbacks)
         self._palette_callbacks.clear()
         self._watched_palette = layer
         if layer is not None:
@@ -908,7 +908,7 @@ class PredictWidget(QWidget):
     def _on_layer_removed(self, event) -> None:
         layer = event.value
         keep = [(e, cb) for e, cb in self._name_callbacks if e is not layer.events.name]
-        _disconnect_all([(e, cb) for e, cb in self._name_callbacks if e is layer.events.name])
+        disconnect_all([(e, cb) for e, cb in self._name_callbacks if e is layer.events.name])
         self._name_callbacks[:] = keep
         self._refresh()
 

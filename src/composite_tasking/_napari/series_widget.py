@@ -51,7 +51,7 @@ from ..images import ImageReadError
 from ..session import ORDERS, AnnotationSession, SessionError
 from ..store import StoreError
 from .palette_layer import METADATA_KEY, is_palette_layer, palette_image_key
-from .palette_widget import _disconnect_all
+from .palette_widget import disconnect_all
 from .task_layers import image_key, layer_meta, task_layers_of
 
 if TYPE_CHECKING:
@@ -182,7 +182,7 @@ class SeriesWidget(QWidget):
         self._own_removal = False
         removing = self.viewer.layers.events.removing
         removing.connect(self._on_layer_removing)
-        self.destroyed.connect(lambda *_: _disconnect_all([(removing, self._on_layer_removing)]))
+        self.destroyed.connect(lambda *_: disconnect_all([(removing, self._on_layer_removing)]))
         self._update()
 
     # ==================================================================================

@@ -280,7 +280,7 @@ class _Group:
         return _own(item[1]) if item is not None else {}
 
 
-def _group_layers(layer_data: Sequence[LayerData]) -> list[_Group]:
+def group_layers(layer_data: Sequence[LayerData]) -> list[_Group]:
     groups: dict[str | None, _Group] = {}
     loose_images: list[LayerData] = []
     for item in layer_data:
@@ -457,7 +457,7 @@ def write_store(path: str, layer_data: list[LayerData]) -> list[str]:
     p = Path(path)
     if p.suffix != ".zarr":
         p = p.with_name(p.name + ".zarr")
-    groups = _group_layers(layer_data)
+    groups = group_layers(layer_data)
     store = LabelStore(p, mode="a")
     for g in groups:
         save_group(store, g)

@@ -14,7 +14,6 @@ are refused: unpickling can run arbitrary code.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import math
 import os
@@ -27,6 +26,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..files import file_sha256
 from ..__about__ import __version__
 from ..tasks import get_task
 from .ctn import ModelConfig, build_model
@@ -127,14 +127,6 @@ def _atomic_write_bytes(path: Path, write) -> None:
         raise
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_checkpoint(model, path: str | Path, provenance: dict[str, Any] | None = None,
                     dtype: torch.dtype | None = None) -> Path:  # fmt: skip
     """Write ``model`` (CTN, MHN, STN or palette network) as a checkpoint folder.
@@ -170,7 +162,7 @@ def save_checkpoint(model, path: str | Path, provenance: dict[str, Any] | None =
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": model.config.to_dict(),
         "tasks": _task_table(model.config.tasks),
-        "weights_sha256": _sha256(weights),
+        "weights_sha256": file_sha256(weights),
         "weights_dtype": str(dtype or torch.float32).removeprefix("torch."),
         "provenance": provenance or {},
     }
@@ -251,7 +243,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", verify
     """
     info = read_checkpoint_info(path)
     weights = info.path / WEIGHTS_NAME
-    digest = _sha256(weights)
+    digest = file_sha256(weights)
     if verify and info.sha256 and digest != info.sha256:
         raise CheckpointError(
             f"{weights}: sha256 {digest[:12]}... does not match the config's "

@@ -132,7 +132,7 @@ class Encoded:
         return (f[0] if isinstance(f, list) else f).shape[0]
 
 
-def _pad_to_stride(x: torch.Tensor, stride: int = STRIDE) -> torch.Tensor:
+def pad_to_stride(x: torch.Tensor, stride: int = STRIDE) -> torch.Tensor:
     """Pad the last two dims up to a multiple of ``stride`` by replicating the border."""
     h, w = x.shape[-2:]
     ph, pw = (-h) % stride, (-w) % stride
@@ -145,7 +145,7 @@ def _pad_to_stride(x: torch.Tensor, stride: int = STRIDE) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode="replicate")
 
 
-def _check_image(image: torch.Tensor) -> None:
+def check_image(image: torch.Tensor) -> None:
     if image.dim() != 4 or image.shape[1] != 3:
         raise ValueError(f"expected an image batch (N, 3, H, W), got shape {tuple(image.shape)}")
     if not image.is_floating_point():
@@ -245,9 +245,9 @@ class CompositeTaskingNet(_PaletteModel):
         )  # fmt: skip
 
     def encode(self, image: torch.Tensor) -> Encoded:
-        _check_image(image)
+        check_image(image)
         size = (image.shape[-2], image.shape[-1])
-        return Encoded(self.encoder(_pad_to_stride(image)), size)
+        return Encoded(self.encoder(pad_to_stride(image)), size)
 
     def embed_palette(self, palette: torch.Tensor) -> list[torch.Tensor]:
         """Palette (N, H', W') padded -> pyramid of E at strides 1..32."""
@@ -277,7 +277,7 @@ class CompositeTaskingNet(_PaletteModel):
         """
         palette = self._check_palette(encoded, palette)
         feats = self._expand(encoded.features, palette.shape[0])
-        padded = _pad_to_stride(palette)
+        padded = pad_to_stride(palette)
         windows = None
         if region is not None:
             windows = self._windows(region, palette, padded.shape[-2:], tile)
@@ -336,8 +336,8 @@ class MultiHeadNet(_PaletteModel):
         )
 
     def encode(self, image: torch.Tensor) -> Encoded:
-        _check_image(image)
-        return Encoded(self.encoder(_pad_to_stride(image)), (image.shape[-2], image.shape[-1]))
+        check_image(image)
+        return Encoded(self.encoder(pad_to_stride(image)), (image.shape[-2], image.shape[-1]))
 
     def decode_task(self, encoded: Encoded, k: int) -> torch.Tensor:
         """The output of task k's head everywhere, (N, 3, H, W)."""
@@ -376,8 +376,8 @@ class SingleTaskNets(_PaletteModel):
         )
 
     def encode(self, image: torch.Tensor) -> Encoded:
-        _check_image(image)
-        x = _pad_to_stride(image)
+        check_image(image)
+        x = pad_to_stride(image)
         return Encoded([enc(x) for enc in self.encoders], (image.shape[-2], image.shape[-1]))
 
     def decode_all(self, encoded: Encoded) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .blocks import Decoder, DecoderSpec
-from .ctn import STRIDE, ModelConfig, _check_image, _pad_to_stride
+from .ctn import STRIDE, ModelConfig, check_image, pad_to_stride
 from .encoder import ResNetEncoder
 
 __all__ = ["PaletteNet"]
@@ -41,9 +41,9 @@ class PaletteNet(nn.Module):
         return len(self.config.tasks)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        _check_image(image)
+        check_image(image)
         h, w = image.shape[-2:]
-        logits = self.decoder(self.encoder(_pad_to_stride(image, STRIDE)))
+        logits = self.decoder(self.encoder(pad_to_stride(image, STRIDE)))
         return logits[..., :h, :w]
 
     @torch.inference_mode()

@@ -186,15 +186,14 @@ the same label values, label values unique, label arrays of integer dtype).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from zarr.codecs import BloscCodec, ZstdCodec
 
+from ..files import file_sha256  # noqa: F401 - the store's public name for it
 from ..tasks import IGNORE, NO_TASK, TASKS, get_task
 
 #: ``format`` of the store's root attributes
@@ -274,15 +273,6 @@ def chunk_shape(height: int, width: int) -> tuple[int, int]:
     if height * width <= WHOLE_IMAGE_MAX_PIXELS:
         return (max(1, height), max(1, width))
     return (min(height, TILE), min(width, TILE))
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 (hex) of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def validate_image_id(image_id: object) -> str:
