@@ -62,7 +62,7 @@ def _palettes(size: int, seed: int):
 
 def _mixed_share(model, palette) -> tuple[float, list[int]]:
     """Share of pyramid cells (all levels) that mix tasks, and the count per level."""
-    from composite_tasking.model.ctn import pad_to_stride
+    from composite_tasking.model.base import pad_to_stride
 
     maps = model.pure_maps(pad_to_stride(palette))
     counts = [m.num_mixed for m in maps]

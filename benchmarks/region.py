@@ -74,7 +74,7 @@ def region(ctx: Context):
     """Forward time, plain vs region-limited decoding, by palette coverage."""
     import torch
 
-    from composite_tasking.model.ctn import pad_to_stride
+    from composite_tasking.model.base import pad_to_stride
     from composite_tasking.model.region import windows_for_region
 
     size = 256 if ctx.quick else 512

@@ -20,11 +20,14 @@ import math
 import time
 from pathlib import Path
 
-from composite_tasking.inference import resolve_model
-from composite_tasking.model import load_checkpoint
+from composite_tasking.training.data import build_dataset, collate
 from composite_tasking.training.evaluate import evaluate_palette_loader
 from composite_tasking.training.recipe import builtin_recipe
-from composite_tasking.training.trainer import Trainer, _collate, build_dataset, pick_device
+from composite_tasking.training.trainer import Trainer
+
+from composite_tasking.device import pick_device
+from composite_tasking.inference import resolve_model
+from composite_tasking.model import load_checkpoint
 
 
 def palette_miou(path: Path, data: str, rule: str, device: str) -> float:
@@ -32,7 +35,7 @@ def palette_miou(path: Path, data: str, rule: str, device: str) -> float:
 
     model, _ = load_checkpoint(path)
     dev = pick_device(device)
-    loader = torch.utils.data.DataLoader(build_dataset(data, rule), batch_size=8, collate_fn=_collate)
+    loader = torch.utils.data.DataLoader(build_dataset(data, rule), batch_size=8, collate_fn=collate)
     model = model.to(dev).to(memory_format=torch.channels_last)
     with torch.inference_mode():
         return float(evaluate_palette_loader(model, loader, dev)["primary"]["palette"])  # percent

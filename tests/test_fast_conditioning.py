@@ -20,7 +20,7 @@ from composite_tasking.model.blocks import (
     pure_index_pyramid,
     pure_maps,
 )
-from composite_tasking.model.ctn import pad_to_stride
+from composite_tasking.model.base import pad_to_stride
 from _palettes import KINDS
 from _palettes import make_palette as _palette
 

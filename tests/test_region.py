@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from _palettes import KINDS, make_palette
-from composite_tasking.model.ctn import pad_to_stride
+from composite_tasking.model.base import pad_to_stride
 from composite_tasking.model.region import (
     Window,
     change_box,

@@ -145,7 +145,9 @@ def evaluate(model, data, rule: str = "S", device: str = "auto", batch_size: int
     unless the spec says ``select: all``). Images of different sizes are batched by size.
     A store whose stored palettes were made under another rule than ``rule`` is refused
     (they would be scored instead of the rule's); rule S and S:<task> pass."""
-    from .trainer import ordered_loader, build_dataset, check_palettes, pick_autocast_dtype, pick_device
+    from composite_tasking.device import pick_autocast_dtype, pick_device
+
+    from .data import build_dataset, check_palettes, ordered_loader
 
     dev = pick_device(device)
     palette_net = model.config.kind == "palette"

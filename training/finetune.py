@@ -186,8 +186,8 @@ def heldout_effort(checkpoint: str | Path, store: str | Path, ids: list[str], *,
     over tasks). Each image is scored under its stored palette."""
     from composite_tasking.datasets import StoreDataset
 
+    from .data import ordered_loader
     from .evaluate import evaluate_loader
-    from .trainer import ordered_loader
 
     model, dev = _scoring_model(checkpoint, device)
     dataset = StoreDataset(store, rule=None, ids=ids, checked_only=True)
@@ -201,8 +201,8 @@ def heldout_effort(checkpoint: str | Path, store: str | Path, ids: list[str], *,
 def heldout_palette_miou(checkpoint: str | Path, store: str | Path, ids: list[str], *,
                          device: str = "auto") -> dict:  # fmt: skip
     """The palette network's palette mIoU (%) on the stored palettes of ``ids``."""
+    from .data import ordered_loader
     from .evaluate import evaluate_palette_loader
-    from .trainer import ordered_loader
 
     model, dev = _scoring_model(checkpoint, device)
     dataset = palette_dataset(store, ids, None)
@@ -255,8 +255,9 @@ def _trainer(network: str, store, init: Path, out: Path, ids: list[str], *, rule
     is scored or written."""
     from composite_tasking.datasets import StoreDataset
 
+    from .data import build_augment
     from .recipe import builtin_recipe, load_recipe, parse_data_spec
-    from .trainer import Trainer, build_augment
+    from .trainer import Trainer
 
     name = NETWORK_NAMES[network]
     train = parse_data_spec({"kind": "store", "root": str(store), "select": select}).to_dict()

@@ -40,14 +40,19 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from composite_tasking.device import cpu_has_bf16, pick_device
-from composite_tasking.model import build_model, load_checkpoint, save_checkpoint
+from composite_tasking.device import cpu_has_bf16, pick_autocast_dtype, pick_device
 from composite_tasking.files import file_sha256
-from composite_tasking.model.checkpoint import CheckpointError, json_safe, state_dict_mismatch
+from composite_tasking.model import build_model, load_checkpoint, save_checkpoint
+from composite_tasking.model.checkpoint import (
+    CheckpointError,
+    json_safe,
+    state_dict_mismatch,
+)
 from composite_tasking.tasks import get_task
 
+from .data import build_dataset, check_palettes, collate, ordered_loader
 from .losses import LossResult, composite_loss, palette_loss
-from .recipe import DataSpec, Recipe, RecipeError, parse_data_spec
+from .recipe import Recipe, RecipeError, parse_data_spec
 
 __all__ = ["Trainer", "TrainingDiverged", "pick_device", "pick_autocast_dtype", "cpu_has_bf16",
            "build_dataset", "LATEST"]  # fmt: skip
@@ -58,64 +63,6 @@ LABEL_KEYS = ("semseg", "parts", "edges", "saliency", "normals")
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-def pick_autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_bf16() else None
-
-
-def build_augment(cfg: dict | None, size: int):
-    from composite_tasking.augment import default_augment
-
-    if not cfg:
-        return None
-    cfg = dict(cfg)
-    return default_augment(
-        cfg.pop("crop", size),
-        flip=cfg.pop("hflip", True),
-        scale=tuple(cfg.pop("scale")) if cfg.get("scale") else None,
-        photometric=cfg.pop("photometric", True),
-    )
-
-
-def build_dataset(spec: DataSpec | str | dict, rule: str, augment: dict | None = None, seed: int = 0,
-                  default_split: str = "train"):  # fmt: skip
-    """The data set of a spec; ``default_split`` is the PASCAL-MT split when the spec
-    names none (``train`` to train, ``val`` to evaluate). A store spec takes the images
-    its ``select`` chooses (:func:`~composite_tasking.datasets.training_ids`)."""
-    from composite_tasking.datasets import PascalMTDataset, StoreDataset, SyntheticDataset, training_ids
-
-    spec = parse_data_spec(spec, default_split)
-    aug = build_augment(augment, spec.size)
-    if spec.kind == "synthetic":
-        return SyntheticDataset(spec.seed, spec.n, spec.size, rule=rule, augment=aug, world=spec.world)
-    if spec.kind == "pascal-mt":
-        return PascalMTDataset(spec.root, spec.split, rule=rule, augment=aug, seed=seed)
-    if spec.kind == "store":
-        ids = training_ids(spec.root, spec.select)
-        # a person's images: only the pixels a person checked, unless all are asked for
-        return StoreDataset(spec.root, rule=rule, augment=aug, seed=seed, ids=ids,
-                            checked_only=spec.select != "all")  # fmt: skip
-    raise ValueError(f"unknown data kind {spec.kind!r}")
-
-
-def check_palettes(dataset, rule: str, purpose: str = "train") -> None:
-    """Refuse ``rule`` when ``dataset`` is a label store whose stored palettes were made
-    under another rule (they would win: :func:`composite_tasking.datasets.check_stored_palettes`).
-    Rule S (and S:<task> for scoring) asks for no palette from the data: nothing to check."""
-    from composite_tasking.datasets import StoreDataset, check_stored_palettes
-
-    if not isinstance(dataset, StoreDataset) or rule == "S":
-        return
-    if purpose == "score" and rule.startswith("S:"):
-        return
-    check_stored_palettes(dataset.store_path, rule, dataset.ids, purpose)
 
 
 def _trainer_leftovers(folder: Path) -> bool:
@@ -207,22 +154,6 @@ def _atomic_json(path: Path, data) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
-
-
-def ordered_loader(dataset, batch_size: int, workers: int = 0, pin_memory: bool = False):
-    """The items in order, in batches of images of one size
-    (:func:`~composite_tasking.datasets.batches_by_shape`): images that differ in size
-    (a label store, PASCAL-MT) cannot share a batch without augmentation's fixed crop.
-    Data of one size gives the batches of a plain ``DataLoader(batch_size=...)``."""
-    from composite_tasking.datasets import batches_by_shape
-
-    shapes = dataset.shapes() if hasattr(dataset, "shapes") else None
-    if shapes is None:
-        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                                           pin_memory=pin_memory, collate_fn=_collate)  # fmt: skip
-    return torch.utils.data.DataLoader(dataset, batch_sampler=batches_by_shape(shapes, batch_size),
-                                       num_workers=workers, pin_memory=pin_memory,
-                                       collate_fn=_collate)  # fmt: skip
 
 
 Progress = Callable[[dict], None]
@@ -349,7 +280,7 @@ class Trainer:
             sampler=sampler, num_workers=workers, generator=g,
             drop_last=len(dataset) >= int(self.recipe.batch_size) * self.world,
             persistent_workers=False, pin_memory=self.device.type == "cuda",
-            collate_fn=_collate,
+            collate_fn=collate,
         )  # fmt: skip
 
     def _to_device(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -666,11 +597,3 @@ def _num(value) -> float:
 
 def _describe(config) -> str:
     return f"{config.kind} {getattr(config, 'encoder', '')}".strip()
-
-
-def _collate(items: list[dict]) -> dict:
-    out = {}
-    for k in items[0]:
-        vals = [it[k] for it in items]
-        out[k] = torch.stack(vals) if torch.is_tensor(vals[0]) else vals
-    return out

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["pick_device", "cpu_has_bf16", "native_bf16"]
+__all__ = ["pick_device", "cpu_has_bf16", "native_bf16", "pick_autocast_dtype"]
 
 
 #: the device values every command accepts
@@ -48,3 +48,15 @@ def pick_device(spec: str = "auto") -> torch.device:
         if dev.index is not None and dev.index >= n:
             raise ValueError(f"device {str(spec)!r}: torch sees {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
     return dev
+
+
+def pick_autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """Training's autocast dtype for a recipe's ``precision``: ``fp32`` none, ``bf16``
+    bf16, ``auto`` bf16 (fp16 on a GPU without bf16) where it is native, else none."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_bf16() else None

@@ -28,7 +28,7 @@ import torch
 from .device import pick_device
 from .model import CompositeTaskingNet, Encoded, load_checkpoint
 from .model.checkpoint import CheckpointInfo
-from .model.ctn import pad_to_stride
+from .model.base import pad_to_stride
 from .model.region import Window, change_box, palette_reach, reach_box
 from .palette import Rule, load_rule, validate_palette
 from .prediction import Prediction, TaskOutput, decode_labels, empty_task_output

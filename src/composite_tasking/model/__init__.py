@@ -1,5 +1,10 @@
-"""The CompositeTasking network, its baselines, and checkpoints."""
+"""The CompositeTasking network, its baselines, and checkpoints.
 
+:mod:`.base` (config, stride, input checks) <- :mod:`.ctn` (CTN, MHN, STN), :mod:`.palette_net`
+<- :mod:`.registry` (presets, ``build_model``) <- :mod:`.checkpoint`; no cycle.
+"""
+
+from .base import MODEL_KINDS, STRIDE, Encoded, ModelConfig
 from .blocks import (
     Decoder,
     DecoderSpec,
@@ -16,21 +21,15 @@ from .checkpoint import (
     read_checkpoint_info,
     save_checkpoint,
 )
-from .ctn import (
-    MODEL_KINDS,
-    PRESETS,
-    STRIDE,
-    CompositeTaskingNet,
-    Encoded,
-    ModelConfig,
-    MultiHeadNet,
-    SingleTaskNets,
-    build_model,
-    count_parameters,
-    preset_config,
+from .ctn import CompositeTaskingNet, MultiHeadNet, SingleTaskNets
+from .encoder import (
+    ENCODERS,
+    EncoderWeightsUnavailable,
+    ResNetEncoder,
+    imagenet_weights_path,
 )
 from .palette_net import PaletteNet
-from .encoder import ENCODERS, EncoderWeightsUnavailable, ResNetEncoder, imagenet_weights_path
+from .registry import PRESETS, build_model, count_parameters, preset_config
 
 __all__ = [
     "CheckpointError", "CheckpointInfo", "CompositeTaskingNet", "Decoder", "DecoderSpec",

@@ -26,10 +26,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..files import file_sha256
 from ..__about__ import __version__
+from ..files import file_sha256
 from ..tasks import get_task
-from .ctn import ModelConfig, build_model
+from .base import ModelConfig
+from .registry import build_model
 
 __all__ = [
     "CheckpointError",

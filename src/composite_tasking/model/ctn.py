@@ -19,18 +19,14 @@ output per pixel, so they are trained and evaluated exactly like the CTN.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..tasks import TASK_NAMES
+from .base import STRIDE, Encoded, ModelConfig, check_image, pad_to_stride
 from .blocks import (
     PYRAMID_LEVELS,
     Decoder,
-    DecoderSpec,
     PureMap,
     TaskRepresentationBlock,
     embedding_pyramid,
@@ -38,7 +34,7 @@ from .blocks import (
     palette_embedding,
     pure_maps,
 )
-from .encoder import ENCODERS, ResNetEncoder
+from .encoder import ResNetEncoder
 from .region import (
     DEFAULT_GLOBAL_LEVEL,
     DEFAULT_TILE,
@@ -48,111 +44,9 @@ from .region import (
     windows_for_region,
 )
 
-__all__ = [
-    "ModelConfig",
-    "Encoded",
-    "CompositeTaskingNet",
-    "MultiHeadNet",
-    "SingleTaskNets",
-    "MODEL_KINDS",
-    "PRESETS",
-    "build_model",
-    "preset_config",
-    "count_parameters",
-    "STRIDE",
-]
+__all__ = ["CompositeTaskingNet", "MultiHeadNet", "SingleTaskNets", "PaletteModel"]
 
-#: the encoder's total stride; inputs are padded to a multiple of it
-STRIDE = 32
-MODEL_KINDS = ("ctn", "mhn", "stn", "palette")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to rebuild a model (stored as JSON in a checkpoint)."""
-
-    kind: str = "ctn"
-    encoder: str = "resnet34"
-    tasks: tuple[str, ...] = TASK_NAMES
-    embedding_width: int = 128  # Table 12
-    mlp_layers: int = 6  # Table 11
-    code_block: int = 20  # task code length 20 * K
-    pyramid_mode: str = "bilinear"  # Table 10
-    decoder: DecoderSpec = field(default_factory=DecoderSpec)
-
-    def __post_init__(self):
-        if self.kind not in MODEL_KINDS:
-            raise ValueError(f"unknown model kind {self.kind!r}; choose one of {MODEL_KINDS}")
-        if self.encoder not in ENCODERS:
-            raise ValueError(f"unknown encoder {self.encoder!r}; choose one of {', '.join(ENCODERS)}")
-        unknown = [t for t in self.tasks if t not in TASK_NAMES]
-        if unknown:
-            raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(TASK_NAMES)}")
-        if list(self.tasks) != [t for t in TASK_NAMES if t in self.tasks]:
-            raise ValueError(f"tasks must keep the order of the task table {TASK_NAMES}")
-        if self.pyramid_mode not in ("bilinear", "nearest"):
-            raise ValueError(f"pyramid_mode is 'bilinear' or 'nearest', not {self.pyramid_mode!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["tasks"] = list(self.tasks)
-        d["decoder"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["decoder"].items()}
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown model config key(s): {sorted(unknown)}")
-        d = dict(d)
-        if "tasks" in d:
-            d["tasks"] = tuple(d["tasks"])
-        if "decoder" in d:
-            dk = {f.name for f in fields(DecoderSpec)}
-            bad = set(d["decoder"]) - dk
-            if bad:
-                raise ValueError(f"unknown decoder config key(s): {sorted(bad)}")
-            d["decoder"] = DecoderSpec(
-                **{k: tuple(v) if isinstance(v, list) else v for k, v in d["decoder"].items()}
-            )
-        return cls(**d)
-
-
-@dataclass
-class Encoded:
-    """Encoder features of a batch of images, with the size to crop the output back to."""
-
-    features: Any  # list[Tensor] (CTN, MHN) or list of such lists (STN)
-    size: tuple[int, int]  # original (H, W)
-
-    @property
-    def batch_size(self) -> int:
-        f = self.features[0]
-        return (f[0] if isinstance(f, list) else f).shape[0]
-
-
-def pad_to_stride(x: torch.Tensor, stride: int = STRIDE) -> torch.Tensor:
-    """Pad the last two dims up to a multiple of ``stride`` by replicating the border."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % stride, (-w) % stride
-    if ph == 0 and pw == 0:
-        return x
-    if x.dim() == 3:  # palettes (N, H, W): integer, so pad by index replication
-        iy = torch.arange(h + ph, device=x.device).clamp_max(h - 1)
-        ix = torch.arange(w + pw, device=x.device).clamp_max(w - 1)
-        return x[:, iy][:, :, ix]
-    return F.pad(x, (0, pw, 0, ph), mode="replicate")
-
-
-def check_image(image: torch.Tensor) -> None:
-    if image.dim() != 4 or image.shape[1] != 3:
-        raise ValueError(f"expected an image batch (N, 3, H, W), got shape {tuple(image.shape)}")
-    if not image.is_floating_point():
-        raise ValueError(f"expected a float image in [0, 1], got dtype {image.dtype}")
-
-
-class _PaletteModel(nn.Module):
+class PaletteModel(nn.Module):
     """Shared plumbing: padding, palette checks, feature broadcasting."""
 
     config: ModelConfig
@@ -216,7 +110,7 @@ class _PaletteModel(nn.Module):
         return torch.stack(outs, dim=1)
 
 
-class CompositeTaskingNet(_PaletteModel):
+class CompositeTaskingNet(PaletteModel):
     """The CTN (Fig. 2, supplementary Fig. 12): one encoder, one palette-conditioned decoder.
 
     ``fast_conditioning`` (default True; set it on the class or on one model) makes
@@ -320,7 +214,7 @@ def _compose(palette: torch.Tensor, outputs: dict[int, torch.Tensor], like: torc
     return out
 
 
-class MultiHeadNet(_PaletteModel):
+class MultiHeadNet(PaletteModel):
     """MHN baseline: shared encoder, one plain decoder per task (regular BatchNorm)."""
 
     def __init__(self, config: ModelConfig = ModelConfig(kind="mhn"), pretrained=False,
@@ -358,7 +252,7 @@ class MultiHeadNet(_PaletteModel):
         return _compose(palette, outs, like)
 
 
-class SingleTaskNets(_PaletteModel):
+class SingleTaskNets(PaletteModel):
     """STN baseline: one whole network (encoder + plain decoder) per task."""
 
     def __init__(self, config: ModelConfig = ModelConfig(kind="stn"), pretrained=False,
@@ -397,43 +291,3 @@ class SingleTaskNets(_PaletteModel):
         like = next(iter(outs.values())) if outs else palette.new_zeros(
             (n, 3, *encoded.size), dtype=encoded.features[0][0].dtype)  # fmt: skip
         return _compose(palette, outs, like)
-
-
-_CLASSES = {"ctn": CompositeTaskingNet, "mhn": MultiHeadNet, "stn": SingleTaskNets}
-
-#: Named model configurations; "ctn-resnet34" is the paper's CTN.
-PRESETS: dict[str, ModelConfig] = {
-    **{f"ctn-{e}": ModelConfig(kind="ctn", encoder=e) for e in ENCODERS},
-    **{f"mhn-{e}": ModelConfig(kind="mhn", encoder=e) for e in ("resnet18", "resnet34")},
-    **{f"stn-{e}": ModelConfig(kind="stn", encoder=e) for e in ("resnet18", "resnet34")},
-    **{f"palette-{e}": ModelConfig(kind="palette", encoder=e) for e in ("resnet18", "resnet34")},
-}
-
-
-def preset_config(name: str) -> ModelConfig:
-    if name not in PRESETS:
-        raise KeyError(f"unknown model preset {name!r}; presets: {', '.join(PRESETS)}")
-    return PRESETS[name]
-
-
-def build_model(config: ModelConfig | str | dict = "ctn-resnet34", pretrained=False,
-                allow_download: bool = True) -> _PaletteModel:  # fmt: skip
-    """Build a CTN, MHN, STN or palette network from a config, a preset name, or a dict.
-
-    ``pretrained`` initialises the encoder(s) with ImageNet weights (True), from a
-    torchvision ResNet state dict file (a path), or randomly (False).
-    """
-    if isinstance(config, str):
-        config = preset_config(config)
-    elif isinstance(config, dict):
-        config = ModelConfig.from_dict(config)
-    if config.kind == "palette":
-        from .palette_net import PaletteNet  # built from this module's parts
-
-        return PaletteNet(config, pretrained=pretrained, allow_download=allow_download)
-    return _CLASSES[config.kind](config, pretrained=pretrained, allow_download=allow_download)
-
-
-def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
-

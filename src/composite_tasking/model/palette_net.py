@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .base import STRIDE, ModelConfig, check_image, pad_to_stride
 from .blocks import Decoder, DecoderSpec
-from .ctn import STRIDE, ModelConfig, check_image, pad_to_stride
 from .encoder import ResNetEncoder
 
 __all__ = ["PaletteNet"]
