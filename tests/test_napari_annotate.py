@@ -98,7 +98,7 @@ def test_open_annotator_without_images_opens_an_empty_dock(make_napari_viewer, t
 def test_cli_annotate(monkeypatch, tmp_path, capsys):
     calls = {}
 
-    def fake_open(images, model=None, device=None, store=None, order="file"):
+    def fake_open(images, model=None, device=None, store=None, order="file", freeze_imports=False):
         calls["open"] = (list(images), model, device)
         return None, {}, [("bad.png", "not an image")]
 
@@ -116,7 +116,7 @@ def test_cli_annotate(monkeypatch, tmp_path, capsys):
     # some inputs exist: napari opens with them, the others are named, exit code 1
     calls.clear()
     monkeypatch.setattr("composite_tasking._napari.annotate.open_annotator",
-                        lambda images, model=None, device=None, store=None, order="file": (
+                        lambda images, model=None, device=None, store=None, order="file", freeze_imports=False: (
                             calls.setdefault("open", list(images)), {},
                             [(images[1], "no such file or folder")]))  # fmt: skip
     missing = str(tmp_path / "missing.png")

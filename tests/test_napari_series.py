@@ -172,13 +172,16 @@ def test_shortcuts_and_correct_next_order(make_napari_viewer, folder, tiny_check
     qtbot.waitUntil(lambda: not any("pagedown" in str(k).lower() for k in viewer.keymap), timeout=5000)
 
 
-def test_predict_keeps_the_gui_responsive_in_a_series(make_napari_viewer, folder, tiny_checkpoint, qtbot):
+def test_predict_keeps_the_gui_responsive_in_a_series(make_napari_viewer, folder, tiny_checkpoint, qtbot, request):
     """The longest GUI-thread gap (a 10 ms QTimer) during a threaded predict and Save and
     next in the dock, printed; bounded only grossly (this busy CI machine)."""
     from qtpy.QtCore import QTimer
 
+    import gc
+
     viewer = make_napari_viewer()
-    w = _open(viewer, folder, tiny_checkpoint)
+    request.addfinalizer(gc.unfreeze)  # the test process goes on: give the frozen objects back
+    w = _open(viewer, folder, tiny_checkpoint, freeze_imports=True)  # as ctn annotate does
     series, palette, predict = w["Series"], w["Task Palette"], w["Predict"]
     predict.load_model()
     palette.select_task("semseg")

@@ -490,6 +490,33 @@ def cmd_review(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import ExportError, export_store
+    from .store import StoreError
+
+    bar = _Bar("export", "image")
+    try:
+        summary = export_store(args.store, args.out, format=args.format, select=args.select,
+                               color=args.color, overwrite=args.overwrite, tasks=args.tasks,
+                               split=args.split, progress=bar)  # fmt: skip
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\ninterrupted: nothing was written to {args.out}", file=sys.stderr)
+        return 130
+    except (ExportError, StoreError) as e:
+        bar.close()
+        print(f"ctn export: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:
+        bar.close()
+        print(f"ctn export: stopped: {_os_error(e, Path(args.out))}; nothing was written to {args.out}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_STOPPED
+    bar.close()
+    print("\n".join(summary.lines()))
+    return EXIT_OK if summary.ok else EXIT_PARTIAL
+
+
 class _Usage(Exception):
     """A usage error of ``ctn label`` found before anything is written (exit 2)."""
 
@@ -685,7 +712,8 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     from ._napari.annotate import open_annotator
 
     _viewer, _widgets, problems = open_annotator(args.images, model=args.model, device=args.device,
-                                                 store=args.store, order=args.order.replace("-", " "))  # fmt: skip
+                                                 store=args.store, order=args.order.replace("-", " "),
+                                                 freeze_imports=True)  # fmt: skip
     for path, reason in problems:
         print(f"ctn annotate: skipped {path}: {reason}", file=sys.stderr)
     napari.run()
@@ -884,6 +912,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="low-confidence regions listed per image in --json (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(func=cmd_review)
+
+    p = sub.add_parser(
+        "export",
+        help="export a label store's labels as PASCAL-MT, PNG or TIFF files",
+        description="Write the labels of the complete images of a label store, one file per image "
+        "and task, with the images, to a new folder OUT: in the PASCAL-MT layout (pascal-mt:OUT "
+        "loads it back), or a folder per task of PNG or TIFF files; 255 = ignore. By default only "
+        "the pixels a person checked (docs/export.md).",
+    )
+    p.add_argument("store", help="the label store (e.g. labels.zarr)")
+    p.add_argument("out", help="a new or empty folder (or an earlier export, with --overwrite)")
+    p.add_argument("--format", required=True, choices=("pascal-mt", "png", "tiff"),
+                   help="pascal-mt: JPEGImages, semseg/VOC12, human_parts, ... and an ImageSets "
+                        "list; png / tiff: images/ and a folder per task")  # fmt: skip
+    p.add_argument("--select", default="checked", choices=("checked", "corrected", "reviewed", "all"),
+                   help="checked (default): the pixels a person checked (a corrected task's other "
+                        "pixels are 255); corrected: every pixel of corrected, reviewed and "
+                        "ground-truth tasks; reviewed: reviewed and ground-truth tasks only; all: "
+                        "pseudo-labels too")  # fmt: skip
+    p.add_argument("--color", action="store_true",
+                   help="class maps as palette PNGs (VOC colour map; edges and saliency black / "
+                        "white) holding the same values")  # fmt: skip
+    p.add_argument("--tasks", default=None, help="comma-separated tasks to export (default: all)")
+    p.add_argument("--split", default="train",
+                   help="pascal-mt: the name of the list file ImageSets/Context/SPLIT.txt (default train)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT when it holds an earlier export")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

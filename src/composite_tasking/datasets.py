@@ -68,6 +68,7 @@ import torch
 from PIL import Image
 
 from .augment import SPATIAL_KEYS, resize_sample
+from .export import read_manifest
 from .palette import Rule, load_rule, validate_palette
 from .tasks import IGNORE, NO_TASK, SEMSEG_CLASSES, TASK_NAMES, get_task
 from .store import PERSON_PROVENANCES
@@ -312,6 +313,13 @@ class PascalMT:
         root/sal_distill/{id}.png               grayscale, > 0.5 salient
         root/pascal-context/trainval/{id}.mat   'LabelMap' (459 classes)
 
+    and the PNG forms ``ctn export --format pascal-mt`` writes (docs/export.md), read
+    where they exist: ``human_parts/{id}.png`` (class-index PNG 0..6, 255 ignore, in
+    place of the ``.mat``), ``edges/{id}.png`` (0 / 1, 255 ignore, in place of the
+    LabelMap's edges) and a ``sal_distill`` PNG with an alpha channel (alpha 0 = ignore).
+    A root holding an export's ``ctn-export.json`` has its normals masked already
+    (invalid = 0): ``normals_mask`` does not apply to it.
+
     ``sample = PascalMT(root)[i]`` (or ``.load(image_id)``) is the canonical sample of
     the requested ``tasks``:
 
@@ -322,7 +330,8 @@ class PascalMT:
       :data:`NORMALS_NYU_CONTEXT_LABELS` stay valid (needs the LabelMap file);
       ``normals_mask=None`` keeps every decodable pixel;
     - ``saliency``: ``png / 255 > 0.5`` (grayscale; RGB is converted to luminance);
-    - ``edges``: :func:`edges_from_labelmap` of the LabelMap.
+      255 where the PNG has an alpha channel that is 0;
+    - ``edges``: :func:`edges_from_labelmap` of the LabelMap (or the edges PNG).
 
     A label map whose size differs from the image's is resized to it (nearest), as the
     literature's loaders do; ``meta["resized"]`` lists such tasks.
@@ -339,6 +348,10 @@ class PascalMT:
         self.tasks = tuple(dict.fromkeys(get_task(t).name for t in tasks))
         if normals_mask not in ("nyu", None):
             raise ValueError(f"normals_mask must be 'nyu' or None, got {normals_mask!r}")
+        #: the manifest when ``root`` is a ``ctn export`` (else None): normals masked already
+        self.export = read_manifest(self.root)
+        if self.export is not None:
+            normals_mask = None
         self.normals_mask = normals_mask
         if not self.root.is_dir():
             raise _missing("PASCAL-MT root folder", self.root)
@@ -354,7 +367,8 @@ class PascalMT:
             self._require_dir(self.root / "normals_distill")
         if "saliency" in self.tasks:
             self._require_dir(self.root / "sal_distill")
-        if "edges" in self.tasks or ("normals" in self.tasks and normals_mask == "nyu"):
+        edges_from_mat = "edges" in self.tasks and not (self.root / "edges").is_dir()
+        if edges_from_mat or ("normals" in self.tasks and normals_mask == "nyu"):
             self._require_dir(self.root / "pascal-context" / "trainval")
         list_file = self.root / "ImageSets" / "Context" / f"{self.split}.txt"
         if not list_file.is_file():
@@ -419,6 +433,18 @@ class PascalMT:
             raise DatasetError(f"{path}: LabelMap is not 2-D (shape {lm.shape})")
         return lm
 
+    def _index_png(self, path: Path, num_classes: int) -> np.ndarray:
+        """A class-index PNG (mode P or L): values 0..num_classes - 1 or 255."""
+        img = self._open(path)
+        if img.mode not in ("P", "L"):
+            raise DatasetError(f"{path}: expected a class-index PNG (mode P or L), got "
+                               f"mode {img.mode}")  # fmt: skip
+        arr = np.asarray(img, dtype=np.uint8)
+        bad = (arr > num_classes - 1) & (arr != IGNORE)
+        if bad.any():
+            raise DatasetError(f"{path}: class value {int(arr[bad][0])} is not 0..{num_classes - 1} or 255")
+        return arr
+
     def load(self, image_id: str) -> dict:
         """The canonical sample of ``image_id``."""
         image = np.asarray(self._open(self.image_path(image_id)).convert("RGB"), dtype=np.uint8)
@@ -433,28 +459,32 @@ class PascalMT:
             return arr
 
         labelmap = None
-        if "edges" in self.tasks or ("normals" in self.tasks and self.normals_mask == "nyu"):
+        edges_png = self.root / "edges" / f"{image_id}.png"
+        edges_from_mat = "edges" in self.tasks and not edges_png.is_file()
+        if edges_from_mat or ("normals" in self.tasks and self.normals_mask == "nyu"):
             labelmap = fit("labelmap", self._labelmap(image_id))
         if "semseg" in self.tasks:
-            path = self.semseg_path(image_id)
-            img = self._open(path)
-            if img.mode not in ("P", "L"):
-                raise DatasetError(f"{path}: expected a class-index PNG (mode P or L), got "
-                                   f"mode {img.mode}")  # fmt: skip
-            sem = np.asarray(img, dtype=np.uint8)
-            bad = (sem > len(SEMSEG_CLASSES) - 1) & (sem != IGNORE)
-            if bad.any():
-                raise DatasetError(f"{path}: class value {int(sem[bad][0])} is not 0..20 or 255")
-            sample["semseg"] = fit("semseg", sem)
+            sample["semseg"] = fit("semseg", self._index_png(self.semseg_path(image_id), len(SEMSEG_CLASSES)))
         if "parts" in self.tasks:
-            path = self.root / "human_parts" / f"{image_id}.mat"
-            sample["parts"] = fit("parts", read_pascal_parts(path, shape=hw))
+            path = self.root / "human_parts" / f"{image_id}.png"
+            if path.is_file():  # the PNG form of an export
+                sample["parts"] = fit("parts", self._index_png(path, get_task("parts").num_classes))
+            else:
+                path = self.root / "human_parts" / f"{image_id}.mat"
+                sample["parts"] = fit("parts", read_pascal_parts(path, shape=hw))
         if "edges" in self.tasks:
-            sample["edges"] = edges_from_labelmap(labelmap)
+            if edges_from_mat:
+                sample["edges"] = edges_from_labelmap(labelmap)
+            else:  # the PNG form of an export
+                sample["edges"] = fit("edges", self._index_png(edges_png, 2))
         if "saliency" in self.tasks:
             path = self.root / "sal_distill" / f"{image_id}.png"
-            sal = np.asarray(self._open(path).convert("L"), dtype=np.float32) / 255.0
-            sample["saliency"] = fit("saliency", (sal > 0.5).astype(np.uint8))
+            img = self._open(path)
+            sal = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+            sal = (sal > 0.5).astype(np.uint8)
+            if img.mode in ("LA", "RGBA", "PA") or "transparency" in img.info:  # alpha 0 = ignore
+                sal[np.asarray(img.convert("RGBA"))[..., 3] == 0] = IGNORE
+            sample["saliency"] = fit("saliency", sal)
         if "normals" in self.tasks:
             path = self.root / "normals_distill" / f"{image_id}.png"
             img = self._open(path)

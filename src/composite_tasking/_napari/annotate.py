@@ -27,12 +27,20 @@ NOT_A_STORE = "a zarr folder that is not a label store of this package: not open
 
 def open_annotator(paths: Sequence[str | os.PathLike] = (), *, viewer=None,
                    model: str | None = None, device: str | None = None,
-                   store: str | os.PathLike | None = None, order: str = "file"):  # fmt: skip
+                   store: str | os.PathLike | None = None, order: str = "file",
+                   freeze_imports: bool = False):  # fmt: skip
     """Open (or use) a viewer, dock the widgets, open the series of ``paths``.
 
     Returns ``(viewer, widgets, problems)``: the widgets by name ("Label images",
     "Fine-tune", and the parts of the first: "Series", "Task Palette", "Predict") and,
     for each input that was not opened, ``(path, reason)``.
+
+    ``freeze_imports`` (``ctn annotate``, which owns its process): once the model stack,
+    napari and the docks are made, their objects are moved out of the garbage
+    collector's scans (:func:`gc.freeze`). napari collects garbage whenever layers leave
+    the canvas, which, in a process holding torch, took ~0.45 s of the GUI thread at
+    every change of image; after the freeze it takes milliseconds. The images' own
+    layers are made after it and are collected as usual.
     """
     from ._compat import prevent_llvm_clash
 
@@ -57,6 +65,11 @@ def open_annotator(paths: Sequence[str | os.PathLike] = (), *, viewer=None,
     if model or device:
         annotator.predict.set_model(model or annotator.predict.model_spec()[0], device)
 
+    if freeze_imports:
+        import gc
+
+        gc.collect()
+        gc.freeze()
     problems: list[tuple[str, str]] = []
     if paths:
         from ..session import AnnotationSession, SessionError
