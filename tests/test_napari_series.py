@@ -245,6 +245,10 @@ def test_closing_napari_saves_what_changed_on_the_current_image(make_napari_view
     palette, session = w["Task Palette"], w["Series"].session
     palette.select_task("saliency")
     palette.fill_from_rule("S:saliency")  # a palette, never saved
+    saves = []
+    real_save = w["Series"].save
+    w["Series"].save = lambda: saves.append(1) or real_save()
     viewer.close()
+    assert len(saves) == 1  # once, not again at every layer napari removes
     stored = LabelStore(session.store_path, "r").read_sample("a.png")
     assert stored.palette is not None and (stored.palette == 4).all()

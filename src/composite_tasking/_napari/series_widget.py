@@ -180,6 +180,7 @@ class SeriesWidget(QWidget):
         # closing napari (which removes every layer first), or removing one of the
         # current image's layers by hand, saves what changed on it, as leaving it does
         self._own_removal = False
+        self._saved_on_removal = False
         removing = self.viewer.layers.events.removing
         removing.connect(self._on_layer_removing)
         self.destroyed.connect(lambda *_: disconnect_all([(removing, self._on_layer_removing)]))
@@ -299,7 +300,12 @@ class SeriesWidget(QWidget):
             layer = self.viewer.layers[event.index]
         except (IndexError, TypeError):
             return
-        if layer in self._layers_of_current() and self._state() != self._clean:
+        if layer not in self._layers_of_current() or self._saved_on_removal:
+            return
+        # once per image: napari's close removes every layer, one at a time (what changed
+        # after this is saved by the next Save, Next or Previous, as always)
+        self._saved_on_removal = True
+        if self._state() != self._clean:
             self.save()
 
     def save_and_next(self) -> bool:
@@ -421,7 +427,7 @@ class SeriesWidget(QWidget):
             return
         for layer in layers:
             self.viewer.add_layer(layer)
-        self._image = layers[0]
+        self._image, self._saved_on_removal = layers[0], False
         self._clean = self._state()
         self._choose_in_widgets()
         predict = self.predict_widget()
