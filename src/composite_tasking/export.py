@@ -67,13 +67,13 @@ import numpy as np
 from PIL import Image
 
 from .__about__ import __version__
+from .images import ImageReadError
 from .store import (
     CHECKED_PROVENANCES,
     PERSON_PROVENANCES,
     LabelStore,
     StoredSample,
     StoreError,
-    file_sha256,
 )
 from .tasks import IGNORE, TASK_NAMES, get_task
 
@@ -237,42 +237,10 @@ def _empty(task: str, shape: tuple[int, int]) -> np.ndarray:
 # --------------------------------------------------------------------------- images
 
 
-class _ImageMissing(Exception):
-    """The image of a stored image cannot be read (the reason is the message)."""
-
-
-def _source_path(store: LabelStore, source: str | None) -> Path | None:
-    """Where a recorded image source is: as given (absolute, or from the working folder),
-    else relative to the store (``ctn synth`` records it so)."""
-    if not source:
-        return None
-    for p in (Path(source), store.path / source):
-        if p.is_file():
-            return p
-    return None
-
-
-def _image_of(store: LabelStore, s: StoredSample) -> np.ndarray:
-    if s.image is not None:
-        return s.image
-    from .images import ImageReadError, read_image
-
-    path = _source_path(store, s.image_source)
-    if path is None:
-        raise _ImageMissing(f"the image is stored by reference and its file is missing: {s.image_source}")
-    info = s.attrs.get("image") or {}
-    if info.get("sha256_of") == "file" and info.get("sha256") and file_sha256(path) != info["sha256"]:
-        raise _ImageMissing(f"the image file {path} changed since it was labelled (sha256 differs)")
-    try:
-        return read_image(path)
-    except ImageReadError as e:
-        raise _ImageMissing(str(e)) from None
-
-
 def _same_jpeg(store: LabelStore, s: StoredSample, image: np.ndarray) -> Path | None:
     """The image's source file when it is a JPEG that decodes (as PASCAL-MT loaders
     decode it: no EXIF rotation) to exactly ``image``: copied, not re-encoded."""
-    path = _source_path(store, s.image_source)
+    path = store.source_file(s)
     if path is None or path.suffix.lower() not in (".jpg", ".jpeg"):
         return None
     try:
@@ -575,8 +543,8 @@ def _export_one(store: LabelStore, root: Path, image_id: str, summary: ExportSum
         if not masks:
             summary.unselected.append(image_id)
             return None
-        image = _image_of(store, s)
-    except _ImageMissing as e:
+        image = store.image_pixels(s)
+    except ImageReadError as e:
         summary.skipped.append((image_id, str(e)))
         return None
     except (StoreError, KeyError, ValueError, OSError) as e:  # an unreadable image group

@@ -36,8 +36,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .image_ids import image_ids
-from .images import SUPPORTED_SUFFIXES, ImageReadError, is_zarr_folder, read_image, scan_inputs
-from .store import CHECKED_PROVENANCES, STORE_FORMAT, LabelStore, StoreError
+from .images import SUPPORTED_SUFFIXES, is_zarr_folder, read_image, scan_inputs
+from .store import CHECKED_PROVENANCES, LabelStore, StoreError
 
 __all__ = ["AnnotationSession", "SeriesItem", "SessionError", "ORDERS", "default_store_for"]
 
@@ -63,12 +63,14 @@ class SeriesItem:
 
 
 def _is_store(path: Path) -> bool:
+    """A label store of this package (opening it read-only checks its format)."""
     if not path.is_dir():
         return False
     try:
-        return LabelStore(path, "r").attrs.get("format") == STORE_FORMAT
+        LabelStore(path, "r")
     except (StoreError, OSError, ValueError):
         return False
+    return True
 
 
 def default_store_for(inputs: Sequence[str | os.PathLike]) -> Path:
@@ -127,12 +129,13 @@ class AnnotationSession:
         :func:`default_store_for`. Inputs that give nothing are in :attr:`problems`.
         """
         inputs = [Path(p) for p in inputs]
-        stores = [p for p in inputs if _is_store(p)]
+        is_store = {p: _is_store(p) for p in inputs}
+        stores = [p for p in inputs if is_store[p]]
         if store is not None:
             stores = [Path(store)] + [s for s in stores if s.resolve() != Path(store).resolve()]
         if len(stores) > 1:
             raise SessionError("one label store at a time: " + ", ".join(map(str, stores)))
-        others = [p for p in inputs if not _is_store(p)]
+        others = [p for p in inputs if not is_store[p]]
         problems: list[tuple[str, str]] = []
         for p in list(others):
             if is_zarr_folder(p):
@@ -161,11 +164,9 @@ class AnnotationSession:
         have = {i.image_id for i in items}
         if scan.files:
             for f, image_id in zip(scan.files, image_ids(scan.files, others, records)):
-                if image_id not in have:
+                if image_id not in have:  # a file the store holds already is shown from it
                     items.append(SeriesItem(image_id, f))
                     have.add(image_id)
-                elif image_id in records:  # stored already: shown from the store
-                    continue
         if not items:
             why = "; ".join(f"{p}: {r}" for p, r in problems) or "no image files found"
             raise SessionError(f"no images to annotate ({why})")
@@ -276,12 +277,8 @@ class AnnotationSession:
         item = self._items[self.position(image_id)] if image_id else self.current
         if item.source is not None and not self.is_stored(item.image_id):
             return read_image(item.source)
-        s = LabelStore(self.store_path, "r").read_sample(item.image_id)
-        if s.image is not None:
-            return s.image
-        if s.image_source:
-            return read_image(s.image_source)
-        raise ImageReadError(self.store_path / item.image_id, "the store holds neither its pixels nor its source")
+        store = LabelStore(self.store_path, "r")
+        return store.image_pixels(store.read_sample(item.image_id))
 
     def mark_reviewed(self, image_id: str | None = None, reviewed: bool = True) -> dict[str, str]:
         """Mark every task of a stored image reviewed (or take it back); listeners hear

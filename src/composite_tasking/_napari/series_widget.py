@@ -310,8 +310,9 @@ class SeriesWidget(QWidget):
 
     def save_and_next(self) -> bool:
         """Save the current image, mark it reviewed, show the next one."""
-        stored = self.session is not None and self.session.is_stored(self.session.current.image_id)
-        if not (stored and self._state() == self._clean) and self.save() is None:
+        # set_reviewed saves what changed; an image never saved is saved first
+        if (self.session is None or not self.session.is_stored(self.session.current.image_id)) \
+                and self.save() is None:  # fmt: skip
             return False
         if not self.set_reviewed(True):
             return False
@@ -533,7 +534,6 @@ class AnnotatorWidget(QWidget):
         self.series = SeriesWidget(napari_viewer, predict=self.predict, palette=self.palette)
         self.palette.set_compact(True)
         self.predict.set_compact(True)
-        self.classes = None
         column = QWidget()
         col = QVBoxLayout(column)
         col.setContentsMargins(4, 4, 4, 4)

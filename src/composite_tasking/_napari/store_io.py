@@ -187,14 +187,12 @@ def image_layer_data(store: LabelStore, image_id: str, *, visible: bool = True) 
         return wanted is None or (task, role) in wanted
 
     layers: list[LayerData] = []
-    image = s.image
-    if image is None and s.image_source:
-        from ..images import ImageReadError, read_image
+    from ..images import ImageReadError
 
-        try:
-            image = read_image(s.image_source)
-        except (ImageReadError, OSError):
-            image = None
+    try:
+        image = store.image_pixels(s)
+    except (ImageReadError, OSError):
+        image = None
     if image is not None:
         layers.append((image, {
             "name": image_id, "rgb": True, **common,

@@ -653,6 +653,33 @@ class LabelStore:
 
     # --------------------------------------------------------------------- reading
 
+    def source_file(self, sample: StoredSample) -> Path | None:
+        """The file an image stored by reference came from: its recorded source as given
+        (absolute, or from the working folder), else relative to the store (``ctn synth``
+        records it so); None when neither is a file."""
+        source = sample.image_source
+        if not source:
+            return None
+        return next((p for p in (Path(source), self.path / source) if p.is_file()), None)
+
+    def image_pixels(self, sample: StoredSample) -> np.ndarray:
+        """The pixels of a stored image (uint8 RGB): its own, or, stored by reference, its
+        source file's (:meth:`source_file`), refused when the file's sha256 is no longer
+        the one recorded. Raises :class:`~composite_tasking.images.ImageReadError`
+        naming the file and why."""
+        if sample.image is not None:
+            return sample.image
+        from ..images import ImageReadError, read_image
+
+        path = self.source_file(sample)
+        if path is None:
+            raise ImageReadError(sample.image_source or sample.image_id,
+                                 "the image is stored by reference and its file is missing")  # fmt: skip
+        info = sample.attrs.get("image") or {}
+        if info.get("sha256_of") == "file" and info.get("sha256") and file_sha256(path) != info["sha256"]:
+            raise ImageReadError(path, "the image file changed since it was labelled (sha256 differs)")
+        return read_image(path)
+
     def read_sample(self, image_id: str, *, allow_incomplete: bool = False) -> StoredSample:
         """Read one image back; see :class:`StoredSample`."""
         group = self._group(image_id)
