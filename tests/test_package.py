@@ -49,6 +49,13 @@ def test_built_wheel_ships_the_subpackage_manifest_and_rules(tmp_path):
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     wheel = next((tmp_path / "dist").glob("napari_composite_tasking-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
+    # every package folder of the source tree is in the wheel (a new subpackage must be
+    # listed in pyproject.toml: composite_tasking.store was not, and the installed `ctn`
+    # could not import its label store)
+    src = ROOT / "src" / "composite_tasking"
+    for init in sorted(src.rglob("__init__.py")):
+        rel = init.relative_to(src.parent).as_posix()
+        assert "__pycache__" in rel or rel in names, f"{rel} is not in the wheel: list its package in pyproject.toml"
     for needed in ("composite_tasking/training/__init__.py", "composite_tasking/napari.yaml",
                    "composite_tasking/rules/r2.yaml", "composite_tasking/rules/r3.yaml",
                    "composite_tasking/model/ctn.py", "composite_tasking/_napari/__init__.py"):  # fmt: skip
@@ -68,6 +75,7 @@ def test_built_wheel_ships_the_subpackage_manifest_and_rules(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     code = ("import composite_tasking, composite_tasking.training as t;"
             "from composite_tasking.palette import load_rule;"
+            "import composite_tasking.cli, composite_tasking.label, composite_tasking.export;"
             "print(t.__file__); print(load_rule('R3').name)")  # fmt: skip
     res = run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {code}"],
               cwd=tmp_path, env={**os.environ, "PYTHONPATH": ""})  # fmt: skip
