@@ -901,7 +901,7 @@ def test_writer_processes_leave_torch_alone(tmp_path):
         rng = np.random.default_rng(0)
         palette = rng.integers(0, 6, (24, 32)).astype(np.uint8)
         writer.submit((str(tmp_path / "a.png"), "a.png", rng.integers(0, 255, (24, 32, 3), dtype=np.uint8),
-                       palette, rng.normal(size=(3, 24, 32)).astype(np.float32)))  # fmt: skip
+                       palette, rng.normal(size=(3, 24, 32)).astype(np.float32), 0.0))  # fmt: skip
     finally:
         writer.close()
     writer.check()

@@ -9,6 +9,10 @@ its palette pixels and the regions a person must repaint to reach the truth, aga
 painting from scratch) and how well its confidence predicts errors
 (:mod:`.calibration`: AUROC, reliability table) are measured on the same decoded labels.
 The region of a task is the pixels the palette asks for it: under rule S the whole image.
+
+``scale`` (:mod:`composite_tasking.scale`): the model runs at a working resolution and
+its output is brought back to the labels' own size before anything is scored, as
+``ctn label --scale`` labels (the edge labels thinned as the store holds them).
 """
 
 from __future__ import annotations
@@ -37,25 +41,72 @@ def _valid(task, label: torch.Tensor) -> torch.Tensor:
     return label != 255
 
 
-def _store_layout(task, pred, truth: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def _store_layout(task, pred, truth: torch.Tensor, upscale: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """A decoded prediction and its truth as numpy in the label store's layout (what a
     person would correct): probabilities thresholded to 0/1 at THRESHOLD as the store
-    holds them (255 where not decoded), normals (N, H, W, 3)."""
+    holds them (255 where not decoded; edges thinned when ``upscale`` > 1, as
+    :func:`~composite_tasking.prediction.decode_labels` does), normals (N, H, W, 3)."""
     kind = get_task(task).kind
     label, truth = pred.label.cpu(), truth.cpu()
     if kind == "probability":
-        label = torch.where(pred.valid.cpu(), (label >= THRESHOLD).to(torch.uint8), IGNORE)
+        binary = label >= THRESHOLD
+        if get_task(task).name == "edges" and upscale > 1:
+            from composite_tasking.edges import thin_edges
+
+            prob = torch.where(pred.valid.cpu(), label, torch.nan).numpy()
+            binary = binary & torch.from_numpy(np.stack([thin_edges(p, upscale) for p in prob]))
+        label = torch.where(pred.valid.cpu(), binary.to(torch.uint8), IGNORE)
     elif kind == "vector":
         return label.permute(0, 2, 3, 1).numpy(), truth.permute(0, 2, 3, 1).numpy()
     return label.numpy(), truth.numpy()
 
 
+class _Scaled:
+    """A batch encoded at its working resolution (:mod:`composite_tasking.scale`), whose
+    decodes come back at the batch's own size, task by task."""
+
+    def __init__(self, model, image: torch.Tensor, shape: tuple[int, int], ctx):
+        import torch.nn.functional as F
+
+        self.model, self.ctx, self.full = model, ctx, tuple(image.shape[-2:])
+        self.shape = shape
+        self.small = F.interpolate(image, size=shape, mode="bilinear", align_corners=False,
+                                   antialias=True).contiguous(memory_format=torch.channels_last)  # fmt: skip
+        with ctx():
+            self.enc = model.encode(self.small)
+
+    def decode(self, palette: torch.Tensor) -> torch.Tensor:
+        """The composite output (N, 3, H, W) at full size under the full-size ``palette``."""
+        from composite_tasking.scale import downsample_palette, upsample_composite
+
+        pal = palette.cpu().numpy().astype(np.uint8)
+        small = np.stack([downsample_palette(p, self.shape) for p in pal])
+        with self.ctx():
+            out = self.model.decode(self.enc, torch.from_numpy(small).to(palette.device).long()).float().cpu().numpy()
+        full = []
+        for i in range(len(pal)):
+            def more(extra, region, i=i):  # a stroke thinner than a working pixel: this image again
+                with self.ctx():
+                    enc = self.model.encode(self.small[i : i + 1])
+                    o = self.model.decode(enc, torch.from_numpy(extra)[None].to(palette.device).long())
+                return o[0].float().cpu().numpy()
+
+            full.append(upsample_composite(more, pal[i], small[i], out[i], self.model.config.tasks))
+        return torch.from_numpy(np.stack(full)).to(palette.device)
+
+
 @torch.inference_mode()
 def evaluate_loader(model, loader, device, rule: str = "S", autocast=None, loss_weights=None,
-                    progress=None, should_stop=None) -> dict:  # fmt: skip
+                    progress=None, should_stop=None, scale="none") -> dict:  # fmt: skip
     """Run ``model`` over ``loader``; returns ``{"loss", "metrics", "primary", "images",
     "rule", "effort", "confidence"}`` (``effort``: :class:`EffortMeter`'s figures per task
-    and their mean; ``confidence``: :class:`.calibration.ConfidenceMeter`'s)."""
+    and their mean; ``confidence``: :class:`.calibration.ConfidenceMeter`'s). ``scale``:
+    the working resolution (:mod:`composite_tasking.scale`; ``none``: every pixel); the
+    loss is then the full-size output's."""
+    from composite_tasking.scale import parse_scale, trained_size, working_shape
+
+    scale = parse_scale(scale)
+    trained = trained_size(getattr(model, "provenance", None))
     model.eval()
     tasks = list(model.config.tasks)
     meters = TaskMetrics(tasks)
@@ -69,9 +120,16 @@ def evaluate_loader(model, loader, device, rule: str = "S", autocast=None, loss_
         image = batch["image"].to(device).contiguous(memory_format=torch.channels_last)
         palette = batch["palette"].to(device)
         targets = {k: batch[k].to(device) for k in LABEL_KEYS if k in batch}
-        with ctx():
-            enc = model.encode(image)
-            out = model.decode(enc, palette)
+        full = tuple(image.shape[-2:])
+        ws = working_shape(full, scale, trained)
+        scaled = None if tuple(ws) == full else _Scaled(model, image, ws, ctx)
+        upscale = 0.0 if scaled is None else max(full) / max(ws)
+        if scaled is not None:
+            out = scaled.decode(palette)
+        else:
+            with ctx():
+                enc = model.encode(image)
+                out = model.decode(enc, palette)
         loss_sum += float(composite_loss(out.float(), palette, targets, loss_weights)["total"])
         batches += 1
         images += image.shape[0]
@@ -82,8 +140,11 @@ def evaluate_loader(model, loader, device, rule: str = "S", autocast=None, loss_
             valid = _valid(task, label)
             if rule == "S":
                 value = get_task(task).palette_value
-                with ctx():
-                    o = model.decode(enc, torch.full_like(palette, value))
+                if scaled is not None:
+                    o = scaled.decode(torch.full_like(palette, value))
+                else:
+                    with ctx():
+                        o = model.decode(enc, torch.full_like(palette, value))
                 region = None  # the whole image
             else:
                 o = out
@@ -94,7 +155,7 @@ def evaluate_loader(model, loader, device, rule: str = "S", autocast=None, loss_
                 region = region.cpu().numpy()
             pred = decode_task(o.float(), task, valid)
             meters.update(task, pred.label.cpu(), label.cpu(), valid.cpu())
-            decoded, truth = _store_layout(task, pred, label)
+            decoded, truth = _store_layout(task, pred, label, upscale)
             effort.update_batch(task, decoded, truth, region)
             # a broken model's NaN output has no confidence (a fine-tune's check must score it)
             conf = torch.nan_to_num(pred.confidence, nan=0.0)
@@ -139,7 +200,7 @@ def evaluate_palette_loader(model, loader, device, autocast=None, progress=None)
 
 
 def evaluate(model, data, rule: str = "S", device: str = "auto", batch_size: int = 8,
-             workers: int = 0, precision: str = "fp32", progress=None) -> dict:  # fmt: skip
+             workers: int = 0, precision: str = "fp32", progress=None, scale="none") -> dict:  # fmt: skip
     """Evaluate on a data spec (``synthetic:seed=K,n=N``, ``pascal-mt:ROOT``: its val split
     unless the spec names one, a store: the images with corrections or ground truth
     unless the spec says ``select: all``). Images of different sizes are batched by size.
@@ -163,4 +224,7 @@ def evaluate(model, data, rule: str = "S", device: str = "auto", batch_size: int
         with torch.inference_mode():
             result = evaluate_palette_loader(model, loader, dev, autocast, progress=progress)
         return {**result, "rule": rule}
-    return evaluate_loader(model, loader, dev, rule, autocast, progress=progress)
+    result = evaluate_loader(model, loader, dev, rule, autocast, progress=progress, scale=scale)
+    from composite_tasking.scale import parse_scale
+
+    return {**result, "scale": str(parse_scale(scale))}

@@ -102,6 +102,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 from scipy import ndimage
 
+from composite_tasking.edges import edge_nms
 from composite_tasking.tasks import IGNORE, SEMSEG_CLASSES, TASK_NAMES, get_task
 
 __all__ = [
@@ -459,27 +460,6 @@ class NormalsMeter:
 
 
 # ---------------------------------------------------------------------------- edges
-def edge_nms(prob: np.ndarray, sigma: float = 1.0, radius: float = 1.0) -> np.ndarray:
-    """Non-maximum suppression of a soft edge map (H, W) across the edge direction.
-
-    The edge normal is the eigenvector of the most negative eigenvalue of the Hessian of
-    the Gaussian-smoothed map (the direction of steepest fall-off across a ridge); a
-    pixel is kept if it is not smaller than the map interpolated ``radius`` pixels away
-    on both sides along that normal. Returns a bool mask of the kept pixels.
-    """
-    e = np.asarray(prob, dtype=np.float64)
-    hxx = ndimage.gaussian_filter(e, sigma, order=(0, 2))
-    hyy = ndimage.gaussian_filter(e, sigma, order=(2, 0))
-    hxy = ndimage.gaussian_filter(e, sigma, order=(1, 1))
-    theta = 0.5 * np.arctan2(2.0 * hxy, hxx - hyy) + 0.5 * np.pi
-    dx, dy = radius * np.cos(theta), radius * np.sin(theta)
-    yy, xx = np.indices(e.shape, dtype=np.float64)
-    e1 = ndimage.map_coordinates(e, [yy + dy, xx + dx], order=1, mode="nearest")
-    e2 = ndimage.map_coordinates(e, [yy - dy, xx - dx], order=1, mode="nearest")
-    tol = 1e-7
-    return (e >= e1 - tol) & (e >= e2 - tol)
-
-
 def _disk(radius: float) -> np.ndarray:
     k = int(math.floor(radius))
     yy, xx = np.mgrid[-k : k + 1, -k : k + 1]

@@ -256,17 +256,18 @@ def writer_process_ready(timeout: float) -> int:
 
 
 def process_write(path: str, image_id: str, image: np.ndarray | SharedArray, palette: np.ndarray | SharedArray,
-                   output: np.ndarray | SharedArray) -> tuple[str, float]:  # fmt: skip
+                   output: np.ndarray | SharedArray, thin_edges: float = 0.0) -> tuple[str, float]:  # fmt: skip
     """In a writer process: decode the network's ``output`` (3, H, W) under ``palette``
-    into per-task labels and write the image into the store; returns ``image_id`` and
-    the seconds it took. The arrays are given, or where they lie in shared memory."""
+    into per-task labels (``thin_edges``: :func:`.prediction.decode_labels`'s) and
+    write the image into the store; returns ``image_id`` and the seconds it took. The
+    arrays are given, or where they lie in shared memory."""
     if "error" in _WORKER:
         raise _WORKER["error"]
     t0 = time.perf_counter()
     try:
         with _WORKER["lock"]:
             image, palette, output = (_unpack(a) for a in (image, palette, output))
-            pred = Prediction(palette, output, decode_labels(output, palette, _WORKER["tasks"]))
+            pred = Prediction(palette, output, decode_labels(output, palette, _WORKER["tasks"], thin_edges))
             write_prediction(_WORKER["store"], image_id, image, pred, _WORKER["attrs"],
                               _WORKER["store_image"], path)  # fmt: skip
     except Exception as e:

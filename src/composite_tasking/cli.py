@@ -144,6 +144,21 @@ def _minutes(text: str) -> float:
     return v
 
 
+def _scale(text: str) -> str:
+    from composite_tasking.scale import parse_scale
+
+    try:
+        return str(parse_scale(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _scale_arg(p: argparse.ArgumentParser, default: str) -> None:
+    from composite_tasking.scale import SCALE_HELP
+
+    p.add_argument("--scale", type=_scale, default=default, help=f"{SCALE_HELP} (default {default})")
+
+
 def _nonneg(text: str) -> int:
     try:
         v = int(text)
@@ -425,7 +440,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model, info = load_checkpoint(_model_path(args.model))
         bar = None if args.json else _Bar("evaluate", "batch")
         result = evaluate(model, data, rule=args.rule, device=args.device,
-                          batch_size=args.batch_size, progress=bar)  # fmt: skip
+                          batch_size=args.batch_size, progress=bar, scale=args.scale)  # fmt: skip
         if bar is not None:
             bar.close()
     except (CheckpointError, RecipeError, DatasetError, FileNotFoundError, ValueError) as e:
@@ -644,7 +659,7 @@ def cmd_label(args: argparse.Namespace) -> int:
             palette_model=args.palette_model or "default",
             device=args.device, batch_size=args.batch_size, tile=args.tile, precision=args.precision,
             overwrite=args.overwrite, shard=shard, store_image=not args.reference,
-            preview=preview, progress=bar, writers=args.writers, overlap=overlap,
+            preview=preview, progress=bar, writers=args.writers, overlap=overlap, scale=args.scale,
         )  # fmt: skip
     except KeyboardInterrupt:
         bar.close()
@@ -688,7 +703,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     label_args = build_parser().parse_args([
         "label", *map(str, sample_paths()), "--out", str(out / "labels.zarr"), "--model", args.model,
         "--rule", args.rule, "--device", args.device, "--preview", str(out / "preview.png"),
-        "--precision", args.precision, *(["--overwrite"] if args.overwrite else []),
+        "--precision", args.precision, "--scale", args.scale, *(["--overwrite"] if args.overwrite else []),
     ])  # fmt: skip
     return cmd_label(label_args)
 
@@ -773,8 +788,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "decode the labels from 64 images on (default min(12, cores - 2)), "
                         "threads below (default min(4, cores - 1)); 0: write in the "
                         "labelling thread")  # fmt: skip
+    _scale_arg(p, default="auto")
     p.add_argument("--tile", type=_nonneg, default=1024,
-                   help="tile images larger than this many pixels per side (64 or more; default 1024)")
+                   help="tile images larger than this many pixels per side at the working "
+                        "resolution (64 or more; default 1024)")
     p.add_argument("--overlap", type=_nonneg, default=None,
                    help="pixels neighbouring tiles share, blended across (0 to TILE/2 - 1; default "
                         "min(128, TILE/4))")  # fmt: skip
@@ -806,6 +823,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA if present, else cpu), cpu, cuda, cuda:I")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="as for ctn label")
+    _scale_arg(p, default="auto")
     p.add_argument("--overwrite", action="store_true", help="relabel an existing demo store")
     p.set_defaults(func=cmd_demo)
 
@@ -895,6 +913,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(a model's output nobody checked)")  # fmt: skip
     p.add_argument("--batch-size", type=_nonneg, default=8)
     p.add_argument("--device", default="auto")
+    _scale_arg(p, default="none")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(func=cmd_evaluate)
 

@@ -12,7 +12,9 @@
   decoding, :mod:`.model.region`), and after a palette edit only what the edit can reach
   (:meth:`Predictor.repredict`);
 - decodes the 3-channel output into each task's label and confidence only where the
-  palette asks for that task (elsewhere: 255 / NaN / zero vectors).
+  palette asks for that task (elsewhere: 255 / NaN / zero vectors);
+- with ``scale`` (:mod:`.scale`), predicts at a working resolution (``auto``: the size
+  the model was trained at) and brings the labels back to the image's own pixels.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from .model.base import pad_to_stride
 from .model.region import Window, change_box, palette_reach, reach_box
 from .palette import Rule, load_rule, validate_palette
 from .prediction import Prediction, TaskOutput, decode_labels, empty_task_output
+from .scale import downsample_palette, parse_scale, trained_size, upsample_composite, working_shape
 from .tasks import TASKS, get_task
 
 __all__ = ["Predictor", "PendingBatch", "Prediction", "TaskOutput", "decode_labels", "resolve_model", "PALETTE_SOURCES"]
@@ -109,8 +112,11 @@ class Predictor:
 
     def __init__(self, model: str | Path | torch.nn.Module = "default", device: str = "auto",
                  precision: str = "auto", tile: int = 1024, overlap: int = 128,
-                 cache_size: int = 4, palette_model: str | Path | torch.nn.Module | None = None):  # fmt: skip
+                 cache_size: int = 4, palette_model: str | Path | torch.nn.Module | None = None,
+                 scale: str = "none"):  # fmt: skip
         self.device = pick_device(device)
+        #: the working resolution (:mod:`.scale`): ``none`` predicts at every pixel
+        self.scale = parse_scale(scale)
         self.info: CheckpointInfo | None = None
         if isinstance(model, torch.nn.Module):
             self.model = model
@@ -144,6 +150,8 @@ class Predictor:
         self._cache: OrderedDict[Hashable, list] = OrderedDict()
         self.cache_size = int(cache_size)
         self.tasks = tuple(self.model.config.tasks)
+        #: (size, largest augmentation scale) the model was trained at, for ``scale="auto"``
+        self.trained = trained_size(self.info.provenance if self.info else getattr(self.model, "provenance", None))
         #: decode only the pixels a palette asks for (CTNs; exact there, see model.region).
         #: Not on CUDA: there the decoder is bound by kernel launches, not arithmetic, and
         #: decoding windows level by level took 1.5x the whole image's time at 5-50%
@@ -188,6 +196,21 @@ class Predictor:
         t = self._to_device(arr).permute(0, 3, 1, 2).float().div_(255.0)
         return t.contiguous(memory_format=torch.channels_last)
 
+    def working_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
+        """The (h, w) an image of ``shape`` is predicted at (:func:`.scale.working_shape`)."""
+        return working_shape(shape[:2], self.scale, self.trained)
+
+    @torch.inference_mode()
+    def resize(self, image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """``image`` (H, W, 3) uint8 at ``shape``: antialiased bilinear (area-like when
+        shrinking), on the device."""
+        if tuple(shape) == np.asarray(image).shape[:2]:
+            return np.asarray(image)
+        x = self._image_tensor([np.asarray(image)])
+        y = torch.nn.functional.interpolate(x, size=tuple(shape), mode="bilinear", align_corners=False,
+                                            antialias=True)  # fmt: skip
+        return y[0].mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
     def _boxes(self, h: int, w: int) -> list[tuple[int, int, int, int]]:
         ys = _tiles(h, self.tile, self.overlap)
         xs = _tiles(w, self.tile, self.overlap)
@@ -200,6 +223,8 @@ class Predictor:
         if key is not None and key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
+        if image is None:
+            raise KeyError(f"no cached features for {key!r}")
         h, w = np.asarray(image).shape[:2]
         feats = []
         with self._ctx():
@@ -218,6 +243,8 @@ class Predictor:
             self._cache.clear()
         else:
             self._cache.pop(key, None)
+            for k in [k for k in self._cache if isinstance(k, tuple) and len(k) == 3 and k[0] == "scaled" and k[1] == key]:
+                del self._cache[k]
 
     # ------------------------------------------------------------------ decoder
     def _region_arg(self, region, palette: np.ndarray):
@@ -287,7 +314,11 @@ class Predictor:
         The result equals :meth:`predict` under the new palette up to float rounding.
         """
         palette = validate_palette(palette)
-        if previous is None or previous.palette.shape != palette.shape or not self.region_decoding:
+        if previous is None or previous.palette.shape != palette.shape:
+            return self.predict(image, palette, key=key)
+        if self.upscale(palette.shape):
+            return self._repredict_scaled(image, palette, previous, key)
+        if not self.region_decoding:
             return self.predict(image, palette, key=key)
         changed = palette != previous.palette
         if not changed.any():
@@ -306,7 +337,49 @@ class Predictor:
         output = previous.output.copy()
         sl = (slice(box.y0, box.y1), slice(box.x0, box.x1))
         output[(slice(None), *sl)] = new[(slice(None), *sl)]
-        crop = self.decode_labels(output[(slice(None), *sl)], palette[sl])
+        return self._merge(previous, palette, output, box)
+
+    def _repredict_scaled(self, image, palette: np.ndarray, previous: Prediction, key) -> Prediction:
+        """:meth:`repredict` at a working resolution: the working palette is decoded
+        again (cheap: the working image is small), and the full-size labels are made
+        again only in the box its changes, and the full-size palette's, reach."""
+        changed = palette != previous.palette
+        if not changed.any():
+            return previous
+        ws, feats, _ = self._scaled(image, key)
+        small_pal = downsample_palette(palette, ws)
+        small_out = self.decode(feats, small_pal)
+        old = previous.working
+        h, w = palette.shape
+        if old is None or old[0].shape != small_pal.shape:
+            box = Window(0, h, 0, w)
+        else:  # working pixels whose palette or output changed, as a full-size box
+            # (a change below 1e-4 is the float rounding of another decode, not the edit's)
+            moved = (old[0] != small_pal) | (np.abs(old[1] - small_out).max(axis=0) > 1e-4)
+            full = np.zeros(palette.shape, bool)
+            if moved.any():
+                ys, xs = np.nonzero(moved)
+                fy, fx = h / ws[0], w / ws[1]
+                full[max(0, int((ys.min() - 1) * fy)) : min(h, int(np.ceil((ys.max() + 2) * fy))),
+                     max(0, int((xs.min() - 1) * fx)) : min(w, int(np.ceil((xs.max() + 2) * fx)))] = True  # fmt: skip
+            full |= changed
+            ys, xs = np.nonzero(full)
+            pad = int(np.ceil(2 * self.upscale(palette.shape))) + 2  # edge thinning's reach
+            box = Window(max(0, ys.min() - pad), min(h, ys.max() + 1 + pad),
+                         max(0, xs.min() - pad), min(w, xs.max() + 1 + pad))  # fmt: skip
+        win = (box.y0, box.y1, box.x0, box.x1)
+        part, working = self._scaled_output(image, palette, key, window=win, working=(small_pal, small_out))
+        output = previous.output.copy()
+        output[:, box.y0 : box.y1, box.x0 : box.x1] = part
+        merged = self._merge(previous, palette, output, box)
+        merged.working = working
+        return merged
+
+    def _merge(self, previous: Prediction, palette: np.ndarray, output: np.ndarray, box: Window) -> Prediction:
+        """``previous`` with its labels in ``box`` decoded again from ``output``."""
+        sl = (slice(box.y0, box.y1), slice(box.x0, box.x1))
+        crop = decode_labels(output[(slice(None), *sl)], palette[sl], self.tasks,
+                             thin_edges=self.upscale(palette.shape))  # fmt: skip
         tasks = {}
         for task in TASKS:
             if task.name not in self.tasks or not (palette == task.palette_value).any():
@@ -331,17 +404,66 @@ class Predictor:
 
     def decode_labels(self, output: np.ndarray, palette: np.ndarray) -> dict[str, TaskOutput]:
         """Per-task labels and confidences where the palette asks (numpy in, numpy out);
-        :func:`decode_labels` with this model's tasks."""
-        return decode_labels(output, palette, self.tasks)
+        :func:`decode_labels` with this model's tasks (edges thinned when the image is
+        predicted at a smaller working resolution: :meth:`upscale`)."""
+        return decode_labels(output, palette, self.tasks, thin_edges=self.upscale(np.shape(palette)))
+
+    def upscale(self, shape: tuple[int, int]) -> float:
+        """How many times an image of ``shape`` is enlarged back from its working
+        resolution (0: predicted at its own resolution); the ``thin_edges`` of
+        :func:`decode_labels`."""
+        ws = self.working_shape(shape)
+        return 0.0 if tuple(ws) == tuple(shape[:2]) else max(shape[:2]) / max(ws)
+
+    # ------------------------------------------------------------------ working resolution
+    def _scaled(self, image: np.ndarray, key: Hashable | None):
+        """The working shape, the image's encoder features there, and its cache key."""
+        ws = self.working_shape(np.asarray(image).shape[:2])
+        skey = None if key is None else ("scaled", key, ws)
+        if skey is not None and skey in self._cache:
+            return ws, self.encode(None, skey), skey
+        return ws, self.encode(self.resize(image, ws), skey), skey
+
+    def _scaled_output(self, image: np.ndarray, palette: np.ndarray, key: Hashable | None,
+                       window=None, working=None):  # fmt: skip
+        """The composite output at full resolution (or of ``window`` of it) of an image
+        predicted at its working resolution (:mod:`.scale`), and the working (palette,
+        output) pair it came from (``working``: that pair, when already decoded)."""
+        ws, feats, _ = self._scaled(image, key)
+        if working is None:
+            small_pal = downsample_palette(palette, ws)
+            working = (small_pal, self.decode(feats, small_pal))
+
+        def more(pal: np.ndarray, region: np.ndarray) -> np.ndarray:
+            return self.decode(feats, pal, region=region)
+
+        out = upsample_composite(more, palette, working[0], working[1], self.tasks, window=window)
+        return out, working
+
 
     # ------------------------------------------------------------------ palettes
     def semantics(self, image: np.ndarray, key: Hashable | None = None) -> np.ndarray:
         """The predicted semantic map (S:semseg everywhere), for semantic rules."""
-        feats = self.encode(image, key)
         h, w = np.asarray(image).shape[:2]
         pal = np.full((h, w), get_task("semseg").palette_value, np.uint8)
-        out = self.decode(feats, pal)
+        out = self.output(image, pal, key)[0]
         return self.decode_labels(out, pal)["semseg"].label
+
+    def features(self, image: np.ndarray, key: Hashable | None = None) -> None:
+        """Encode ``image`` (at its working resolution) into the cache under ``key``, so
+        that :meth:`output` only decodes (the napari plugin shows the two steps)."""
+        if self.upscale(np.asarray(image).shape[:2]):
+            self._scaled(image, key)
+        else:
+            self.encode(image, key)
+
+    def output(self, image: np.ndarray, palette: np.ndarray, key: Hashable | None = None):
+        """The composite output (3, H, W) of ``image`` under ``palette``, at the working
+        resolution where there is one, and the working (palette, output) pair (or None)."""
+        palette = validate_palette(palette)
+        if self.upscale(palette.shape):
+            return self._scaled_output(image, palette, key)
+        return self.decode(self.encode(image, key), palette), None
 
     def palette_for(self, image: np.ndarray, rule: str | Rule, key: Hashable | None = None,
                     rng: np.random.Generator | int | None = None) -> np.ndarray:  # fmt: skip
@@ -373,9 +495,14 @@ class Predictor:
     @torch.inference_mode()
     def palette_from_net(self, image: np.ndarray) -> np.ndarray:
         """The palette the palette network predicts for ``image`` (H, W) uint8."""
-        x = self._image_tensor([np.asarray(image)])
+        image = np.asarray(image)
+        shape = image.shape[:2]
+        ws = working_shape(shape, self.scale, trained_size(self.palette_info.provenance if self.palette_info else None))
+        x = self._image_tensor([self.resize(image, ws)])
         with self._ctx():
             logits = self.palette_net(x)
+        if tuple(ws) != tuple(shape):  # the logits at full size, then the best task per pixel
+            logits = torch.nn.functional.interpolate(logits.float(), size=shape, mode="bilinear", align_corners=False)
         return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
 
     # ------------------------------------------------------------------ all in one
@@ -391,10 +518,12 @@ class Predictor:
         palette = validate_palette(palette)
         if palette.shape != np.asarray(image).shape[:2]:
             raise ValueError(f"palette shape {palette.shape} differs from the image's {np.asarray(image).shape[:2]}")
-        out = self.decode(self.encode(image, key), palette)
+        out, working = self.output(image, palette, key)
         if not decode:
             return palette, out
-        return Prediction(palette, out, self.decode_labels(out, palette))
+        pred = Prediction(palette, out, self.decode_labels(out, palette))
+        pred.working = working
+        return pred
 
     def predict_batch(self, images: list[np.ndarray], palettes: list[np.ndarray] | None = None,
                       decode: bool = True, rule: str | Rule | None = None,
@@ -442,7 +571,7 @@ class Predictor:
         # one image at a time: large images (tiled), and a semantic rule where the decoder is
         # region-limited (CPUs: each image's palette limits its decode, a batch's only to the
         # union; on the 2-core CPU the batch of 4 was 5 % slower, on a GPU it is the lever)
-        if max(h, w) > self.tile or (rule is not None and self.region_decoding):
+        if max(h, w) > self.tile or (rule is not None and self.region_decoding) or self.upscale((h, w)):
             if palettes is not None:
                 results = [self.predict(im, p, decode=decode) for im, p in zip(images, palettes)]
                 return PendingBatch(lambda: results)

@@ -106,7 +106,7 @@ from .image_ids import image_ids, relative_to_inputs
 from .images import ImageReadError, read_image, scan_inputs
 from ._writer_process import (SharedSlots, init_writer_process, process_write, writer_process_ready,
                               write_prediction)  # fmt: skip
-from .inference import Prediction, Predictor, decode_labels
+from .inference import Prediction, Predictor
 from .palette import load_rule, rule_fingerprint, validate_palette
 from .shards import ShardError, parse_shard, shard_from_environment
 from .store import PERSON_PROVENANCES, LabelStore, StoreError
@@ -203,9 +203,9 @@ class LabelSummary:
 #: into it: the model's and palette network's weights (sha256, not their paths), the
 #: rule (its name and what it does: :func:`.palette.rule_fingerprint`) and where the
 #: palettes came from (a palette folder by its absolute path)
-_SETTINGS = ("model_sha256", "rule", "rule_sha256", "palette_from", "palette_model_sha256")
+_SETTINGS = ("model_sha256", "rule", "rule_sha256", "palette_from", "palette_model_sha256", "scale")
 #: recorded only by newer versions: compared where both sides have one
-_SETTINGS_IF_RECORDED = ("rule_sha256", "palette_model_sha256")
+_SETTINGS_IF_RECORDED = ("rule_sha256", "palette_model_sha256", "scale")
 
 
 def _normal_setting(key: str, value):
@@ -231,7 +231,7 @@ def _image_settings(record: dict) -> dict:
     """An image's labelling settings, from its attributes (as :data:`_SETTINGS`)."""
     return {"model_sha256": record.get("model_sha256"), "rule": record.get("rule"),
             "rule_sha256": record.get("rule_sha256"), "palette_from": record.get("palette_origin"),
-            "palette_model_sha256": record.get("palette_model_sha256")}  # fmt: skip
+            "palette_model_sha256": record.get("palette_model_sha256"), "scale": record.get("scale")}  # fmt: skip
 
 
 def _slim(record: dict) -> dict:
@@ -627,7 +627,8 @@ class _ProcessWriter(_WriterBase):
             f.cancel()
 
     def submit(self, item: tuple) -> None:
-        """Hand ``(path, image_id, image, palette, output)`` to the processes."""
+        """Hand ``(path, image_id, image, palette, output, thin_edges)`` to the processes
+        (``thin_edges``: :func:`.prediction.decode_labels`'s)."""
         self.check()
         while True:
             with self._lock:
@@ -638,14 +639,14 @@ class _ProcessWriter(_WriterBase):
             for f in done:
                 self._settle(f)
             self.check()
-        path, image_id, image, palette, output = item
+        path, image_id, image, palette, output, thin = item
         arrays = (np.asarray(image), np.asarray(palette), np.asarray(output))
         if self._closed:
             raise RuntimeError("the writer processes were closed")
         packed = self._slots.pack(arrays) if self._shared else None  # None: through the pipe
         args, slot = packed if packed is not None else (arrays, None)
         try:
-            fut = self._executor.submit(process_write, str(Path(path).resolve()), image_id, *args)
+            fut = self._executor.submit(process_write, str(Path(path).resolve()), image_id, *args, thin)
         except BaseException:  # a broken pool: its futures hold why
             if slot is not None:
                 self._slots.release(slot)
@@ -691,6 +692,7 @@ def label_images(
     tile: int = 1024,
     overlap: int | None = None,
     precision: str = "auto",
+    scale: str = "auto",
     overwrite: bool = False,
     shard: tuple[int, int] | None = None,
     store_image: bool = True,
@@ -723,7 +725,11 @@ def label_images(
     ``rule`` None: R2, or with ``palette_from="net"`` the rule the palette network was
     trained for (its checkpoint says; another rule is refused). ``tile`` / ``overlap``:
     images larger than ``tile`` are predicted in overlapping tiles (``overlap`` None:
-    ``min(128, tile // 4)``). Image ids: :func:`image_ids`, settled against the store.
+    ``min(128, tile // 4)``). ``scale``: the working resolution
+    (:mod:`composite_tasking.scale`; ``auto``, the default, shrinks images larger than
+    the model's training size to it, ``none`` predicts every pixel); recorded per image
+    and compared on resume like the model and the rule (a given Predictor's own scale is
+    used). Image ids: :func:`image_ids`, settled against the store.
     """
     if writers is not None and (isinstance(writers, bool) or not isinstance(writers, int) or writers < 0):
         raise LabelError(f"--writers takes an integer >= 0, got {writers!r}")
@@ -747,7 +753,7 @@ def label_images(
 
     predictor = model if isinstance(model, Predictor) else Predictor(
         model, device=device, tile=tile, overlap=min(128, tile // 4) if overlap is None else overlap,
-        precision=precision, palette_model=palette_model if palette_from == "net" else None)
+        precision=precision, palette_model=palette_model if palette_from == "net" else None, scale=scale)
     palette_sha = None
     if palette_from == "net":
         try:
@@ -774,7 +780,8 @@ def label_images(
     rule_name = None if palette_dir is not None else rule_obj.name
     rule_sha = None if palette_dir is not None else rule_fingerprint(rule_obj)
     wanted = {"model_sha256": predictor.model_sha256, "model": predictor.model_id,
-              "rule": rule_name, "rule_sha256": rule_sha, "palette_from": origin}  # fmt: skip
+              "rule": rule_name, "rule_sha256": rule_sha, "palette_from": origin,
+              "scale": str(predictor.scale)}  # fmt: skip
     if palette_sha is not None:
         wanted["palette_model_sha256"] = palette_sha
 
@@ -802,7 +809,7 @@ def label_images(
         files, ids, rels = files[i::n], ids[i::n], rels[i::n]
     image_wanted = {"model_sha256": wanted["model_sha256"], "rule": wanted["rule"],
                     "rule_sha256": wanted["rule_sha256"], "palette_from": origin,
-                    "palette_model_sha256": palette_sha}  # fmt: skip
+                    "palette_model_sha256": palette_sha, "scale": wanted["scale"]}  # fmt: skip
     todo, other = [], []
     for f, i, rel in zip(files, ids, rels):
         rec = records.get(i)
@@ -830,7 +837,8 @@ def label_images(
     # a semantic rule on the model's own semantics: made in predict_batch, from the same encoder pass
     own_palette = palette_dir is None and palette_from != "net" and rule_obj.needs_semantics
     write_attrs = {"palette_origin": origin, "model": predictor.model_id,
-                   "model_sha256": predictor.model_sha256, "precision": predictor.precision}  # fmt: skip
+                   "model_sha256": predictor.model_sha256, "precision": predictor.precision,
+                   "scale": str(predictor.scale)}  # fmt: skip
     if rule_name is not None:
         write_attrs.update({"rule": rule_name, "rule_sha256": rule_sha})
     if palette_sha is not None:
@@ -894,9 +902,9 @@ def label_images(
             if processes:  # the network's outputs: the writer processes decode them
                 pal, out = res
                 if preview is not None and len(sheet) < 12:  # decoded here for the contact sheet
-                    sheet.append((image, Prediction(pal, out, decode_labels(out, pal, predictor.tasks))))
+                    sheet.append((image, Prediction(pal, out, predictor.decode_labels(out, pal))))
                 with clock("hand"):
-                    writer.submit((path, image_id, image, pal, out))
+                    writer.submit((path, image_id, image, pal, out, predictor.upscale(pal.shape)))
                 continue
             if len(sheet) < 12:
                 sheet.append((image, res))

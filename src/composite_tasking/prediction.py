@@ -12,6 +12,7 @@ compares the two).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,9 @@ class Prediction:
     palette: np.ndarray  # (H, W) uint8
     output: np.ndarray  # (3, H, W) float32 composite output
     tasks: dict[str, TaskOutput]
+    #: the (palette, output) pair at the working resolution it was predicted at (None:
+    #: at the image's own resolution); lets a re-predict after a stroke redo only its box
+    working: tuple[np.ndarray, np.ndarray] | None = None
 
     def to_sample(self, image: np.ndarray | None = None) -> dict:
         """The canonical sample (labels, palette) plus float maps, for the label store."""
@@ -65,7 +69,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
         return np.float32(1.0) / (np.float32(1.0) + np.exp(-x))
 
 
-def decode_labels(output: np.ndarray, palette: np.ndarray, tasks) -> dict[str, TaskOutput]:
+def decode_labels(output: np.ndarray, palette: np.ndarray, tasks, thin_edges: float = 0.0) -> dict[str, TaskOutput]:
     """Per-task labels and confidences of the composite ``output`` (3, H, W) float32
     where ``palette`` (H, W) asks for each of ``tasks`` (names); numpy in, numpy out,
     computed only at the pixels each task is asked for.
@@ -77,6 +81,11 @@ def decode_labels(output: np.ndarray, palette: np.ndarray, tasks) -> dict[str, T
     (:func:`~composite_tasking.tasks.confidence_from_score`) of the score: the distance
     ``(d2^2 - d1^2) / (2 |a1 - a2|)`` from the boundary between the two nearest anchors,
     ``|log(p / (1 - p))|`` (per 0/1 label) or ``ln length``.
+
+    ``thin_edges``: the output was interpolated this many times from a working
+    resolution (:mod:`composite_tasking.scale`); above 1, an edge label is 1 only on the
+    ridge of the edge probabilities (:func:`composite_tasking.edges.thin_edges`), so
+    edges stay one pixel wide. 0 (default): no thinning, the network's own resolution.
     """
     out = np.asarray(output, dtype=np.float32)
     pal = np.asarray(palette)
@@ -121,6 +130,16 @@ def decode_labels(output: np.ndarray, palette: np.ndarray, tasks) -> dict[str, T
             prob = np.full(shape, np.nan, np.float32)
             prob[valid] = p
             binary = p >= THRESHOLD
+            if task.name == "edges" and thin_edges > 1 and binary.any():
+                from .edges import thin_edges as _thin
+
+                ys, xs = np.nonzero(valid)
+                pad = int(math.ceil(2 * thin_edges)) + 2  # the smoothing's reach
+                y0, y1 = max(0, ys.min() - pad), min(shape[0], ys.max() + 1 + pad)
+                x0, x1 = max(0, xs.min() - pad), min(shape[1], xs.max() + 1 + pad)
+                keep = np.zeros(shape, bool)
+                keep[y0:y1, x0:x1] = _thin(prob[y0:y1, x0:x1], thin_edges)
+                binary &= keep[valid]
             conf[valid] = confidence_from_score(task, evidence, binary)
             label = np.full(shape, IGNORE, np.uint8)
             label[valid] = binary.astype(np.uint8)

@@ -41,11 +41,12 @@ def plugin_setting(name: str, default: str) -> str:
 def load_predictor(model: str, device: str, palette_model: str = "default") -> "Predictor":
     """A :class:`Predictor` for a model spec (``default``, a checkpoint or run folder);
     ``palette_model``: the palette network it loads on first use (``default`` = the
-    bundled one)."""
+    bundled one). Its working resolution is the plugin's ``scale`` setting (napari
+    Preferences; ``auto`` by default, as ``ctn label``)."""
     prevent_llvm_clash()
     from ..inference import Predictor
 
-    return Predictor(model, device=device, palette_model=palette_model)
+    return Predictor(model, device=device, palette_model=palette_model, scale=plugin_setting("scale", "auto"))
 
 
 def bundled_model_status() -> str | None:
@@ -148,13 +149,13 @@ class PredictJob:
             prediction = predictor.repredict(self.rgb, self.palette, self.previous, key=self.key)
             yield "decode"
             return JobResult(predictor, prediction)
-        feats = predictor.encode(self.rgb, key=self.key)
+        predictor.features(self.rgb, key=self.key)
         yield "encode"
-        out = predictor.decode(feats, self.palette)
+        out, working = predictor.output(self.rgb, self.palette, key=self.key)
         yield "decode"
         tasks = predictor.decode_labels(out, self.palette)
         yield "labels"
-        return JobResult(predictor, Prediction(self.palette, out, tasks))
+        return JobResult(predictor, Prediction(self.palette, out, tasks, working))
 
     def run(self) -> JobResult:
         gen = self.steps()

@@ -263,4 +263,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", verify
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:  # pragma: no cover - the check above finds what this would
         raise CheckpointError(f"{weights} does not fit its config: {str(e)[:300]}") from None
+    # how it was trained travels with the model: the working resolution of ``--scale
+    # auto`` is its training size (composite_tasking.scale.trained_size)
+    model.provenance = info.provenance
     return model.to(device).eval(), info
