@@ -49,6 +49,7 @@ MARKER = re.compile(
 )
 #: blocks that describe one machine's measurements: only with --with-benchmarks
 MEASURED = ("benchmarks-params", "benchmarks-latency", "benchmarks-region", "benchmarks-precision",
+            "benchmarks-scale",
             "benchmarks-training", "benchmarks-gpu-latency", "benchmarks-gpu-path",
             "benchmarks-gpu-region", "benchmarks-gpu-label")
 #: snapshots of code that other people change often (the ctn command's help, the store's
@@ -378,6 +379,7 @@ GENERATORS = {
     "benchmarks-latency": lambda: _run_benchmark("latency"),
     "benchmarks-region": lambda: _run_benchmark("region,stroke"),
     "benchmarks-precision": lambda: _run_benchmark("precision"),
+    "benchmarks-scale": lambda: _run_benchmark("scale"),
     "benchmarks-training": lambda: _run_benchmark("training"),
     "benchmarks-gpu-latency": lambda: _run_benchmark("latency", "cuda"),
     "benchmarks-gpu-path": lambda: _run_benchmark("gpupath,compile", "cuda"),

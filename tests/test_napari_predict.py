@@ -149,6 +149,34 @@ def test_r2_palette_predict_layers_only_inside_regions(setup, errors):
             np.testing.assert_array_equal(data[..., 3] > 0, region)  # alpha: transparent outside
 
 
+def test_working_resolution_predicts_smaller_and_labels_every_pixel(setup, errors):
+    from composite_tasking.scale import parse_scale
+
+    viewer, widget, image, palette = setup(128)
+    pal = np.asarray(palette.data).copy()
+    widget.set_scale("0.5")
+    layers = widget.predict()
+    predictor = widget.last_result.predictor
+    assert predictor.scale == parse_scale("0.5") and predictor.working_shape((128, 128)) == (64, 64)
+    for (task, role), layer in layers.items():
+        if role == "label":  # at the image's size, exactly where the palette asks
+            data = np.asarray(layer.data)
+            np.testing.assert_array_equal(data != IGNORE, pal == get_task(task).palette_value)
+    assert widget.last_result.prediction.working[0].shape == (64, 64)
+    # another working resolution: the loaded model takes it (no reload)
+    widget.set_scale("none")
+    widget.predict()
+    assert widget.last_result.predictor is predictor and predictor.scale == parse_scale("none")
+    assert widget.last_result.prediction.working is None
+    # a wrong entry says why, in the widget
+    widget.set_scale("huge")
+    assert "'huge'" in widget.model_status.text()
+    assert predictor.scale == parse_scale("none")
+    widget.set_scale("auto")
+    assert "'huge'" not in widget.model_status.text()
+    assert errors == []
+
+
 def test_rerun_updates_layers_in_place_outside_the_undo_history(setup, errors):
     viewer, widget, image, palette = setup(128)
     first = widget.predict()
@@ -287,8 +315,10 @@ def test_predict_in_worker_keeps_gui_responsive(setup, qtbot, errors, monkeypatc
     worker = widget.start_predict()
     assert worker is not None and widget.busy and widget.cancel_button.isEnabled()
     assert getattr(worker, "pbar", None) is not None  # napari's progress bar
-    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
-    assert steps, "the worker's steps never reached the GUI thread"
+    # wait for what is checked: every step heard in the GUI thread, and the job done
+    # (not only "not busy": on a fresh clone the second predict once ended the wait
+    # before its steps were counted)
+    qtbot.waitUntil(lambda: len(steps) >= pjm.PREDICT_STEPS and not widget.busy, timeout=120_000)
     watch.stop()
     # up to the last step: the worker's part; after it the layers are made and shown
     in_worker, overall = watch.longest_gap(until=steps[-1]), watch.longest_gap()
@@ -312,9 +342,10 @@ def test_predict_in_worker_keeps_gui_responsive(setup, qtbot, errors, monkeypatc
         palette.data_setitem(np.nonzero(np.asarray(palette.data) == 3), 4)
     watch = _LoopWatch()
     steps.clear()
-    assert widget.start_predict() is not None
-    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
-    assert steps, "the worker's steps never reached the GUI thread"
+    worker = widget.start_predict()
+    assert worker is not None
+    job_steps = 3  # model, encode (cached), decode of the changed box
+    qtbot.waitUntil(lambda: len(steps) >= job_steps and not widget.busy, timeout=120_000)
     watch.stop()
     in_worker, overall = watch.longest_gap(until=steps[-1]), watch.longest_gap()
     print(f"re-predict: longest gap {in_worker * 1000:.0f} ms while the worker ran, "

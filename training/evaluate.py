@@ -66,12 +66,11 @@ class _Scaled:
     decodes come back at the batch's own size, task by task."""
 
     def __init__(self, model, image: torch.Tensor, shape: tuple[int, int], ctx):
-        import torch.nn.functional as F
+        from composite_tasking.inference import resize_images
 
         self.model, self.ctx, self.full = model, ctx, tuple(image.shape[-2:])
         self.shape = shape
-        self.small = F.interpolate(image, size=shape, mode="bilinear", align_corners=False,
-                                   antialias=True).contiguous(memory_format=torch.channels_last)  # fmt: skip
+        self.small = resize_images(image, shape).contiguous(memory_format=torch.channels_last)
         with ctx():
             self.enc = model.encode(self.small)
 

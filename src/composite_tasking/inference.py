@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .device import pick_device
+from .model.resolve import resolve_model
 from .model import CompositeTaskingNet, Encoded, load_checkpoint
 from .model.checkpoint import CheckpointInfo
 from .model.base import pad_to_stride
@@ -36,75 +37,21 @@ from .palette import Rule, load_rule, validate_palette
 from .prediction import Prediction, TaskOutput, decode_labels, empty_task_output
 from .scale import downsample_palette, parse_scale, trained_size, upsample_composite, working_shape
 from .tasks import TASKS, get_task
+from .tiling import blend_ramp, tile_starts
 
 __all__ = ["Predictor", "PendingBatch", "Prediction", "TaskOutput", "decode_labels", "resolve_model", "PALETTE_SOURCES"]
 
 PALETTE_SOURCES = ("semantics", "net")
 
 
-def resolve_model(spec: str | Path) -> Path:
-    """``default`` (the bundled model), a checkpoint folder, or a training run folder."""
-    import json
-
-    from .model.checkpoint import CheckpointError
-
-    if str(spec) in ("default", "palette"):  # the bundled CTN / palette network
-        from .weights import DEFAULT_MODEL, default_model_path
-
-        return default_model_path(DEFAULT_MODEL if str(spec) == "default" else "palette")
-    p = Path(spec)
-    latest = p / "latest.json"
-    if latest.is_file():  # a training run: its newest model
-        try:
-            pointer = json.loads(latest.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"{latest}: not a readable JSON file ({e}); the run's newest "
-                                  "checkpoint is its highest epoch-NNNN/model folder") from None  # fmt: skip
-        if not isinstance(pointer, dict) or not isinstance(pointer.get("model"), str):
-            raise CheckpointError(f"{latest}: names no model (expected {{\"model\": \"epoch-NNNN/model\"}})")
-        _refuse_rolled_back(p, p / pointer["model"])
-        return p / pointer["model"]
-    if not p.exists():
-        raise CheckpointError(f"model {str(spec)!r} not found: give 'default', a checkpoint folder "
-                              "or a training run folder")  # fmt: skip
-    return p
-
-
-def _refuse_rolled_back(run: Path, model: Path) -> None:
-    """A fine-tune run whose new model was rolled back (``decision.json``: not accepted,
-    :mod:`composite_tasking.training.finetune`) is not a model to use by its run folder."""
-    import json
-
-    from .model.checkpoint import CheckpointError
-
-    try:
-        decision = json.loads((run / "decision.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    if isinstance(decision, dict) and decision.get("accepted") is False:
-        raise CheckpointError(f"{run} holds a fine-tune that was rolled back ({decision.get('decision')}); "
-                              f"use the previous model ({decision.get('previous')}), or {model} to use "
-                              "the rolled-back one anyway")  # fmt: skip
-
-
-def _ramp(n: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
-    w = np.ones(n, np.float32)
-    if overlap > 0:
-        r = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
-        if not at_start:
-            w[:overlap] = np.minimum(w[:overlap], r)
-        if not at_end:
-            w[-overlap:] = np.minimum(w[-overlap:], r[::-1])
-    return w
-
-
-def _tiles(n: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets covering [0, n) with windows of ``tile`` overlapping by >= ``overlap``."""
-    if n <= tile:
-        return [0]
-    step = tile - overlap
-    starts = list(range(0, n - tile, step)) + [n - tile]
-    return sorted(set(starts))
+def resize_images(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Images (N, 3, H, W) float at ``shape``: the mean of the pixels each new pixel
+    covers when shrinking (exact for integer factors, as a camera of fewer pixels would
+    see it), bilinear when enlarging."""
+    h, w = x.shape[-2:]
+    if shape[0] <= h and shape[1] <= w:
+        return torch.nn.functional.interpolate(x, size=tuple(shape), mode="area")
+    return torch.nn.functional.interpolate(x, size=tuple(shape), mode="bilinear", align_corners=False)
 
 
 class Predictor:
@@ -202,18 +149,17 @@ class Predictor:
 
     @torch.inference_mode()
     def resize(self, image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-        """``image`` (H, W, 3) uint8 at ``shape``: antialiased bilinear (area-like when
-        shrinking), on the device."""
+        """``image`` (H, W, 3) uint8 at ``shape``, on the device: shrunk by averaging the
+        full-size pixels each working pixel covers (``area``), enlarged bilinearly."""
         if tuple(shape) == np.asarray(image).shape[:2]:
             return np.asarray(image)
         x = self._image_tensor([np.asarray(image)])
-        y = torch.nn.functional.interpolate(x, size=tuple(shape), mode="bilinear", align_corners=False,
-                                            antialias=True)  # fmt: skip
+        y = resize_images(x, tuple(shape))
         return y[0].mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
     def _boxes(self, h: int, w: int) -> list[tuple[int, int, int, int]]:
-        ys = _tiles(h, self.tile, self.overlap)
-        xs = _tiles(w, self.tile, self.overlap)
+        ys = tile_starts(h, self.tile, self.overlap)
+        xs = tile_starts(w, self.tile, self.overlap)
         return [(y, min(y + self.tile, h), x, min(x + self.tile, w)) for y in ys for x in xs]
 
     # ------------------------------------------------------------------ encoder
@@ -293,8 +239,8 @@ class Predictor:
             pal = torch.from_numpy(np.ascontiguousarray(palette[y0:y1, x0:x1])).to(self.device)[None].long()
             with self._ctx():
                 o = self._decode_one(enc, pal, sub)[0].float().cpu().numpy()
-            wy = _ramp(y1 - y0, self.overlap, y0 == 0, y1 == h)
-            wx = _ramp(x1 - x0, self.overlap, x0 == 0, x1 == w)
+            wy = blend_ramp(y1 - y0, self.overlap, y0 == 0, y1 == h)
+            wx = blend_ramp(x1 - x0, self.overlap, x0 == 0, x1 == w)
             wt = wy[:, None] * wx[None, :]
             acc[:, y0:y1, x0:x1] += o * wt
             wsum[y0:y1, x0:x1] += wt
@@ -314,9 +260,10 @@ class Predictor:
         The result equals :meth:`predict` under the new palette up to float rounding.
         """
         palette = validate_palette(palette)
-        if previous is None or previous.palette.shape != palette.shape:
-            return self.predict(image, palette, key=key)
-        if self.upscale(palette.shape):
+        scaled = bool(self.upscale(palette.shape))
+        if previous is None or previous.palette.shape != palette.shape or (previous.working is not None) != scaled:
+            return self.predict(image, palette, key=key)  # (the working resolution changed)
+        if scaled:
             return self._repredict_scaled(image, palette, previous, key)
         if not self.region_decoding:
             return self.predict(image, palette, key=key)

@@ -38,15 +38,16 @@ def plugin_setting(name: str, default: str) -> str:
         return default
 
 
-def load_predictor(model: str, device: str, palette_model: str = "default") -> "Predictor":
+def load_predictor(model: str, device: str, palette_model: str = "default", scale: str | None = None) -> "Predictor":
     """A :class:`Predictor` for a model spec (``default``, a checkpoint or run folder);
     ``palette_model``: the palette network it loads on first use (``default`` = the
-    bundled one). Its working resolution is the plugin's ``scale`` setting (napari
-    Preferences; ``auto`` by default, as ``ctn label``)."""
+    bundled one). ``scale``: its working resolution (None: the plugin's ``scale``
+    setting in napari's Preferences, ``auto`` by default, as ``ctn label``)."""
     prevent_llvm_clash()
     from ..inference import Predictor
 
-    return Predictor(model, device=device, palette_model=palette_model, scale=plugin_setting("scale", "auto"))
+    scale = plugin_setting("scale", "auto") if scale is None else scale
+    return Predictor(model, device=device, palette_model=palette_model, scale=scale)
 
 
 def bundled_model_status() -> str | None:
@@ -118,6 +119,8 @@ class PredictJob:
     #: or :data:`PALETTE_NETWORK` (the palette network's palette)
     rule: str | None = None
     palette_model: str = "default"
+    #: the working resolution of a Predictor this job loads (None: the plugin's setting)
+    scale: str | None = None
     #: the prediction of the same image before a palette edit (by the same predictor):
     #: then only what the edit can reach is decoded
     previous: "Prediction | None" = None
@@ -132,7 +135,7 @@ class PredictJob:
         return PREDICT_STEPS
 
     def steps(self) -> Iterator[str]:
-        predictor = self.predictor or load_predictor(self.model, self.device, self.palette_model)
+        predictor = self.predictor or load_predictor(self.model, self.device, self.palette_model, self.scale)
         yield "model"
         if self.rule == PALETTE_NETWORK:
             palette = predictor.palette_from_net(self.rgb)

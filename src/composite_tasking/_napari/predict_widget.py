@@ -162,6 +162,13 @@ class PredictWidget(QWidget):
         self.palette_model_edit.setToolTip(
             "the palette network used by 'Fill palette' with 'palette network': 'default' "
             "(bundled) or a palette-network checkpoint folder")  # fmt: skip
+        from ..scale import SCALE_HELP
+
+        self.scale_combo = QComboBox()
+        self.scale_combo.setEditable(True)
+        self.scale_combo.addItems(["auto", "none", "0.5", "512px"])
+        self.scale_combo.setCurrentText(plugin_setting("scale", "auto"))
+        self.scale_combo.setToolTip(SCALE_HELP[0].upper() + SCALE_HELP[1:])
         self.load_button = QPushButton("Load model")
         self.model_status = QLabel()
         self.model_status.setWordWrap(True)
@@ -176,6 +183,7 @@ class PredictWidget(QWidget):
         mform.addRow("Model", model_row)
         mform.addRow("Device", self.device_combo)
         mform.addRow("Palette network", self.palette_model_edit)
+        mform.addRow("Working resolution", self.scale_combo)
         mform.addRow(self.load_button)
         mform.addRow(self.model_status)
         mform.addRow(self.device_label)
@@ -264,6 +272,11 @@ class PredictWidget(QWidget):
         self.model_edit.editingFinished.connect(self._on_model_spec_changed)
         self.device_combo.currentTextChanged.connect(self._on_model_spec_changed)
         self.palette_model_edit.editingFinished.connect(self._on_model_spec_changed)
+        # a choice from the list, or an entry once typed (not each keystroke: "5" on the
+        # way to "512" would be a factor of 5)
+        self.scale_combo.activated.connect(lambda *_: self._on_scale_changed(self.scale_combo.currentText()))
+        self.scale_combo.lineEdit().editingFinished.connect(
+            lambda: self._on_scale_changed(self.scale_combo.currentText()))
         self.fill_button.clicked.connect(lambda: self.start_fill_palette())
         self.predict_button.clicked.connect(lambda: self.start_predict())
         self.cancel_button.clicked.connect(self.cancel)
@@ -364,7 +377,7 @@ class PredictWidget(QWidget):
             self.set_model(model if model is not None else self.model_spec()[0], device)
         spec = self._full_spec()
         try:
-            predictor = load_predictor(*spec)
+            predictor = load_predictor(*spec, self.scale_text())
         except _USER_ERRORS as e:
             self._model_failed(e)
             return None
@@ -689,7 +702,7 @@ class PredictWidget(QWidget):
         previous = None
         if last is not None and predictor is not None and last[0] is predictor and last[1] == job_key:
             previous = last[2]  # same model, same pixels: re-decode only what changed
-        return PredictJob(rgb, pal, job_key, *self.model_spec(),
+        return PredictJob(rgb, pal, job_key, *self.model_spec(), scale=self.scale_text(),
                           predictor=predictor, palette_model=self._full_spec()[2], previous=previous,
                           extra={"image": image, "image_key": key, "palette_layer": palette})  # fmt: skip
 
@@ -708,7 +721,7 @@ class PredictWidget(QWidget):
         except _USER_ERRORS as e:
             self._failed(self.status_label, f"Fill palette: {e}")
             return None
-        return PredictJob(rgb, None, (key, image_digest(rgb)), *self.model_spec(),
+        return PredictJob(rgb, None, (key, image_digest(rgb)), *self.model_spec(), scale=self.scale_text(),
                           predictor=self._predictor_for_job(), rule=rule,
                           palette_model=self._full_spec()[2],
                           extra={"image": image, "image_key": key})  # fmt: skip
@@ -806,6 +819,34 @@ class PredictWidget(QWidget):
         else:
             self.model_status.setText(f"Model: {spec} (loads on first use)")
             self.model_status.setStyleSheet("")
+
+    def scale_text(self) -> str:
+        """The working resolution chosen (:mod:`composite_tasking.scale`); an unreadable
+        entry is refused by the Predictor with its reason."""
+        return self.scale_combo.currentText().strip() or "auto"
+
+    def set_scale(self, scale: str) -> None:
+        """Choose the working resolution: ``auto``, ``none``, a factor or ``512px``."""
+        self.scale_combo.setCurrentText(str(scale))
+        self._on_scale_changed(str(scale))
+
+    def _on_scale_changed(self, text: str) -> None:
+        """A loaded model keeps its weights and takes the new working resolution (its
+        encoder cache is keyed by the working size); a bad entry says why."""
+        from ..scale import parse_scale
+
+        try:
+            scale = parse_scale(text.strip() or "auto")
+        except ValueError as e:
+            self.model_status.setText(f"Working resolution: {e}")
+            self.model_status.setStyleSheet("color: #e0604a;")
+            return
+        if self._predictor is not None:
+            self._predictor.scale = scale
+            self.model_status.setText(f"Model: {self._predictor.model_id}")
+            self.model_status.setStyleSheet("")
+        else:
+            self._show_model_status()
 
     def _on_model_spec_changed(self, *_) -> None:
         if self._predictor_spec != self._full_spec():
@@ -941,7 +982,7 @@ class PredictWidget(QWidget):
         spec = self._full_spec()
 
         def steps():
-            predictor = load_predictor(*spec)
+            predictor = load_predictor(*spec, self.scale_text())
             yield "model"
             return JobResult(predictor)
 
