@@ -185,3 +185,19 @@ def test_config_json_is_strict_json_with_null_for_nan(tmp_path, ctn18):
     meta = json.loads((folder / "config.json").read_text(), parse_constant=no_nan)
     assert meta["provenance"]["val"] == {"parts": None, "edges": 1.5}
     assert read_checkpoint_info(folder).provenance["val"]["parts"] is None
+
+
+def test_a_training_run_folder_loads_as_its_newest_model(tmp_path, ctn18, monkeypatch):
+    """load_checkpoint takes what the CLI takes (issue #18: it refused a run folder), and
+    the Predictor records the model by an absolute path (a path relative to where ctn ran
+    means nothing later)."""
+    from composite_tasking.inference import Predictor
+
+    run = tmp_path / "run"
+    save_checkpoint(ctn18, run / "epoch-0002" / "model")
+    (run / "latest.json").write_text(json.dumps({"model": "epoch-0002/model"}))
+    model, info = load_checkpoint(run)
+    assert info.path == run / "epoch-0002" / "model"
+    monkeypatch.chdir(tmp_path)
+    predictor = Predictor("run", device="cpu")
+    assert predictor.model_id == str(run / "epoch-0002" / "model") and predictor.model_id.startswith("/")

@@ -111,7 +111,9 @@ class Predictor:
     # ------------------------------------------------------------------ identity
     @property
     def model_id(self) -> str:
-        return str(self.info.path) if self.info else type(self.model).__name__
+        """The checkpoint folder as an absolute path (what a store records: a path relative
+        to wherever ``ctn`` ran would mean nothing later), or the model's class name."""
+        return str(Path(self.info.path).resolve()) if self.info else type(self.model).__name__
 
     @property
     def model_sha256(self) -> str:

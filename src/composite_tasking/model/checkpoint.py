@@ -184,6 +184,10 @@ def _folder(path: str | Path) -> Path:
         path = path.parent
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.is_dir() and not (path / CONFIG_NAME).exists() and (path / "latest.json").is_file():
+        from .resolve import resolve_model  # a training run folder: its newest model, as the CLI takes it
+
+        path = resolve_model(path)
     if not path.is_dir():
         raise CheckpointError(
             f"{path} is not a checkpoint: expected a folder with {CONFIG_NAME} and {WEIGHTS_NAME}"
