@@ -259,14 +259,37 @@ def test_torchrun_variables_are_checked_and_named(tmp_path, photos):
 
 def test_device_values_are_checked_and_listed(tmp_path, photos):
     out = tmp_path / "s.zarr"
-    for bad in ("mps", "gpu", "cuda:x"):
+    for bad in ("gpu", "cuda:x", "metal"):
         res = ctn("label", photos, "--out", out, "--device", bad)
-        assert_usage_error(res, "--device takes auto, cpu, cuda or cuda:I", repr(bad))
+        assert_usage_error(res, "--device takes auto, cpu, cuda, cuda:I or mps", repr(bad))
     import torch
+
+    from composite_tasking.device import mps_available
 
     if not torch.cuda.is_available():
         assert_usage_error(ctn("label", photos, "--out", out, "--device", "cuda:0"), "no CUDA device")
+    if not mps_available():  # accepted where torch reports it; here a clear refusal
+        assert_usage_error(ctn("label", photos, "--out", out, "--device", "mps"), "no MPS device")
     assert not out.exists()
+
+
+def test_auto_picks_cuda_then_mps_then_the_cpu(monkeypatch):
+    """As micro-sam and cellpose do (issue #18 item 4). No Apple GPU here: torch's answers
+    are replaced, the choice is what is tested."""
+    import torch
+
+    from composite_tasking.device import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert pick_device("auto") == torch.device("mps") and pick_device("mps") == torch.device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert pick_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="no MPS device"):
+        pick_device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert pick_device("auto") == torch.device("cuda")
 
 
 def test_palette_model_needs_palette_from_net(tmp_path, photos):

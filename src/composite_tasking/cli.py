@@ -567,9 +567,9 @@ def _check_tile(tile: int, overlap: int | None) -> int:
 def _check_device(spec: str) -> None:
     from .device import DEVICES, pick_device
 
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", spec):  # before torch is imported: at once
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", spec):  # before torch is imported: at once
         raise _Usage(f"--device takes {DEVICES} (I: the index of a CUDA device), got {spec!r}")
-    if spec.startswith("cuda"):
+    if spec.startswith("cuda") or spec == "mps":
         try:
             pick_device(spec)
         except ValueError as e:
@@ -795,7 +795,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--palette-model", default=None,
                    help="only with --palette-from net: the palette network ('default' = bundled, "
                         "the default; or a folder)")  # fmt: skip
-    p.add_argument("--device", default="auto", help="auto (CUDA if present, else cpu), cpu, cuda, cuda:I")
+    p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else cpu), cpu, cuda, cuda:I, mps")
     p.add_argument("--batch-size", type=_nonneg, default=4,
                    help="images of one size predicted together (default 4; a GPU gains from more)")
     p.add_argument("--writers", type=_nonneg, default=None, metavar="N",
@@ -841,7 +841,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "model predicts only in part")  # fmt: skip
     p.add_argument("--model", default="default",
                    help="'default' (bundled), a checkpoint folder or a run folder")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present, else cpu), cpu, cuda, cuda:I")
+    p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else cpu), cpu, cuda, cuda:I, mps")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="as for ctn label")
     _scale_arg(p, default="auto")
@@ -860,7 +860,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "or the run to continue with --resume")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--epochs", type=_nonneg, default=None, help="override the recipe's epochs")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:I")
+    p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else cpu), cpu, cuda, cuda:I, mps")
     p.add_argument("--max-minutes", type=_minutes, default=None, metavar="M",
                    help="stop after M minutes of wall time, keeping the last finished epoch "
                         "(continue with --resume)")
@@ -901,7 +901,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"a recipe file or built-in recipe to start from (default: finetune; built-in: {recipes})")
     p.add_argument("--epochs", type=_nonneg, default=None, help="override the recipe's epochs")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:I")
+    p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else cpu), cpu, cuda, cuda:I, mps")
     p.add_argument("--max-minutes", type=_minutes, default=None, metavar="M",
                    help="stop after M minutes of wall time, keeping the last finished epoch")
     p.set_defaults(func=cmd_finetune)
@@ -923,7 +923,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "to need most corrections first (needs a store written by ctn label)")  # fmt: skip
     p.add_argument("--model", default=None, help="'default' (bundled), a checkpoint folder or a "
                    "run folder (default: the plugin's setting)")  # fmt: skip
-    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:I (default: the plugin's setting)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:I, mps (default: the plugin's setting)")
     p.set_defaults(func=cmd_annotate)
 
     p = sub.add_parser("evaluate", help="metrics of a model on a data set under a rule",
@@ -944,7 +944,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with a store: also score against the images holding only pseudo-labels "
                         "(a model's output nobody checked)")  # fmt: skip
     p.add_argument("--batch-size", type=_nonneg, default=8, help="images per batch (default 8)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:I")
+    p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else cpu), cpu, cuda, cuda:I, mps")
     _scale_arg(p, default="none")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(func=cmd_evaluate)

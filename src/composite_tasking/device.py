@@ -7,11 +7,20 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["pick_device", "cpu_has_bf16", "native_bf16", "pick_autocast_dtype"]
+__all__ = ["pick_device", "cpu_has_bf16", "native_bf16", "pick_autocast_dtype", "mps_available", "DEVICES"]
 
 
 #: the device values every command accepts
-DEVICES = "auto, cpu, cuda or cuda:I"
+DEVICES = "auto, cpu, cuda, cuda:I or mps"
+
+
+def mps_available() -> bool:
+    """True where torch reports an Apple-silicon GPU (Metal Performance Shaders) it can use."""
+    mps = getattr(torch.backends, "mps", None)
+    try:
+        return bool(mps is not None and mps.is_available())
+    except Exception:  # noqa: BLE001 - a torch built without it
+        return False
 
 
 def cpu_has_bf16() -> bool:
@@ -33,13 +42,21 @@ def native_bf16(device: str | torch.device) -> bool:
 
 
 def pick_device(spec: str = "auto") -> torch.device:
-    """``auto`` = the first CUDA device if torch sees one, else the CPU; ``cpu``,
-    ``cuda`` or ``cuda:I``. Anything else (``mps``, a CUDA device torch does not see) is
-    a ValueError that says what is accepted."""
+    """``auto`` = the first CUDA device if torch sees one, else Apple silicon's GPU (MPS)
+    if torch reports it, else the CPU (the order of micro-sam and cellpose); ``cpu``,
+    ``cuda``, ``cuda:I`` or ``mps``. Anything else, or a device torch does not see, is a
+    ValueError that says what is accepted."""
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not isinstance(spec, (str, torch.device)) or not re.fullmatch(r"cpu|cuda(:\d+)?", str(spec)):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps_available() else "cpu")
+    if not isinstance(spec, (str, torch.device)) or not re.fullmatch(r"cpu|cuda(:\d+)?|mps", str(spec)):
         raise ValueError(f"unknown device {spec!r}; use {DEVICES} (I: the index of a CUDA device)")
+    if str(spec) == "mps":
+        if not mps_available():
+            raise ValueError("device 'mps' asked for, but torch reports no MPS device (Apple silicon with a "
+                             "macOS build of torch); use auto or cpu")  # fmt: skip
+        return torch.device("mps")
     dev = torch.device(spec)
     if dev.type == "cuda":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -176,6 +176,10 @@ def device_choices() -> list[str]:
 
         if torch.cuda.is_available():
             choices += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        from ..device import mps_available
+
+        if mps_available():
+            choices.append("mps")
     except Exception:  # noqa: BLE001
         pass
     return choices
