@@ -12,17 +12,20 @@ objects, three and four times larger. For each size and scale:
   back to full resolution before scoring); ratio: to the 256-pixel result, and the
   notes give the difference in points (normals: degrees);
 - the time to predict one image under a four-task mosaic palette (the labelling cost:
-  encoder, decoder, bringing the labels back to full size, decoding them), mean over
-  the scenes after one warm-up; ratio: to the 256-pixel time.
+  encoder, decoder, bringing the labels back to full size, decoding them): the first
+  4 scenes of each size predicted in turns (round-robin: one warm-up round, then 3
+  timed rounds; the median round over 4), so that other work on the machine slows
+  every case alike; ratio: to the 256-pixel time.
 
 Then ``ctn label`` (the real command, in a subprocess, one image) on a 3000 x 2000 JPEG
-of a synthetic scene with ``--scale auto`` and with ``--scale none``: seconds of the
-whole command (ratio: to none). ``--quick``: 2 scenes, 384 pixels for the large size,
+of a synthetic scene with ``--scale auto`` (run before and after, the mean) and with
+``--scale none``: seconds of the whole command (ratio: to none). ``--quick``: 2 scenes, 384 pixels for the large size,
 a 600 x 900 photo, no ``none`` run at full size (a smoke run, not a measurement).
 """
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,18 +35,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._registry import Context, Row, benchmark  # noqa: E402
+from benchmarks._registry import Context, Row, benchmark, time_round_robin  # noqa: E402
 
 TASKS = ("semseg", "parts", "edges", "saliency", "normals")
 UNITS = {"semseg": "mIoU %", "parts": "mIoU %", "edges": "odsF %", "saliency": "max mIoU %", "normals": "deg"}
-
-
-def _predict_seconds(predictor, images, palettes) -> float:
-    predictor.predict(images[0], palettes[0])  # warm-up (first call allocates)
-    t0 = time.perf_counter()
-    for im, pal in zip(images, palettes):
-        predictor.predict(im, pal)
-    return (time.perf_counter() - t0) / len(images)
 
 
 def _photo_run(path: Path, scale: str, device: str, out: Path) -> float:
@@ -74,16 +69,25 @@ def scale(ctx: Context):
     configs = [(256, "none")] + [(s, "auto") for s in sizes] + ([] if ctx.quick else [(768, "none")])
     model, _ = load_checkpoint(resolve_model("default"))
     mosaic = load_rule("mosaic")
-    results, seconds = {}, {}
+    results, cases = {}, []
+    timed = 2 if ctx.quick else 4
     for size, mode in configs:
         print(f"  scale: {n} scenes at {size} px, --scale {mode}", file=sys.stderr)
         res = evaluate(model, f"synthetic:seed=5,n={n},size={size}", rule="S", device=ctx.device,
                        batch_size=4, scale=mode)  # fmt: skip
         results[(size, mode)] = res["primary"]
         predictor = Predictor(model, device=ctx.device, scale=mode)
-        images = [generate(5, i, size)["image"] for i in range(n)]
-        palettes = [mosaic.palette((size, size), rng=np.random.default_rng(i)) for i in range(n)]
-        seconds[(size, mode)] = _predict_seconds(predictor, images, palettes)
+        images = [generate(5, i, size)["image"] for i in range(timed)]
+        palettes = [mosaic.palette((size, size), rng=np.random.default_rng(i)) for i in range(timed)]
+
+        def case(predictor=predictor, images=images, palettes=palettes):
+            for im, pal in zip(images, palettes):
+                predictor.predict(im, pal)
+
+        cases.append(case)
+    print(f"  scale: timing {len(cases)} cases in turns", file=sys.stderr)
+    rounds = time_round_robin(cases, ctx, warmup=1, rounds=1 if ctx.quick else 3)
+    seconds = {c: statistics.median(t) / 1e3 / timed for c, t in zip(configs, rounds)}
     base = results[(256, "none")]
     for (size, mode), prim in results.items():
         t = seconds[(size, mode)]
@@ -101,10 +105,11 @@ def scale(ctx: Context):
         tmp = Path(tmp)
         photo = tmp / f"photo-{w}x{h}.jpg"
         Image.fromarray(generate(5, 0, (h, w))["image"]).save(photo, quality=92)
-        runs = {}
-        for mode in ("auto",) if ctx.quick else ("auto", "none"):
+        runs: dict[str, list[float]] = {}
+        for k, mode in enumerate(("auto",) if ctx.quick else ("auto", "none", "auto")):
             print(f"  scale: ctn label a {w} x {h} JPEG, --scale {mode}", file=sys.stderr)
-            runs[mode] = _photo_run(photo, mode, ctx.device, tmp / f"{mode}.zarr")
+            runs.setdefault(mode, []).append(_photo_run(photo, mode, ctx.device, tmp / f"{mode}-{k}.zarr"))
+        runs = {mode: statistics.mean(t) for mode, t in runs.items()}
         for mode, t in runs.items():
             yield Row("scale", f"ctn label, one {w} x {h} JPEG, --scale {mode}", t, "s",
                       ratio=t / runs["none"] if "none" in runs else None, digits=1,
