@@ -159,6 +159,17 @@ def _scale_arg(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--scale", type=_scale, default=default, help=f"{SCALE_HELP} (default {default})")
 
 
+def _builtin_recipes() -> list[str]:
+    """The names of the recipes shipped in composite_tasking.training (no import of it)."""
+    from importlib import resources
+
+    try:
+        folder = resources.files("composite_tasking.training") / "recipes"
+        return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    except (ModuleNotFoundError, OSError):  # pragma: no cover - an incomplete installation
+        return []
+
+
 def _nonneg(text: str) -> int:
     try:
         v = int(text)
@@ -742,7 +753,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p = sub.add_parser("info", help="versions, devices, tasks, rules and model presets")
+    p = sub.add_parser("info", help="versions, devices, tasks, rules and model presets",
+                       description="Print the versions of the package and of torch, the devices torch sees "
+                       "(and whether bf16 pays on this CPU), the tasks, the built-in rules, the model "
+                       "presets with their sizes, and whether the bundled models are installed.")  # fmt: skip
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser(
@@ -782,7 +796,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only with --palette-from net: the palette network ('default' = bundled, "
                         "the default; or a folder)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto (CUDA if present, else cpu), cpu, cuda, cuda:I")
-    p.add_argument("--batch-size", type=_nonneg, default=4)
+    p.add_argument("--batch-size", type=_nonneg, default=4,
+                   help="images of one size predicted together (default 4; a GPU gains from more)")
     p.add_argument("--writers", type=_nonneg, default=None, metavar="N",
                    help="writers of the store when the model runs on a GPU: processes that also "
                         "decode the labels from 64 images on (default min(12, cores - 2)), "
@@ -802,7 +817,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="skip images already complete (the default)")
     g.add_argument("--overwrite", action="store_true", help="relabel everything, also with another model or rule")
-    p.add_argument("--shard", default=None, help="I/N: label every N-th image starting at I (torchrun sets it)")
+    p.add_argument("--shard", default=None,
+                   help="I/N: label every N-th image starting at image I, counting from 0 (0/2 and 1/2 "
+                        "share a folder between two processes); torchrun's RANK/WORLD_SIZE set it")  # fmt: skip
     p.add_argument("--reference", action="store_true", help="store a path and sha256 instead of the pixels")
     p.add_argument("--preview", default=None,
                    help="the contact sheet, a .png file (default: next to the store, "
@@ -813,13 +830,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "reading, handing to the writers, ...) and how busy the writers were")  # fmt: skip
     p.set_defaults(func=cmd_label)
 
-    p = sub.add_parser("demo", help="label the bundled sample images with the bundled model (store + preview)")
+    p = sub.add_parser("demo", help="label the bundled sample images with the bundled model (store + preview)",
+                       description="The main job on the six bundled sample scenes: ctn label with the "
+                       "bundled model into OUT/labels.zarr and a contact sheet OUT/preview.png. "
+                       "Re-running continues; --overwrite relabels.")  # fmt: skip
     p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
     p.add_argument("--rule", default="mosaic",
                    help="default mosaic: four rectangles around a random point, each a different "
                         "task (four of the five tasks per image); R2 needs semantics the bundled "
                         "model predicts only in part")  # fmt: skip
-    p.add_argument("--model", default="default")
+    p.add_argument("--model", default="default",
+                   help="'default' (bundled), a checkpoint folder or a run folder")
     p.add_argument("--device", default="auto", help="auto (CUDA if present, else cpu), cpu, cuda, cuda:I")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="as for ctn label")
@@ -827,8 +848,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="relabel an existing demo store")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", help="train a model from a recipe (YAML)")
-    p.add_argument("--config", required=True, help="recipe file, or a built-in recipe name (ctn-synthetic)")
+    recipes = ", ".join(_builtin_recipes())
+    p = sub.add_parser("train", help="train a model from a recipe (YAML)",
+                       description="Train a CTN, an MHN, STNs or a palette network as a recipe says "
+                       "(model, data, rule, losses, optimiser, schedule; docs/finetune.md), writing a "
+                       f"checkpoint per epoch into OUT. Built-in recipes: {recipes}.")  # fmt: skip
+    p.add_argument("--config", required=True,
+                   help=f"a recipe file, or a built-in recipe by name: {recipes}")
     p.add_argument("--out", required=True,
                    help="run folder (newest checkpoint, history, curves): a new or empty folder, "
                         "or the run to continue with --resume")  # fmt: skip
@@ -871,10 +897,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(a model's output nobody checked): self-training")  # fmt: skip
     p.add_argument("--out", required=True,
                    help="run folder: a new or empty folder, or the run to continue with --resume")
-    p.add_argument("--config", default=None, help="a recipe to start from (default: built-in 'finetune')")
+    p.add_argument("--config", default=None,
+                   help=f"a recipe file or built-in recipe to start from (default: finetune; built-in: {recipes})")
     p.add_argument("--epochs", type=_nonneg, default=None, help="override the recipe's epochs")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:I")
     p.add_argument("--max-minutes", type=_minutes, default=None, metavar="M",
                    help="stop after M minutes of wall time, keeping the last finished epoch")
     p.set_defaults(func=cmd_finetune)
@@ -899,7 +926,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:I (default: the plugin's setting)")
     p.set_defaults(func=cmd_annotate)
 
-    p = sub.add_parser("evaluate", help="metrics of a model on a data set under a rule")
+    p = sub.add_parser("evaluate", help="metrics of a model on a data set under a rule",
+                       description="The paper's metric per task (semseg and parts mIoU, edges odsF, "
+                       "saliency max mIoU, normals mean angle), the loss, the correction effort and "
+                       "how well the confidence predicts errors (AUROC), on a data set or the checked "
+                       "images of a label store, under rule S (every task everywhere, the paper's "
+                       "Table 1) or a palette rule.")  # fmt: skip
     p.add_argument("--model", required=True, help="'default', a checkpoint folder or a run folder")
     p.add_argument("--data", required=True,
                    help="pascal-mt:ROOT[,split=train|val] (default split val) | "
@@ -911,8 +943,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-images", action="store_true",
                    help="with a store: also score against the images holding only pseudo-labels "
                         "(a model's output nobody checked)")  # fmt: skip
-    p.add_argument("--batch-size", type=_nonneg, default=8)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=_nonneg, default=8, help="images per batch (default 8)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:I")
     _scale_arg(p, default="none")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(func=cmd_evaluate)

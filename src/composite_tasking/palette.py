@@ -220,8 +220,12 @@ class SemanticRule:
     def from_dict(cls, data: Mapping, source: str | None = None) -> "SemanticRule":
         """Build from the YAML structure ``{name, description, default, tasks: {task: [classes]}}``."""
         where = f" in {source}" if source else ""
+        if data is None:
+            raise RuleError(f"the rule file{where} is empty: a rule is a mapping with name, default and "
+                            "tasks (docs/rules.md)")  # fmt: skip
         if not isinstance(data, Mapping):
-            raise RuleError(f"a rule file holds a mapping{where}, got {type(data).__name__}")
+            raise RuleError(f"a rule file holds a mapping (name, default, tasks){where}, got "
+                            f"{'a list' if isinstance(data, list) else repr(data)[:60]}")  # fmt: skip
         unknown = set(data) - {"name", "description", "default", "tasks"}
         if unknown:
             raise RuleError(f"unknown key(s) {sorted(unknown)}{where}; "
