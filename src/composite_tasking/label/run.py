@@ -4,6 +4,7 @@ package's docstring, :mod:`composite_tasking.label`)."""
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -17,7 +18,7 @@ from ..palette import load_rule, rule_fingerprint
 from ..shards import ShardError, shard_from_environment
 from .preview import contact_sheet
 from .reading import ReadItem, Reader
-from .settings import (SETTINGS, differs, image_rng, image_settings, open_store, person_made, settings_differ,
+from .settings import (describe_differences, image_rng, image_settings, open_store, person_made, settings_differ,
                        slim_record)  # fmt: skip
 from .summary import Clock, LabelError, LabelSummary
 from .writers import PROCESS_MIN_IMAGES, ProcessWriter, ThreadWriter, default_writer_processes, default_writers
@@ -121,6 +122,8 @@ def label_images(
                          f"rule; leave out --rule {rule}")  # fmt: skip
     rule_obj = load_rule("R2" if rule is None else rule)  # a bad rule: a usage error before anything is written
     origin = palette_from if palette_dir is None else f"folder:{palette_dir}"
+    if origin == "semantics" and not rule_obj.needs_semantics:
+        origin = "rule"  # mosaic, random, S:<task>: the rule alone made the palettes
     # palettes from a folder were made by no rule this run knows: none is recorded (a
     # recorded rule would make fine-tuning under another rule refuse them)
     rule_name = None if palette_dir is not None else rule_obj.name
@@ -142,11 +145,19 @@ def label_images(
     records = {i: slim_record(r) for i, r in store.image_records().items()}  # ~0.3 KB an image
     if have is not None and records and settings_differ(have, wanted):
         if not overwrite:
-            diff = {k: (have.get(k), wanted.get(k)) for k in SETTINGS if differs(k, have, wanted)}
             raise LabelError(
-                f"{store_path} was written with other settings {diff} (stored, asked); "
+                f"{store_path} was labelled with other settings: {describe_differences(have, wanted)}; "
                 "pass --overwrite to relabel it, or write to another store"
             )
+    # an --overwrite run marks the store until it has relabelled every image it was asked
+    # to (each image records the run that wrote it): the same command without --overwrite
+    # continues it after an interruption, relabelling only what that run had not reached
+    run_id = uuid.uuid4().hex[:16]
+    unfinished = (have or {}).get("overwrite") if not overwrite and have is not None \
+        and not settings_differ(have, wanted) else None  # fmt: skip
+    wanted["overwrite"] = run_id if overwrite else unfinished
+    if wanted["overwrite"] is None:
+        del wanted["overwrite"]
     ids = image_ids(files, inputs, records, shard)
     roots = [Path(i) for i in inputs if Path(i).is_dir()]
     rels = [relative_to_inputs(f, roots) for f in files]
@@ -166,23 +177,22 @@ def label_images(
         elif settings_differ(image_settings(rec), image_wanted):
             other.append(i)
             todo.append((f, i, rel))
-        elif overwrite:
+        elif overwrite or (unfinished is not None and rec.get("run") != unfinished):
             todo.append((f, i, rel))
         else:
             summary.skipped_complete.append(i)
-    if other and not overwrite:
+    if other and not overwrite and unfinished is None:
         rec = image_settings(records[other[0]])
-        diff = {k: (rec.get(k), image_wanted.get(k)) for k in SETTINGS if differs(k, rec, image_wanted)}
         raise LabelError(f"{len(other)} image(s) of {store_path} were labelled with other settings "
-                         f"(e.g. {other[0]!r}: {diff}, stored, asked); pass --overwrite to relabel "
-                         "them, or write to another store")  # fmt: skip
+                         f"(e.g. {other[0]!r}: {describe_differences(rec, image_wanted)}); pass "
+                         "--overwrite to relabel them, or write to another store")  # fmt: skip
     if have != wanted:
         store.update_attrs({"labelling": wanted})
     total = len(todo)
     batch_size = max(1, batch_size)
     # a semantic rule on the model's own semantics: made in predict_batch, from the same encoder pass
     own_palette = palette_dir is None and palette_from != "net" and rule_obj.needs_semantics
-    write_attrs = {"palette_origin": origin, "model": predictor.model_id,
+    write_attrs = {"palette_origin": origin, "model": predictor.model_id, "run": wanted.get("overwrite", run_id),
                    "model_sha256": predictor.model_sha256, "precision": predictor.precision,
                    "scale": str(predictor.scale)}  # fmt: skip
     if rule_name is not None:
@@ -337,6 +347,9 @@ def label_images(
         clock.stop()
         summary.timings = clock.seconds(writers, writer.busy if writer is not None else 0.0)
     collect()
+    if "overwrite" in wanted and not summary.stopped and not summary.failed and len(summary.done) == total:
+        finished = {k: v for k, v in wanted.items() if k != "overwrite"}  # every image relabelled
+        store.update_attrs({"labelling": finished})
     order = {image_id: k for k, (_, image_id, _) in enumerate(todo)}
     summary.done.sort(key=order.__getitem__)  # writers finish in any order: report input order
     if preview is not None and sheet:

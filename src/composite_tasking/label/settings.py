@@ -14,7 +14,7 @@ import numpy as np
 from ..store import PERSON_PROVENANCES, LabelStore, StoreError
 from .summary import LabelError
 
-__all__ = ["SETTINGS", "SETTINGS_IF_RECORDED", "differs", "settings_differ", "image_settings", "slim_record",
+__all__ = ["SETTINGS", "SETTINGS_IF_RECORDED", "FLAGS", "differs", "describe_differences", "settings_differ", "image_settings", "slim_record",
            "person_made", "image_rng", "open_store"]  # fmt: skip
 
 #: what a store records of how its images were labelled, compared before labelling more
@@ -32,13 +32,35 @@ def _normal_setting(key: str, value):
     return value
 
 
+#: the command-line flag of each setting, for messages
+FLAGS = {"model_sha256": "--model", "rule": "--rule", "rule_sha256": "--rule (its content)",
+         "palette_from": "--palette-from", "palette_model_sha256": "--palette-model", "scale": "--scale"}
+
+
 def differs(key: str, have: dict, wanted: dict) -> bool:
     if key in ("rule", "rule_sha256") and str(wanted.get("palette_from")).startswith("folder:"):
         return False  # palettes from a folder: no rule made them (earlier versions recorded --rule's)
     a, b = have.get(key), wanted.get(key)
+    if key == "palette_from" and {a, b} <= {"semantics", "rule"}:
+        return False  # a rule that needs no semantics was recorded as "semantics" before: the rule decides
     if key in SETTINGS_IF_RECORDED and (a is None or b is None):
         return False
     return _normal_setting(key, a) != _normal_setting(key, b)
+
+
+def describe_differences(have: dict, wanted: dict) -> str:
+    """The settings that differ, by their flags: ``--model 797fe963... (stored) vs
+    3babe4db... (asked); --scale none vs auto``."""
+
+    def show(key, v):
+        if v is None:
+            return "none recorded"
+        v = str(v)
+        return f"{v[:12]}..." if key.endswith("sha256") and len(v) > 12 else v
+
+    parts = [f"{FLAGS.get(k, k)} {show(k, have.get(k))} (stored) vs {show(k, wanted.get(k))} (asked)"
+             for k in SETTINGS if differs(k, have, wanted)]  # fmt: skip
+    return "; ".join(parts)
 
 
 def settings_differ(have: dict, wanted: dict) -> bool:
@@ -56,7 +78,8 @@ def slim_record(record: dict) -> dict:
     """What labelling needs of a stored image's attributes: its source and sha256, its
     settings, its provenance and whether napari saved it (a large folder's records stay
     small in memory)."""
-    keep = ("model_sha256", "rule", "rule_sha256", "palette_origin", "palette_model_sha256", "provenance")
+    keep = ("model_sha256", "rule", "rule_sha256", "palette_origin", "palette_model_sha256", "provenance",
+            "scale", "run")
     out = {k: record[k] for k in keep if k in record}
     out["image"] = {k: (record.get("image") or {}).get(k) for k in ("source", "sha256", "sha256_of")}
     if "napari" in record:
