@@ -256,7 +256,7 @@ class Phases:
 @contextlib.contextmanager
 def instrumented(phases: Phases):
     """Wrap the labelling's steps (module and class attributes) for the ``with`` block."""
-    import composite_tasking.label as label_mod
+    import composite_tasking.label.reading as label_mod
     from composite_tasking.inference import PendingBatch, Predictor
     from composite_tasking.palette import MosaicRule, RandomRule, SemanticRule, SingleTaskRule
     from composite_tasking.store import LabelStore
@@ -382,8 +382,8 @@ def store_write_scaling(predictor, tmp: Path, n_images: int, seed: int, size: in
     classes and the limits on images in flight are label_images's (batch 4)."""
     from composite_tasking.inference import Prediction, decode_labels
     from composite_tasking._writer_process import write_prediction
-    from composite_tasking.label import (_ProcessWriter, _Writer, default_writer_processes,
-                                         default_writers)
+    from composite_tasking.label import default_writer_processes, default_writers
+    from composite_tasking.label.writers import ProcessWriter, ThreadWriter
     from composite_tasking.palette import MosaicRule
     from composite_tasking.store import LabelStore
     from composite_tasking.synthetic import generate
@@ -412,7 +412,7 @@ def store_write_scaling(predictor, tmp: Path, n_images: int, seed: int, size: in
         def write(path_, image_id, image_, pred, store=store):
             write_prediction(store, image_id, image_, pred, attrs, True, source)
 
-        writer = _Writer(write, depth=max(LABEL_BATCH, depth - threads), threads=threads)
+        writer = ThreadWriter(write, depth=max(LABEL_BATCH, depth - threads), threads=threads)
         t0 = time.perf_counter()
         try:
             for k in range(n_images):  # label_images decodes in the labelling thread (predict_batch)
@@ -430,7 +430,7 @@ def store_write_scaling(predictor, tmp: Path, n_images: int, seed: int, size: in
         n = result["processes_n"]
         LabelStore(path, mode="w")
         t0 = time.perf_counter()
-        writer = _ProcessWriter(path, attrs, True, predictor.tasks, limit=max(LABEL_BATCH, depth - n) + n,
+        writer = ProcessWriter(path, attrs, True, predictor.tasks, limit=max(LABEL_BATCH, depth - n) + n,
                                 processes=n, shared=shared)  # fmt: skip
         try:
             if not writer.ready(timeout=600):
@@ -438,7 +438,7 @@ def store_write_scaling(predictor, tmp: Path, n_images: int, seed: int, size: in
             startup = time.perf_counter() - t0
             t0 = time.perf_counter()
             for k in range(n_images):
-                writer.submit((source, f"img-{k:04d}", image, pal, out))
+                writer.submit((source, f"img-{k:04d}", image, pal, out, 0.0))
             writer.close()
             seconds = time.perf_counter() - t0
         finally:

@@ -8,7 +8,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = [ROOT / "src" / "composite_tasking", ROOT / "training"]
 #: modules over MAX_LINES, and why they still are (each is a split to make)
 LARGER = {
-    "src/composite_tasking/label.py": "label_images and its pipeline: the label/ package split (#19)",
     "src/composite_tasking/cli.py": "one parser and one function per command",
     "src/composite_tasking/datasets.py": "PASCAL-MT, synthetic and store data sets: training/data.py (#19)",
     "src/composite_tasking/store/label_store.py": "LabelStore, one class: writing and reading apart next",

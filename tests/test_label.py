@@ -889,11 +889,11 @@ def test_a_failed_write_in_a_writer_process_stops_the_run_naming_the_image(tmp_p
 def test_writer_processes_leave_torch_alone(tmp_path):
     """A writer process imports the store, numpy decoding and the task table, not torch
     (~400 MB and seconds of start-up each); it writes an image all the same."""
-    from composite_tasking.label import _ProcessWriter
+    from composite_tasking.label.writers import ProcessWriter
     from composite_tasking.tasks import TASK_NAMES
 
     LabelStore(tmp_path / "s.zarr", mode="w")
-    writer = _ProcessWriter(tmp_path / "s.zarr", {"rule": "mosaic"}, True, TASK_NAMES, limit=2, processes=1)
+    writer = ProcessWriter(tmp_path / "s.zarr", {"rule": "mosaic"}, True, TASK_NAMES, limit=2, processes=1)
     try:
         assert writer.ready(timeout=120)
         probe = "sorted(m for m in ('torch', 'zarr', 'numpy') if m in __import__('sys').modules)"
@@ -911,8 +911,8 @@ def test_writer_processes_leave_torch_alone(tmp_path):
 
 def test_writer_processes_are_used_for_many_images_only_when_pipelining(
         tmp_path, small_folder, tiny_predictor, monkeypatch):  # fmt: skip
-    from composite_tasking import label as label_module
     from composite_tasking.label import LabelError, label_images
+    from composite_tasking.label import run as label_module
 
     made = []
 
@@ -923,7 +923,7 @@ def test_writer_processes_are_used_for_many_images_only_when_pipelining(
         made.append(kwargs)
         raise NoProcesses
 
-    monkeypatch.setattr(label_module, "_ProcessWriter", process_writer)
+    monkeypatch.setattr(label_module, "ProcessWriter", process_writer)
 
     def run(name, **kw):
         return label_images([small_folder], tmp_path / f"{name}.zarr", rule="mosaic", model=tiny_predictor,

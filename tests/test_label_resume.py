@@ -136,6 +136,37 @@ def test_a_partial_overwrite_does_not_leave_a_silently_mixed_store(tmp_path, pre
     assert run([folder], out, predictor, rule="S:edges").skipped_complete == ["a.png", "b.png", "c.png"]
 
 
+@pytest.mark.parametrize("new_rule", ["S:edges", "mosaic"])  # other settings, and the same ones again
+def test_an_interrupted_overwrite_is_continued_by_the_same_command_without_overwrite(tmp_path, predictor, new_rule):
+    """Issue #18: an interrupted --overwrite could not be continued (the store refused
+    the run without --overwrite, and --overwrite started over)."""
+    folder = write_images(tmp_path / "in", ["a.png", "b.png", "c.png", "d.png"])
+    out = tmp_path / "s.zarr"
+    run([folder], out, predictor, rule="mosaic")
+    asked = iter([False, True])  # one batch of two, then stop: Ctrl-C's place
+    first = run([folder], out, predictor, rule=new_rule, overwrite=True, should_stop=lambda: next(asked))
+    assert first.stopped and first.done == ["a.png", "b.png"]
+    rest = run([folder], out, predictor, rule=new_rule)  # no --overwrite: continues
+    assert rest.done == ["c.png", "d.png"] and rest.skipped_complete == ["a.png", "b.png"]
+    st = LabelStore(out, mode="r")
+    assert {st.image_attrs(i)["rule"] for i in st.ids()} == {new_rule}
+    assert "overwrite" not in st.attrs["labelling"]  # finished: a next run skips everything
+    again = run([folder], out, predictor, rule=new_rule)
+    assert again.skipped_complete == ["a.png", "b.png", "c.png", "d.png"] and again.done == []
+
+
+def test_a_refusal_names_the_flags_that_differ_and_a_rule_palette_is_recorded_as_the_rules(tmp_path, predictor):
+    folder = write_images(tmp_path / "in", ["a.png"])
+    out = tmp_path / "s.zarr"
+    run([folder], out, predictor, rule="mosaic")
+    st = LabelStore(out, mode="r")
+    assert st.image_attrs("a.png")["palette_origin"] == "rule"  # not "semantics": no semantics made it
+    with pytest.raises(LabelError) as e:
+        run([folder], out, predictor, rule="S:edges")
+    msg = str(e.value)
+    assert "--rule mosaic (stored) vs S:edges (asked)" in msg and "{" not in msg and "rule_sha256'" not in msg
+
+
 def test_a_rule_file_edited_under_its_old_name_is_another_rule(tmp_path, predictor):
     folder = write_images(tmp_path / "in", ["a.png", "b.png"])
     rule = tmp_path / "mine.yaml"
@@ -143,7 +174,7 @@ def test_a_rule_file_edited_under_its_old_name_is_another_rule(tmp_path, predict
     out = tmp_path / "s.zarr"
     run([folder / "a.png"], out, predictor, rule=str(rule))
     rule.write_text("name: mine\ndefault: saliency\ntasks:\n  normals: [person]\n")
-    with pytest.raises(LabelError, match="rule_sha256"):
+    with pytest.raises(LabelError, match=r"--rule \(its content\)"):
         run([folder], out, predictor, rule=str(rule))
 
 

@@ -674,8 +674,9 @@ def cmd_label(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except KeyboardInterrupt:
         bar.close()
-        print("\ninterrupted: every image written so far is complete; run the same command "
-              "again to continue", file=sys.stderr)  # fmt: skip
+        again = ("the same command without --overwrite continues relabelling (with it, relabelling "
+                 "starts over)") if args.overwrite else "run the same command again to continue"  # fmt: skip
+        print(f"\ninterrupted: every image written so far is complete; {again}", file=sys.stderr)
         return 130
     except (LabelError, RuleError, CheckpointError, ValueError) as e:
         bar.close()

@@ -1,0 +1,357 @@
+"""``label_images``: a labelling run, read -> palette -> predict -> write (see the
+package's docstring, :mod:`composite_tasking.label`)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .._writer_process import write_prediction
+from ..image_ids import image_ids, relative_to_inputs
+from ..images import ImageReadError, scan_inputs
+from ..inference import Prediction, Predictor
+from ..palette import load_rule, rule_fingerprint
+from ..shards import ShardError, shard_from_environment
+from .preview import contact_sheet
+from .reading import ReadItem, Reader
+from .settings import (describe_differences, image_rng, image_settings, open_store, person_made, settings_differ,
+                       slim_record)  # fmt: skip
+from .summary import Clock, LabelError, LabelSummary
+from .writers import PROCESS_MIN_IMAGES, ProcessWriter, ThreadWriter, default_writer_processes, default_writers
+
+__all__ = ["label_images"]
+
+
+def label_images(
+    inputs: Iterable[str | os.PathLike],
+    store_path: str | os.PathLike,
+    *,
+    rule: str | None = None,
+    palette_from: str = "semantics",
+    model: str | Predictor = "default",
+    palette_model: str = "default",
+    device: str = "auto",
+    batch_size: int = 4,
+    tile: int = 1024,
+    overlap: int | None = None,
+    precision: str = "auto",
+    scale: str = "auto",
+    overwrite: bool = False,
+    shard: tuple[int, int] | None = None,
+    store_image: bool = True,
+    preview: str | os.PathLike | None = None,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    pipeline: bool | None = None,
+    writers: int | None = None,
+    writer_processes: bool | None = None,
+) -> LabelSummary:
+    """Label every image of ``inputs`` into ``store_path`` (see the module docstring).
+
+    ``progress(done, total)`` is called after each image is written or has failed;
+    ``should_stop()`` is asked before each batch (the images predicted so far are
+    written, the rest is left for the next run). ``pipeline=False`` reads, predicts and
+    writes one after the other in the calling thread (no threads; for debugging, and the
+    reference the pipeline must equal); None (default) pipelines when the model runs on a
+    GPU: on a CPU the model already keeps every core busy, and the writer's compression
+    competing for them made labelling slower (0.75x on the 2-core benchmark machine).
+    ``writers`` is the number of writer threads when pipelining (0: write in the calling
+    thread; None: :func:`default_writers`, ``min(4, cores - 1)``); ignored without
+    pipelining. ``writer_processes``: write (and decode the labels) in ``writers``
+    processes instead of threads (None: :func:`default_writer_processes`,
+    ``min(12, cores - 2)``); None (default) when pipelining at least
+    :data:`PROCESS_MIN_IMAGES` (64) images, True / False forces it; never without
+    pipelining or with ``writers=0``. ``summary.done`` lists the images written in input
+    order.
+
+    ``rule`` None: R2, or with ``palette_from="net"`` the rule the palette network was
+    trained for (its checkpoint says; another rule is refused). ``tile`` / ``overlap``:
+    images larger than ``tile`` are predicted in overlapping tiles (``overlap`` None:
+    ``min(128, tile // 4)``). ``scale``: the working resolution
+    (:mod:`composite_tasking.scale`; ``auto``, the default, shrinks images larger than
+    the model's training size to it, ``none`` predicts every pixel); recorded per image
+    and compared on resume like the model and the rule (a given Predictor's own scale is
+    used). Image ids: :func:`image_ids`, settled against the store.
+    """
+    if writers is not None and (isinstance(writers, bool) or not isinstance(writers, int) or writers < 0):
+        raise LabelError(f"--writers takes an integer >= 0, got {writers!r}")
+    if writer_processes not in (None, True, False):
+        raise LabelError(f"writer_processes is None, True or False, got {writer_processes!r}")
+    inputs = list(inputs)
+    store_path = Path(store_path)
+    if preview is not None and (Path(preview).suffix.lower() != ".png" or Path(preview).is_dir()):
+        raise LabelError(f"the preview is a PNG file: {os.fspath(preview)!r} is "
+                         f"{'a folder' if Path(preview).is_dir() else 'not a .png path'}")  # fmt: skip
+    palette_dir = None
+    if palette_from not in ("semantics", "net"):
+        palette_dir = Path(palette_from).resolve()
+        if not palette_dir.is_dir():
+            raise LabelError(f"--palette-from is 'semantics', 'net' or a folder of palette PNGs; "
+                             f"{palette_from!r} is none of these")  # fmt: skip
+    try:
+        shard = shard_from_environment() if shard is None else shard
+    except ShardError as e:
+        raise LabelError(str(e)) from None
+
+    predictor = model if isinstance(model, Predictor) else Predictor(
+        model, device=device, tile=tile, overlap=min(128, tile // 4) if overlap is None else overlap,
+        precision=precision, palette_model=palette_model if palette_from == "net" else None, scale=scale)
+    palette_sha = None
+    if palette_from == "net":
+        try:
+            predictor.palette_net  # load now: a missing network is a usage error
+        except (ValueError, OSError) as e:
+            raise LabelError(f"--palette-from net: {e}") from None
+        info = predictor.palette_info
+        palette_sha = info.sha256 if info is not None else None
+        learned = ((info.provenance.get("recipe") or {}).get("rule") if info is not None else None)
+        if learned is not None:  # the network makes its rule's palettes, whatever is asked
+            if rule is not None and load_rule(rule).name != load_rule(learned).name:
+                raise LabelError(f"--palette-from net: the palette network ({info.path}) was trained "
+                                 f"for rule {learned}, so its palettes follow {learned}, not "
+                                 f"{load_rule(rule).name}; leave out --rule, or use "
+                                 f"--palette-from semantics --rule {rule}")  # fmt: skip
+            rule = learned
+    if palette_dir is not None and rule is not None:
+        raise LabelError(f"--palette-from {palette_from}: the palettes come from that folder, not from a "
+                         f"rule; leave out --rule {rule}")  # fmt: skip
+    rule_obj = load_rule("R2" if rule is None else rule)  # a bad rule: a usage error before anything is written
+    origin = palette_from if palette_dir is None else f"folder:{palette_dir}"
+    if origin == "semantics" and not rule_obj.needs_semantics:
+        origin = "rule"  # mosaic, random, S:<task>: the rule alone made the palettes
+    # palettes from a folder were made by no rule this run knows: none is recorded (a
+    # recorded rule would make fine-tuning under another rule refuse them)
+    rule_name = None if palette_dir is not None else rule_obj.name
+    rule_sha = None if palette_dir is not None else rule_fingerprint(rule_obj)
+    wanted = {"model_sha256": predictor.model_sha256, "model": predictor.model_id,
+              "rule": rule_name, "rule_sha256": rule_sha, "palette_from": origin,
+              "scale": str(predictor.scale)}  # fmt: skip
+    if palette_sha is not None:
+        wanted["palette_model_sha256"] = palette_sha
+
+    # never the store or the preview (an output inside an input folder)
+    scan = scan_inputs(inputs, exclude=[store_path] + ([Path(preview)] if preview is not None else []))
+    summary = LabelSummary(store_path, failed=list(scan.skipped),
+                           ignored=[*scan.ignored_files, *scan.zarr_folders])  # fmt: skip
+    files = scan.files
+
+    store = open_store(store_path, {"labelling": wanted})
+    have = store.attrs.get("labelling")
+    records = {i: slim_record(r) for i, r in store.image_records().items()}  # ~0.3 KB an image
+    if have is not None and records and settings_differ(have, wanted):
+        if not overwrite:
+            raise LabelError(
+                f"{store_path} was labelled with other settings: {describe_differences(have, wanted)}; "
+                "pass --overwrite to relabel it, or write to another store"
+            )
+    # an --overwrite run marks the store until it has relabelled every image it was asked
+    # to (each image records the run that wrote it): the same command without --overwrite
+    # continues it after an interruption, relabelling only what that run had not reached
+    run_id = uuid.uuid4().hex[:16]
+    unfinished = (have or {}).get("overwrite") if not overwrite and have is not None \
+        and not settings_differ(have, wanted) else None  # fmt: skip
+    wanted["overwrite"] = run_id if overwrite else unfinished
+    if wanted["overwrite"] is None:
+        del wanted["overwrite"]
+    ids = image_ids(files, inputs, records, shard)
+    roots = [Path(i) for i in inputs if Path(i).is_dir()]
+    rels = [relative_to_inputs(f, roots) for f in files]
+    if shard is not None:
+        i, n = shard
+        files, ids, rels = files[i::n], ids[i::n], rels[i::n]
+    image_wanted = {"model_sha256": wanted["model_sha256"], "rule": wanted["rule"],
+                    "rule_sha256": wanted["rule_sha256"], "palette_from": origin,
+                    "palette_model_sha256": palette_sha, "scale": wanted["scale"]}  # fmt: skip
+    todo, other = [], []
+    for f, i, rel in zip(files, ids, rels):
+        rec = records.get(i)
+        if rec is None:
+            todo.append((f, i, rel))
+        elif person_made(rec):  # a person's work: never relabelled
+            summary.kept.append(i)
+        elif settings_differ(image_settings(rec), image_wanted):
+            other.append(i)
+            todo.append((f, i, rel))
+        elif overwrite or (unfinished is not None and rec.get("run") != unfinished):
+            todo.append((f, i, rel))
+        else:
+            summary.skipped_complete.append(i)
+    if other and not overwrite and unfinished is None:
+        rec = image_settings(records[other[0]])
+        raise LabelError(f"{len(other)} image(s) of {store_path} were labelled with other settings "
+                         f"(e.g. {other[0]!r}: {describe_differences(rec, image_wanted)}); pass "
+                         "--overwrite to relabel them, or write to another store")  # fmt: skip
+    if have != wanted:
+        store.update_attrs({"labelling": wanted})
+    total = len(todo)
+    batch_size = max(1, batch_size)
+    # a semantic rule on the model's own semantics: made in predict_batch, from the same encoder pass
+    own_palette = palette_dir is None and palette_from != "net" and rule_obj.needs_semantics
+    write_attrs = {"palette_origin": origin, "model": predictor.model_id, "run": wanted.get("overwrite", run_id),
+                   "model_sha256": predictor.model_sha256, "precision": predictor.precision,
+                   "scale": str(predictor.scale)}  # fmt: skip
+    if rule_name is not None:
+        write_attrs.update({"rule": rule_name, "rule_sha256": rule_sha})
+    if palette_sha is not None:
+        write_attrs["palette_model_sha256"] = palette_sha
+
+    def write(path: Path, image_id: str, image: np.ndarray, pred: Prediction) -> None:
+        write_prediction(store, image_id, image, pred, write_attrs, store_image, str(Path(path).resolve()))
+
+    def rule_palette(shape: tuple[int, int], image_id: str) -> np.ndarray:
+        return rule_obj.palette(shape, rng=image_rng(seed, image_id))
+
+    # a palette that needs no model (a folder's, or a rule's) is made by the reader
+    by_reader = palette_dir is not None or (palette_from != "net" and not own_palette)
+
+    def make_palette(item: ReadItem) -> np.ndarray:
+        if by_reader:
+            return item.palette
+        if palette_from == "net":
+            return predictor.palette_from_net(item.image)
+        return None  # a semantic rule's: made from the batch's own semantics by predict_batch
+
+    sheet: list[tuple[np.ndarray, Prediction]] = []
+    done = 0
+
+    def count(image_id: str | None = None) -> None:
+        nonlocal done
+        if image_id is not None:
+            summary.done.append(image_id)
+        done += 1
+        if progress:
+            progress(done, total)
+
+    def collect() -> None:  # images the writer has finished, then its error if any
+        for image_id in writer.written():
+            count(image_id)
+        writer.check()
+
+    if pipeline is None:  # the CPU is free while a GPU computes, not while a CPU does
+        pipeline = predictor.device.type == "cuda"
+    depth = 2 * batch_size if pipeline else 0  # images read ahead / waiting to be written
+    if not pipeline:
+        writers = 0
+    # writer processes (decoding too) when there are enough images to repay their start
+    processes = bool(pipeline and writers != 0 and total > 0
+                     and (total >= PROCESS_MIN_IMAGES if writer_processes is None else writer_processes))
+    if writers is None:
+        writers = default_writer_processes() if processes else default_writers()
+    reader: Reader | None = None
+    writer: ThreadWriter | ProcessWriter | None = None
+    interrupted = False
+    clock = Clock()
+    # pipelined, one batch stays in flight: the next one is started on the device before
+    # the last one's outputs are handed to the writers (on a GPU they compute meanwhile)
+    inflight: tuple[list, object] | None = None
+
+    def hand_over(batch_, pending) -> None:
+        """A started batch's outputs (waited for) to the writers, and to the contact sheet."""
+        with clock("wait"):
+            results = pending.result()
+        for (path, image_id, image, _), res in zip(batch_, results):
+            if processes:  # the network's outputs: the writer processes decode them
+                pal, out = res
+                if preview is not None and len(sheet) < 12:  # decoded here for the contact sheet
+                    sheet.append((image, Prediction(pal, out, predictor.decode_labels(out, pal))))
+                with clock("hand"):
+                    writer.submit((path, image_id, image, pal, out, predictor.upscale(pal.shape)))
+                continue
+            if len(sheet) < 12:
+                sheet.append((image, res))
+            with clock("hand"):
+                writer.submit((path, image_id, image, res))
+            if not writers:
+                collect()
+
+    def hand_over_inflight() -> None:
+        nonlocal inflight
+        previous, inflight = inflight, None
+        if previous is not None:
+            hand_over(*previous)
+
+    try:
+        reader = Reader(todo, palette_dir, ahead=depth, rule_palette=rule_palette if by_reader else None)
+        # in the writers' hands: at most max(2 * batch size, batch size + writers) images
+        if processes:
+            writer = ProcessWriter(store_path.resolve(), write_attrs, store_image, predictor.tasks,
+                                    limit=max(batch_size, depth - writers) + writers, processes=writers)  # fmt: skip
+        else:
+            writer = ThreadWriter(write, depth=max(batch_size, depth - writers), threads=writers)
+        pos = 0
+        pending: ReadItem | None = None  # read, of another size than the batch before
+        while pos < total:
+            collect()
+            if should_stop is not None and should_stop():
+                summary.stopped = True
+                break
+            # a batch: consecutive readable images of one size (or one image)
+            batch: list[tuple[Path, str, np.ndarray, np.ndarray]] = []
+            while pos < total and len(batch) < batch_size:
+                if pending is None:
+                    with clock("read"):
+                        item = reader.get()
+                else:
+                    item, pending = pending, None
+                if item.error is None and batch and item.image.shape != batch[0][2].shape:
+                    pending = item
+                    break
+                try:
+                    if item.error is not None:
+                        raise item.error
+                    with clock("palette"):
+                        palette = make_palette(item)
+                except ImageReadError as e:
+                    summary.failed.append((e.path, e.reason))
+                    pos += 1
+                    count()
+                    continue
+                batch.append((item.path, item.image_id, item.image, palette))
+                pos += 1
+            if not batch:
+                continue
+            images = [b[2] for b in batch]
+            palettes = None if own_palette else [b[3] for b in batch]
+            rule_arg = rule_obj if own_palette else None  # semantic rules: palettes from the same pass
+            with clock("predict"):
+                started = predictor.start_batch(images, palettes, decode=not processes, rule=rule_arg)
+            previous, inflight = inflight, (batch, started)
+            if previous is not None:
+                hand_over(*previous)
+            if not pipeline:  # one step after another
+                hand_over_inflight()
+        hand_over_inflight()
+    except BaseException as e:
+        interrupted = not isinstance(e, Exception)  # Ctrl-C: stop after the image being written
+        if not interrupted:  # the batch in flight was predicted: written before the error is raised
+            try:
+                hand_over_inflight()
+            except Exception:  # noqa: S110 - the first error is the one raised
+                pass
+            except BaseException:  # Ctrl-C meanwhile: the writers stop after their images
+                interrupted = True
+        raise
+    finally:
+        try:
+            if reader is not None:
+                reader.close()
+        finally:
+            if writer is not None:  # writes what was predicted (interrupted: stops after the current image)
+                with clock("finish"):
+                    writer.close(abort=interrupted)
+        clock.stop()
+        summary.timings = clock.seconds(writers, writer.busy if writer is not None else 0.0)
+    collect()
+    if "overwrite" in wanted and not summary.stopped and not summary.failed and len(summary.done) == total:
+        finished = {k: v for k, v in wanted.items() if k != "overwrite"}  # every image relabelled
+        store.update_attrs({"labelling": finished})
+    order = {image_id: k for k, (_, image_id, _) in enumerate(todo)}
+    summary.done.sort(key=order.__getitem__)  # writers finish in any order: report input order
+    if preview is not None and sheet:
+        summary.preview = contact_sheet(sheet, Path(preview))
+    return summary
