@@ -36,7 +36,7 @@ ENV.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 SIZE = (64, 80)
 N = 8
 IDS = sorted([f"scene-{i}.png" for i in range(6)] + ["sub__scene-6.png", "sub__scene-7.png"])
-VOLATILE = {"created", "updated"}  # timestamps: the only attributes two runs may differ in
+VOLATILE = {"created", "updated", "run"}  # timestamps and the id of the run that wrote an image: all two runs may differ in
 
 
 @pytest.fixture(scope="session")
@@ -396,7 +396,7 @@ def test_another_model_or_rule_is_refused_unless_overwrite(tmp_path, folder, che
 
     assert procs[0].returncode == 2, err1
     # each setting is compared: the message names both differences, and the way out
-    assert "'rule': ('R2', 'mosaic')" in err1 and "'model_sha256'" in err1 and "--overwrite" in err1
+    assert "--rule R2 (stored) vs mosaic (asked)" in err1 and "--model " in err1 and "--overwrite" in err1
     assert snapshot(refused) == before  # unchanged, and no preview written
     assert not refused.with_name("refused-preview.png").exists()
 
