@@ -702,6 +702,8 @@ def cmd_label(args: argparse.Namespace) -> int:
               f"{', '.join(names)}")  # fmt: skip
     if summary.preview:
         print(f"preview: {summary.preview}")
+    if summary.preview_error:  # exit 1: finished, the preview missing
+        print(f"ctn label: {summary.preview_error}", file=sys.stderr)
     if args.timings:
         print(format_timings(summary.timings))
     return EXIT_OK if summary.ok else EXIT_PARTIAL

@@ -16,7 +16,8 @@ from ..images import ImageReadError, scan_inputs
 from ..inference import Prediction, Predictor
 from ..palette import load_rule, rule_fingerprint
 from ..shards import ShardError, shard_from_environment
-from .preview import contact_sheet
+from ..store import StoreError
+from .preview import PREVIEW_IMAGES, store_preview
 from .reading import ReadItem, Reader
 from .settings import (describe_differences, image_rng, image_settings, open_store, person_made, settings_differ,
                        slim_record)  # fmt: skip
@@ -68,6 +69,12 @@ def label_images(
     :data:`PROCESS_MIN_IMAGES` (64) images, True / False forces it; never without
     pipelining or with ``writers=0``. ``summary.done`` lists the images written in input
     order.
+
+    ``preview``: a PNG path for the contact sheet (:mod:`.preview`), made from the store
+    after the run: the first 12 complete images of the inputs in input order, whether
+    labelled now, before, or corrected by a person (with ``shard``, every shard's
+    images as far as they are complete). A failure to write it (a full disk) is not
+    raised: ``summary.preview_error`` says it, and ``summary.ok`` is False.
 
     ``rule`` None: R2, or with ``palette_from="net"`` the rule the palette network was
     trained for (its checkpoint says; another rule is refused). ``tile`` / ``overlap``:
@@ -159,6 +166,7 @@ def label_images(
     if wanted["overwrite"] is None:
         del wanted["overwrite"]
     ids = image_ids(files, inputs, records, shard)
+    all_ids = ids  # every shard's, in input order: the preview's
     roots = [Path(i) for i in inputs if Path(i).is_dir()]
     rels = [relative_to_inputs(f, roots) for f in files]
     if shard is not None:
@@ -216,7 +224,6 @@ def label_images(
             return predictor.palette_from_net(item.image)
         return None  # a semantic rule's: made from the batch's own semantics by predict_batch
 
-    sheet: list[tuple[np.ndarray, Prediction]] = []
     done = 0
 
     def count(image_id: str | None = None) -> None:
@@ -251,19 +258,15 @@ def label_images(
     inflight: tuple[list, object] | None = None
 
     def hand_over(batch_, pending) -> None:
-        """A started batch's outputs (waited for) to the writers, and to the contact sheet."""
+        """A started batch's outputs (waited for) to the writers."""
         with clock("wait"):
             results = pending.result()
         for (path, image_id, image, _), res in zip(batch_, results):
             if processes:  # the network's outputs: the writer processes decode them
                 pal, out = res
-                if preview is not None and len(sheet) < 12:  # decoded here for the contact sheet
-                    sheet.append((image, Prediction(pal, out, predictor.decode_labels(out, pal))))
                 with clock("hand"):
                     writer.submit((path, image_id, image, pal, out, predictor.upscale(pal.shape)))
                 continue
-            if len(sheet) < 12:
-                sheet.append((image, res))
             with clock("hand"):
                 writer.submit((path, image_id, image, res))
             if not writers:
@@ -352,6 +355,39 @@ def label_images(
         store.update_attrs({"labelling": finished})
     order = {image_id: k for k, (_, image_id, _) in enumerate(todo)}
     summary.done.sort(key=order.__getitem__)  # writers finish in any order: report input order
-    if preview is not None and sheet:
-        summary.preview = contact_sheet(sheet, Path(preview))
+    if preview is not None:
+        write_preview(summary, store, all_ids, records, shard, Path(preview))
     return summary
+
+
+def write_preview(summary: LabelSummary, store, ids: list[str], complete_before: Iterable[str],
+                  shard: tuple[int, int] | None, path: Path) -> None:  # fmt: skip
+    """The contact sheet of a run, from the store: the first :data:`PREVIEW_IMAGES`
+    complete images of ``ids`` (every input's, in input order; ``complete_before``: the
+    store's complete images when the run started), into ``summary.preview``; a failure
+    to write it into ``summary.preview_error`` (the labels and the store are not
+    concerned). A run's own images are complete when they were before or were written
+    now; another shard's are asked of the store, at most PREVIEW_IMAGES per shard."""
+    known = set(complete_before) | set(summary.done)
+    i, n = shard if shard is not None else (0, 1)
+    asks = PREVIEW_IMAGES * n
+
+    def complete():
+        nonlocal asks
+        for k, image_id in enumerate(ids):
+            if image_id in known:
+                yield image_id
+            elif k % n != i and asks > 0:  # another shard's: labelled meanwhile?
+                asks -= 1
+                try:
+                    if store.is_complete(image_id):
+                        yield image_id
+                except (StoreError, OSError):
+                    continue
+
+    try:
+        summary.preview = store_preview(store, complete(), path)
+    except OSError as e:
+        summary.preview_error = (f"the preview {path} was not written: {e.strerror or e}; every image written "
+                                 f"is complete and the store {summary.store} is valid: run the same command "
+                                 "again to write the preview (complete images are skipped)")  # fmt: skip

@@ -76,7 +76,11 @@ class LabelSummary:
     #: not a reason for a "partial" result
     ignored: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    #: the contact sheet written (None: none asked, or no complete image to show)
     preview: Path | None = None
+    #: why the contact sheet could not be written (a full disk), naming it; the labels
+    #: and the store are not concerned, but the run counts as partial (``ok`` is False)
+    preview_error: str | None = None
     stopped: bool = False
     #: seconds: where the labelling thread's time went (see :data:`TIMINGS`), its
     #: ``total``, and ``writers_busy``, the writers' time decoding and writing summed
@@ -85,4 +89,4 @@ class LabelSummary:
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and self.preview_error is None

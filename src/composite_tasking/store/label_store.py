@@ -680,8 +680,10 @@ class LabelStore:
             raise ImageReadError(path, "the image file changed since it was labelled (sha256 differs)")
         return read_image(path)
 
-    def read_sample(self, image_id: str, *, allow_incomplete: bool = False) -> StoredSample:
-        """Read one image back; see :class:`StoredSample`."""
+    def read_sample(self, image_id: str, *, allow_incomplete: bool = False, maps: bool = True) -> StoredSample:
+        """Read one image back; see :class:`StoredSample`. ``maps=False`` leaves out the
+        float maps (probabilities, confidences; the normals are read): what a picture of
+        the labels needs, at a fraction of the reading."""
         group = self._group(image_id)
         if group is None:
             raise StoreError(f"image {image_id!r} is not in label store {self.path}")
@@ -709,11 +711,11 @@ class LabelStore:
                     palette = arr
                 else:
                     labels[name] = arr
-        maps: dict[str, np.ndarray] = {}
+        float_maps: dict[str, np.ndarray] = {}
         if "maps" in group:
             mg = group["maps"]
             for name in own.get("maps", []):
-                if name not in mg:
+                if name not in mg or (not maps and name != "normals"):
                     continue
                 arr = np.asarray(mg[name][...])
                 if name == "normals":
@@ -723,9 +725,9 @@ class LabelStore:
                     if len(channels) != arr.shape[0]:
                         raise StoreError(f"image {image_id!r} in {self.path}: maps/{SCORES} has "
                                          f"{arr.shape[0]} channels and names {len(channels)}")  # fmt: skip
-                    maps.update((c, np.ascontiguousarray(arr[k])) for k, c in enumerate(channels))
+                    float_maps.update((c, np.ascontiguousarray(arr[k])) for k, c in enumerate(channels))
                 else:  # format 1: an array per map
-                    maps[name] = arr
+                    float_maps[name] = arr
         labels = {t: labels[t] for t in TASK_NAMES if t in labels}
         provenance = dict(own.get("provenance", {}))
         valid: dict[str, np.ndarray] = {}
@@ -735,4 +737,4 @@ class LabelStore:
                 v &= palette == get_task(task).palette_value
             valid[task] = v
         return StoredSample(image_id=image_id, image=image, palette=palette, labels=labels,
-                            valid=valid, maps=maps, provenance=provenance, attrs=own)  # fmt: skip
+                            valid=valid, maps=float_maps, provenance=provenance, attrs=own)  # fmt: skip
