@@ -198,7 +198,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
                                   progress=bar)  # fmt: skip
     except KeyboardInterrupt:
         bar.close()
-        print(f"interrupted; what was written is complete. Re-run the same command to continue.",
+        print("interrupted; what was written is complete. Re-run the same command to continue.",
               file=sys.stderr)  # fmt: skip
         return 130
     except (StoreError, OSError) as e:
