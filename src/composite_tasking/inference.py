@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from .device import pick_device
-from .model.resolve import resolve_model
 from .model import CompositeTaskingNet, Encoded, load_checkpoint
 from .model.checkpoint import CheckpointInfo
+from .model.resolve import resolve_model
 from .model.base import pad_to_stride
 from .model.region import Window, change_box, palette_reach, reach_box
 from .palette import Rule, load_rule, validate_palette

@@ -38,6 +38,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "read_checkpoint_info",
+    "newest_in_run",
     "json_safe",
     "state_dict_mismatch",
     "CONFIG_NAME",
@@ -185,9 +186,7 @@ def _folder(path: str | Path) -> Path:
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.is_dir() and not (path / CONFIG_NAME).exists() and (path / "latest.json").is_file():
-        from .resolve import resolve_model  # a training run folder: its newest model, as the CLI takes it
-
-        path = resolve_model(path)
+        path = newest_in_run(path)  # a training run folder: its newest model, as the CLI takes it
     if not path.is_dir():
         raise CheckpointError(
             f"{path} is not a checkpoint: expected a folder with {CONFIG_NAME} and {WEIGHTS_NAME}"
@@ -271,3 +270,38 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", verify
     # auto`` is its training size (composite_tasking.scale.trained_size)
     model.provenance = info.provenance
     return model.to(device).eval(), info
+
+
+# ------------------------------------------------------------------ training runs
+def newest_in_run(run: str | Path) -> Path | None:
+    """The newest model of a training run folder (its ``latest.json``), or None when
+    ``run`` is no run folder; a broken pointer, or a fine-tune that was rolled back, is
+    a :class:`CheckpointError` that says what to use instead."""
+    run = Path(run)
+    latest = run / "latest.json"
+    if not latest.is_file():
+        return None
+    try:
+        pointer = json.loads(latest.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{latest}: not a readable JSON file ({e}); the run's newest "
+                              "checkpoint is its highest epoch-NNNN/model folder") from None  # fmt: skip
+    if not isinstance(pointer, dict) or not isinstance(pointer.get("model"), str):
+        raise CheckpointError(f"{latest}: names no model (expected {{\"model\": \"epoch-NNNN/model\"}})")
+    _refuse_rolled_back(run, run / pointer["model"])
+    return run / pointer["model"]
+
+
+def _refuse_rolled_back(run: Path, model: Path) -> None:
+    """A fine-tune run whose new model was rolled back (``decision.json``: not accepted,
+    :mod:`composite_tasking.training.finetune`) is not a model to use by its run folder."""
+    import json
+
+    try:
+        decision = json.loads((run / "decision.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(decision, dict) and decision.get("accepted") is False:
+        raise CheckpointError(f"{run} holds a fine-tune that was rolled back ({decision.get('decision')}); "
+                              f"use the previous model ({decision.get('previous')}), or {model} to use "
+                              "the rolled-back one anyway")  # fmt: skip
