@@ -543,6 +543,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK if summary.ok else EXIT_PARTIAL
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from .import_labels import ImportLabelsError, import_labels
+    from .store import StoreError
+
+    bar = _Bar("import", "image")
+    try:
+        summary = import_labels(args.root, args.store, layout=args.layout, as_=args.as_, tasks=args.tasks,
+                                overwrite=args.overwrite, progress=bar)  # fmt: skip
+    except KeyboardInterrupt:
+        bar.close()
+        print("\ninterrupted: every image imported so far is complete; run the same command again to import "
+              "the rest (images already imported with these labels are left as they are)", file=sys.stderr)  # fmt: skip
+        return 130
+    except (ImportLabelsError, StoreError) as e:
+        bar.close()
+        print(f"ctn import: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:
+        bar.close()
+        print(f"ctn import: stopped: {_os_error(e, Path(args.store))}. Every image imported before is complete "
+              "and the store is valid: fix this and run the same command again", file=sys.stderr)  # fmt: skip
+        return EXIT_STOPPED
+    bar.close()
+    print("\n".join(summary.lines()))
+    return EXIT_OK if summary.ok else EXIT_PARTIAL
+
+
 class _Usage(Exception):
     """A usage error of ``ctn label`` found before anything is written (exit 2)."""
 
@@ -993,6 +1020,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pascal-mt: the name of the list file ImageSets/Context/SPLIT.txt (default train)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT when it holds an earlier export")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "import",
+        help="import existing labels (PASCAL-MT, per-task PNG or TIFF folders) into a label store",
+        description="Import the labels of a folder in the layouts ctn export writes (PASCAL-MT: JPEGImages, "
+        "semseg/VOC12, human_parts, edges, sal_distill, normals_distill; png / tiff: images/ and a folder "
+        "per task) into a label store, as ground truth or as pseudo-labels to correct in napari (ctn "
+        "annotate STORE). Files that cannot be imported (unreadable, another size than their image, "
+        "values their task does not have, a label with no image) are named and their image skipped; "
+        "exit 1 then. Images the store holds with other labels are skipped unless --overwrite "
+        "(docs/export.md).",
+    )
+    p.add_argument("root", help="the folder of images and labels (e.g. a ctn export)")
+    p.add_argument("store", help="the label store to import into (e.g. labels.zarr); made when absent")
+    p.add_argument("--layout", default="auto", choices=("auto", "pascal-mt", "png", "tiff"),
+                   help="auto (default): an export's own, pascal-mt when ROOT has JPEGImages/, else png or "
+                        "tiff by the label files beside images/")  # fmt: skip
+    p.add_argument("--as", dest="as_", default="ground-truth", choices=("ground-truth", "pseudo"),
+                   help="ground-truth (default): a person's labels, never relabelled; pseudo: labels to "
+                        "correct, with a palette asking each pixel for the first task (in --tasks order) "
+                        "labelled there")  # fmt: skip
+    p.add_argument("--tasks", default=None,
+                   help="comma-separated tasks to import, in the order that decides a pseudo palette "
+                        "(default: semseg,parts,edges,saliency,normals)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the images the store holds with other labels (whole images; pseudo-labels "
+                        "never replace a person's work)")  # fmt: skip
+    p.set_defaults(func=cmd_import)
     return parser
 
 

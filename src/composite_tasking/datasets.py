@@ -83,6 +83,10 @@ __all__ = [
     "read_pascal_parts",
     "edges_from_labelmap",
     "decode_normals",
+    "read_index_map",
+    "read_saliency_png",
+    "read_normals_png",
+    "read_labelmap",
     "PascalMTDataset",
     "SyntheticDataset",
     "StoreDataset",
@@ -293,6 +297,67 @@ def decode_normals(rgb: np.ndarray) -> np.ndarray:
     return n.astype(np.float32)
 
 
+# ------------------------------------------------------------------ PASCAL-MT's files
+# One reader per kind of file, shared by PascalMT.load and ``ctn import``.
+
+
+def _open(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise _missing("file", path)
+    try:
+        img = Image.open(path)
+        img.load()
+        return img
+    except Exception as e:
+        raise DatasetError(f"cannot read image {path}: {e}") from None
+
+
+def read_index_map(path: str | os.PathLike, num_classes: int) -> np.ndarray:
+    """A class-index image (PNG or TIFF, mode P or L) as (H, W) uint8: values
+    0..num_classes - 1 or 255 (ignore); any other value is a :class:`DatasetError`."""
+    path = Path(path)
+    img = _open(path)
+    if img.mode not in ("P", "L"):
+        raise DatasetError(f"{path}: expected a class-index image (mode P or L), got mode {img.mode}")
+    arr = np.asarray(img, dtype=np.uint8)
+    bad = (arr > num_classes - 1) & (arr != IGNORE)
+    if bad.any():
+        raise DatasetError(f"{path}: class value {int(arr[bad][0])} is not 0..{num_classes - 1} or 255")
+    return arr
+
+
+def read_saliency_png(path: str | os.PathLike) -> np.ndarray:
+    """A ``sal_distill`` PNG as (H, W) uint8: ``png / 255 > 0.5`` (grayscale; RGB is
+    converted to luminance), 255 where an alpha channel is 0."""
+    path = Path(path)
+    img = _open(path)
+    sal = (np.asarray(img.convert("L"), dtype=np.float32) / 255.0 > 0.5).astype(np.uint8)
+    if img.mode in ("LA", "RGBA", "PA") or "transparency" in img.info:  # alpha 0 = ignore
+        sal[np.asarray(img.convert("RGBA"))[..., 3] == 0] = IGNORE
+    return sal
+
+
+def read_normals_png(path: str | os.PathLike) -> np.ndarray:
+    """A ``normals_distill`` PNG (RGB) as (H, W, 3) float32: :func:`decode_normals`."""
+    path = Path(path)
+    img = _open(path)
+    if img.mode not in ("RGB", "RGBA"):
+        raise DatasetError(f"{path}: expected an RGB PNG, got mode {img.mode}")
+    return decode_normals(np.asarray(img))
+
+
+def read_labelmap(path: str | os.PathLike) -> np.ndarray:
+    """PASCAL-Context's 459-class ``LabelMap`` of ``pascal-context/trainval/<id>.mat``."""
+    path = Path(path)
+    mat = _loadmat(path)
+    if "LabelMap" not in mat:
+        raise DatasetError(f"{path}: no 'LabelMap' variable")
+    lm = np.asarray(mat["LabelMap"])
+    if lm.ndim != 2:
+        raise DatasetError(f"{path}: LabelMap is not 2-D (shape {lm.shape})")
+    return lm
+
+
 def _nearest_resize(arr: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     h, w = shape
     ys = np.minimum(((np.arange(h) + 0.5) * arr.shape[0] / h).astype(np.intp), arr.shape[0] - 1)
@@ -412,42 +477,12 @@ class PascalMT:
 
     # --------------------------------------------------------------------- reading
 
-    @staticmethod
-    def _open(path: Path) -> Image.Image:
-        if not path.is_file():
-            raise _missing("file", path)
-        try:
-            img = Image.open(path)
-            img.load()
-            return img
-        except Exception as e:
-            raise DatasetError(f"cannot read image {path}: {e}") from None
-
     def _labelmap(self, image_id: str) -> np.ndarray:
-        path = self.labelmap_path(image_id)
-        mat = _loadmat(path)
-        if "LabelMap" not in mat:
-            raise DatasetError(f"{path}: no 'LabelMap' variable")
-        lm = np.asarray(mat["LabelMap"])
-        if lm.ndim != 2:
-            raise DatasetError(f"{path}: LabelMap is not 2-D (shape {lm.shape})")
-        return lm
-
-    def _index_png(self, path: Path, num_classes: int) -> np.ndarray:
-        """A class-index PNG (mode P or L): values 0..num_classes - 1 or 255."""
-        img = self._open(path)
-        if img.mode not in ("P", "L"):
-            raise DatasetError(f"{path}: expected a class-index PNG (mode P or L), got "
-                               f"mode {img.mode}")  # fmt: skip
-        arr = np.asarray(img, dtype=np.uint8)
-        bad = (arr > num_classes - 1) & (arr != IGNORE)
-        if bad.any():
-            raise DatasetError(f"{path}: class value {int(arr[bad][0])} is not 0..{num_classes - 1} or 255")
-        return arr
+        return read_labelmap(self.labelmap_path(image_id))
 
     def load(self, image_id: str) -> dict:
         """The canonical sample of ``image_id``."""
-        image = np.asarray(self._open(self.image_path(image_id)).convert("RGB"), dtype=np.uint8)
+        image = np.asarray(_open(self.image_path(image_id)).convert("RGB"), dtype=np.uint8)
         hw = image.shape[:2]
         sample: dict = {"image": image}
         resized: list[str] = []
@@ -464,11 +499,11 @@ class PascalMT:
         if edges_from_mat or ("normals" in self.tasks and self.normals_mask == "nyu"):
             labelmap = fit("labelmap", self._labelmap(image_id))
         if "semseg" in self.tasks:
-            sample["semseg"] = fit("semseg", self._index_png(self.semseg_path(image_id), len(SEMSEG_CLASSES)))
+            sample["semseg"] = fit("semseg", read_index_map(self.semseg_path(image_id), len(SEMSEG_CLASSES)))
         if "parts" in self.tasks:
             path = self.root / "human_parts" / f"{image_id}.png"
             if path.is_file():  # the PNG form of an export
-                sample["parts"] = fit("parts", self._index_png(path, get_task("parts").num_classes))
+                sample["parts"] = fit("parts", read_index_map(path, get_task("parts").num_classes))
             else:
                 path = self.root / "human_parts" / f"{image_id}.mat"
                 sample["parts"] = fit("parts", read_pascal_parts(path, shape=hw))
@@ -476,21 +511,11 @@ class PascalMT:
             if edges_from_mat:
                 sample["edges"] = edges_from_labelmap(labelmap)
             else:  # the PNG form of an export
-                sample["edges"] = fit("edges", self._index_png(edges_png, 2))
+                sample["edges"] = fit("edges", read_index_map(edges_png, 2))
         if "saliency" in self.tasks:
-            path = self.root / "sal_distill" / f"{image_id}.png"
-            img = self._open(path)
-            sal = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
-            sal = (sal > 0.5).astype(np.uint8)
-            if img.mode in ("LA", "RGBA", "PA") or "transparency" in img.info:  # alpha 0 = ignore
-                sal[np.asarray(img.convert("RGBA"))[..., 3] == 0] = IGNORE
-            sample["saliency"] = fit("saliency", sal)
+            sample["saliency"] = fit("saliency", read_saliency_png(self.root / "sal_distill" / f"{image_id}.png"))
         if "normals" in self.tasks:
-            path = self.root / "normals_distill" / f"{image_id}.png"
-            img = self._open(path)
-            if img.mode not in ("RGB", "RGBA"):
-                raise DatasetError(f"{path}: expected an RGB PNG, got mode {img.mode}")
-            n = fit("normals", decode_normals(np.asarray(img)))
+            n = fit("normals", read_normals_png(self.root / "normals_distill" / f"{image_id}.png"))
             if self.normals_mask == "nyu":
                 keep = np.isin(labelmap, _NYU_LABELS)
                 n = np.where(keep[..., None], n, np.float32(0.0)).astype(np.float32)
