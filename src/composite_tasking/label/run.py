@@ -134,7 +134,8 @@ def label_images(
     # never the store or the preview (an output inside an input folder)
     scan = scan_inputs(inputs, exclude=[store_path] + ([Path(preview)] if preview is not None else []))
     summary = LabelSummary(store_path, failed=list(scan.skipped),
-                           ignored=[*scan.ignored_files, *scan.zarr_folders])  # fmt: skip
+                           ignored=[*scan.ignored_files, *scan.zarr_folders],
+                           duplicates=list(scan.duplicates))  # fmt: skip
     files = scan.files
 
     store = open_store(store_path, {"labelling": wanted})
@@ -147,8 +148,8 @@ def label_images(
                 f"{store_path} was written with other settings {diff} (stored, asked); "
                 "pass --overwrite to relabel it, or write to another store"
             )
-    ids = image_ids(files, inputs, records, shard)
-    roots = [Path(i) for i in inputs if Path(i).is_dir()]
+    ids = image_ids(files, inputs, records, shard, store_path=store_path)
+    roots = [Path(i) for i in inputs if os.path.isdir(i)]
     rels = [relative_to_inputs(f, roots) for f in files]
     if shard is not None:
         i, n = shard

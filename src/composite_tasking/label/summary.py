@@ -76,6 +76,10 @@ class LabelSummary:
     #: not a reason for a "partial" result
     ignored: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    #: (path, the path it was labelled as): another name of a file found already (a
+    #: symbolic link to an image of the folder): its image is labelled once, not a
+    #: reason for a "partial" result
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
     preview: Path | None = None
     stopped: bool = False
     #: seconds: where the labelling thread's time went (see :data:`TIMINGS`), its
