@@ -9,6 +9,7 @@ store stays valid, fix the cause and re-run to resume; 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 import platform
@@ -641,7 +642,14 @@ def _check_inputs(inputs: list[str]) -> None:
         return
 
     def why(p: str) -> str:
-        return f"{p} (a broken symbolic link)" if os.path.islink(p) else p
+        if not os.path.islink(p):
+            return p
+        try:
+            os.stat(p)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return f"{p} (a symbolic link loop)"
+        return f"{p} (a broken symbolic link)"
 
     raise _Usage(f"no such file or folder: {', '.join(map(why, inputs))}")
 
@@ -656,6 +664,15 @@ def _os_error(e: OSError, where_else: Path) -> str:
     text = f"{where}: {reason}"
     notes = [n.strip() for n in getattr(e, "__notes__", ()) if str(n).strip()]
     return text + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _same_file(path: str, first: str) -> str:
+    """How ``path`` leads to the file listed as ``first`` (``ctn label``'s summary)."""
+    if os.path.islink(path):
+        return f"a symbolic link to {first}"
+    if os.path.islink(first):
+        return f"where the symbolic link {first} leads"
+    return f"the same file as {first} (through a symbolic link to a folder)"
 
 
 def cmd_label(args: argparse.Namespace) -> int:
@@ -719,8 +736,16 @@ def cmd_label(args: argparse.Namespace) -> int:
           f"{len(summary.skipped_complete)} already complete; {len(summary.failed)} skipped")  # fmt: skip
     for path, reason in summary.failed:
         print(f"  skipped {path}: {reason}")
+    if summary.duplicates:
+        print(f"found {len(summary.duplicates)} image file(s) again under another name: each is read once, "
+              f"under the name found first")  # fmt: skip
+        for path, first in summary.duplicates[:10]:
+            print(f"  {path}: {_same_file(path, first)}")
+        if len(summary.duplicates) > 10:
+            print(f"  ... {len(summary.duplicates) - 10} more")
     if summary.kept:
-        print(f"kept {len(summary.kept)} image(s) a person corrected or saved from napari (never relabelled)")
+        print(f"kept {len(summary.kept)} image(s) with ground truth, a person's corrections or saved from napari "
+              f"(never relabelled)")  # fmt: skip
     if summary.ignored:
         from .images import suffixes_of
 

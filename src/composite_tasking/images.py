@@ -14,6 +14,7 @@ decompression-bomb limit, no finite pixel value.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import warnings
@@ -62,7 +63,8 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
         reason = "broken symbolic link" if path.is_symlink() else "no such file"
         raise ImageReadError(path, reason) from None
     except OSError as e:
-        raise ImageReadError(path, f"cannot read: {e.strerror or e}") from None
+        reason = "symbolic link loop" if e.errno == errno.ELOOP else f"cannot read: {e.strerror or e}"
+        raise ImageReadError(path, reason) from None
     if size == 0:
         raise ImageReadError(path, "empty file (0 bytes)")
     try:
@@ -130,6 +132,11 @@ class ScanResult:
     #: zarr stores or groups inside the folders (:func:`is_zarr_folder`): not searched
     zarr_folders: list[str] = field(default_factory=list)
 
+    #: (path, the path listed for its file): another name of a file listed already (a
+    #: symbolic link to an image of the folder, a folder reached through two names), so
+    #: not listed again. The same path named twice is no such other name.
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+
     @property
     def ignored(self) -> int:
         return len(self.ignored_files)
@@ -141,9 +148,26 @@ class ScanResult:
 
 def is_zarr_folder(path: Path) -> bool:
     """A folder that is a zarr store or group (v3 ``zarr.json``, v2 ``.zgroup`` /
-    ``.zarray``), or named ``*.zarr``."""
-    return path.is_dir() and (path.suffix.lower() == ".zarr" or any(
-        (path / name).is_file() for name in ("zarr.json", ".zgroup", ".zarray")))  # fmt: skip
+    ``.zarray``), or named ``*.zarr``. Never raises: a folder that cannot be read is no
+    zarr folder here (whoever lists it says it cannot be read)."""
+    path = Path(path)
+    return os.path.isdir(path) and (path.suffix.lower() == ".zarr" or any(
+        os.path.isfile(path / name) for name in ("zarr.json", ".zgroup", ".zarray")))  # fmt: skip
+
+
+def _unreachable(path: Path) -> str:
+    """Why ``path`` (no file or folder that can be read) is skipped: a symbolic link loop,
+    a broken symbolic link, missing, a place that cannot be read, or neither file nor
+    folder (a socket, a FIFO, a device)."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "broken symbolic link" if os.path.islink(path) else "no such file or folder"
+        return f"cannot read: {e.strerror or e}"
+    return "not a file or folder"
 
 
 def suffixes_of(paths: Iterable[str | os.PathLike]) -> tuple[str, ...]:
@@ -166,14 +190,17 @@ def scan_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = True, *,
     of ``exclude`` (a run's own outputs: its store and its preview), wherever they are.
     A file named in ``inputs`` is always listed, whatever its suffix (reading it says
     whether it is an image). Skipped with a reason: a missing input, a broken symbolic
-    link, a folder that cannot be read, a ``.zarr`` folder or an excluded path named in
-    ``inputs``.
+    link, a symbolic link loop, a folder that cannot be read (the rest is searched), a
+    ``.zarr`` folder or an excluded path named in ``inputs``. A file reached again under
+    another name (a symbolic link to an image listed already) is listed once, under the
+    name found first, and named in :attr:`ScanResult.duplicates`.
     """
     files: list[Path] = []
     skipped: list[tuple[str, str]] = []
     ignored: list[str] = []
     zarr_folders: list[str] = []
-    seen: set[Path] = set()
+    duplicates: list[tuple[str, str]] = []
+    seen: dict[Path, Path] = {}  # resolved path -> the path listed for it
     excluded = {Path(os.path.abspath(e)) for e in exclude} | {Path(e).resolve() for e in exclude}
 
     def is_excluded(p: Path) -> bool:
@@ -181,9 +208,12 @@ def scan_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = True, *,
 
     def add(p: Path) -> None:
         rp = p.resolve()
-        if rp not in seen:
-            seen.add(rp)
+        first = seen.get(rp)
+        if first is None:
+            seen[rp] = p
             files.append(p)
+        elif os.path.normpath(os.path.abspath(p)) != os.path.normpath(os.path.abspath(first)):
+            duplicates.append((str(p), str(first)))  # another name of a file listed: said, not hidden
 
     def walk(folder: Path, visited: set[tuple[int, int]]) -> None:
         try:
@@ -224,14 +254,14 @@ def scan_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = True, *,
                     add(p)
                 else:
                     ignored.append(str(p))
-            elif entry.is_symlink() and not os.path.exists(p):
-                skipped.append((str(p), "broken symbolic link"))
+            elif entry.is_symlink() and (why := _unreachable(p)) != "not a file or folder":
+                skipped.append((str(p), why))  # broken, a loop, or leading into a place that cannot be read
             # else: a socket, a FIFO, a device: nothing to read
 
     visited: set[tuple[int, int]] = set()
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
+        if os.path.isdir(p):  # never raises (Path.is_dir does, below a folder that cannot be read)
             if p.suffix.lower() == ".zarr":
                 skipped.append((str(p), "a zarr store, not a folder of images"))
             elif is_excluded(p):
@@ -240,15 +270,11 @@ def scan_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = True, *,
                 st = p.stat()
                 visited.add((st.st_dev, st.st_ino))
                 walk(p, visited)
-        elif p.is_file():
+        elif os.path.isfile(p):
             if is_excluded(p):
                 skipped.append((str(p), "an output of this run (its label store or preview)"))
             else:
                 add(p)
-        elif p.is_symlink():
-            skipped.append((str(p), "broken symbolic link"))
-        elif p.exists():
-            skipped.append((str(p), "not a file or folder"))
         else:
-            skipped.append((str(p), "no such file or folder"))
-    return ScanResult(files, skipped, ignored, zarr_folders)
+            skipped.append((str(p), _unreachable(p)))
+    return ScanResult(files, skipped, ignored, zarr_folders, duplicates)

@@ -163,7 +163,7 @@ class AnnotationSession:
         items = [SeriesItem(i) for i in sorted(records)] if target in stores else []
         have = {i.image_id for i in items}
         if scan.files:
-            for f, image_id in zip(scan.files, image_ids(scan.files, others, records)):
+            for f, image_id in zip(scan.files, image_ids(scan.files, others, records, store_path=target)):
                 if image_id not in have:  # a file the store holds already is shown from it
                     items.append(SeriesItem(image_id, f))
                     have.add(image_id)

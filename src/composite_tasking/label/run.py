@@ -144,7 +144,8 @@ def label_images(
     # never the store or the preview (an output inside an input folder)
     scan = scan_inputs(inputs, exclude=[store_path] + ([Path(preview)] if preview is not None else []))
     summary = LabelSummary(store_path, failed=list(scan.skipped),
-                           ignored=[*scan.ignored_files, *scan.zarr_folders])  # fmt: skip
+                           ignored=[*scan.ignored_files, *scan.zarr_folders],
+                           duplicates=list(scan.duplicates))  # fmt: skip
     files = scan.files
 
     store = open_store(store_path, {"labelling": wanted})
@@ -165,9 +166,9 @@ def label_images(
     wanted["overwrite"] = run_id if overwrite else unfinished
     if wanted["overwrite"] is None:
         del wanted["overwrite"]
-    ids = image_ids(files, inputs, records, shard)
+    ids = image_ids(files, inputs, records, shard, store_path=store_path)
     all_ids = ids  # every shard's, in input order: the preview's
-    roots = [Path(i) for i in inputs if Path(i).is_dir()]
+    roots = [Path(i) for i in inputs if os.path.isdir(i)]
     rels = [relative_to_inputs(f, roots) for f in files]
     if shard is not None:
         i, n = shard

@@ -76,6 +76,10 @@ class LabelSummary:
     #: not a reason for a "partial" result
     ignored: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    #: (path, the path it was labelled as): another name of a file found already (a
+    #: symbolic link to an image of the folder): its image is labelled once, not a
+    #: reason for a "partial" result
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
     #: the contact sheet written (None: none asked, or no complete image to show)
     preview: Path | None = None
     #: why the contact sheet could not be written (a full disk), naming it; the labels
