@@ -67,7 +67,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .augment import SPATIAL_KEYS, resize_sample
+from .augment import SPATIAL_KEYS
 from .export import read_manifest
 from .palette import Rule, load_rule, validate_palette
 from .tasks import IGNORE, NO_TASK, SEMSEG_CLASSES, TASK_NAMES, get_task

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
