@@ -98,3 +98,17 @@ def test_no_import_cycle_between_modules():
         if node not in state:
             visit(node, [node])
     assert cycles == [], "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_package_passes_pyflakes():
+    """No unused import, undefined name or unused variable in the package (ruff's F
+    rules, and E9: syntax errors): the cheap checks that catch a half-finished edit."""
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    assert ruff, "ruff is a dev dependency: pip install -e .[dev]"
+    res = subprocess.run([ruff, "check", "--no-cache", "--select", "F,E9", "--output-format", "concise",
+                          str(ROOT / "src"), str(ROOT / "training")], capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-1000:]
