@@ -743,6 +743,9 @@ def cmd_label(args: argparse.Namespace) -> int:
             print(f"  {path}: {_same_file(path, first)}")
         if len(summary.duplicates) > 10:
             print(f"  ... {len(summary.duplicates) - 10} more")
+    if summary.elsewhere:
+        print(f"left {len(summary.elsewhere)} image(s) to another run labelling this store at the same "
+              "time (run the command again once it ended to check that nothing is missing)")  # fmt: skip
     if summary.kept:
         print(f"kept {len(summary.kept)} image(s) with ground truth, a person's corrections or saved from napari "
               f"(never relabelled)")  # fmt: skip

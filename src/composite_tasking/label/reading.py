@@ -57,10 +57,15 @@ class ReadItem:
     image: np.ndarray | None = None
     palette: np.ndarray | None = None  # from a palette folder, or a rule that needs no model
     error: ImageReadError | None = None
+    #: another run of the same store claimed it first (:mod:`.claims`): not read, left to it
+    elsewhere: bool = False
 
 
 def _read(path: Path, image_id: str, rel: Path, palette_dir: Path | None,
-          rule_palette: Callable[[tuple[int, int], str], np.ndarray] | None = None) -> ReadItem:  # fmt: skip
+          rule_palette: Callable[[tuple[int, int], str], np.ndarray] | None = None,
+          claim: Callable[[str], bool] | None = None) -> ReadItem:  # fmt: skip
+    if claim is not None and not claim(image_id):
+        return ReadItem(path, image_id, elsewhere=True)
     try:
         image = read_image(path)
         if palette_dir is not None:
@@ -93,8 +98,10 @@ class Reader:
     (``ahead=0``) on demand in the calling thread."""
 
     def __init__(self, todo: list[tuple[Path, str, Path]], palette_dir: Path | None, ahead: int,
-                 rule_palette: Callable[[tuple[int, int], str], np.ndarray] | None = None):  # fmt: skip
+                 rule_palette: Callable[[tuple[int, int], str], np.ndarray] | None = None,
+                 claim: Callable[[str], bool] | None = None):  # fmt: skip
         self._todo, self._palette_dir, self._rule_palette = todo, palette_dir, rule_palette
+        self._claim = claim  # each image claimed before it is read (None: no claims)
         self._next = 0
         self._thread: threading.Thread | None = None
         if ahead > 0 and todo:
@@ -108,7 +115,7 @@ class Reader:
             if self._stop.is_set():
                 return
             try:
-                item: ReadItem | BaseException = _read(path, image_id, rel, self._palette_dir, self._rule_palette)
+                item: ReadItem | BaseException = _read(path, image_id, rel, self._palette_dir, self._rule_palette, self._claim)
             except BaseException as e:  # not a bad image: raised in the labelling thread
                 item = e
             if not put_waiting(self._queue, item, self._stop.is_set) or isinstance(item, BaseException):
@@ -119,7 +126,7 @@ class Reader:
         if self._thread is None:
             path, image_id, rel = self._todo[self._next]
             self._next += 1
-            return _read(path, image_id, rel, self._palette_dir, self._rule_palette)
+            return _read(path, image_id, rel, self._palette_dir, self._rule_palette, self._claim)
         item = self._queue.get()
         if isinstance(item, BaseException):
             raise item

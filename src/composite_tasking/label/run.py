@@ -18,6 +18,7 @@ from ..palette import load_rule, rule_fingerprint
 from ..shards import ShardError, shard_from_environment
 from ..store import StoreError
 from .preview import PREVIEW_IMAGES, store_preview
+from .claims import Claims
 from .reading import ReadItem, Reader
 from .settings import (describe_differences, image_rng, image_settings, open_store, person_made, settings_differ,
                        slim_record)  # fmt: skip
@@ -161,6 +162,7 @@ def label_images(
     # to (each image records the run that wrote it): the same command without --overwrite
     # continues it after an interruption, relabelling only what that run had not reached
     run_id = uuid.uuid4().hex[:16]
+    claims = Claims(store_path, run_id)  # images being labelled: concurrent runs share the work
     unfinished = (have or {}).get("overwrite") if not overwrite and have is not None \
         and not settings_differ(have, wanted) else None  # fmt: skip
     wanted["overwrite"] = run_id if overwrite else unfinished
@@ -235,8 +237,24 @@ def label_images(
         if progress:
             progress(done, total)
 
+    def claim(image_id: str) -> bool:
+        """Claim an image before reading it (:mod:`.claims`); False when another run of
+        this store is labelling it, or has written it since this run looked."""
+        if not claims.claim(image_id):
+            return False
+        before = records.get(image_id)
+        try:
+            written = store.is_complete(image_id) and (
+                before is None or store.image_attrs(image_id).get("run") != before.get("run"))
+        except (StoreError, OSError, KeyError):
+            written = False
+        if written:
+            claims.release(image_id)
+        return not written
+
     def collect() -> None:  # images the writer has finished, then its error if any
         for image_id in writer.written():
+            claims.release(image_id)
             count(image_id)
         writer.check()
 
@@ -280,7 +298,8 @@ def label_images(
             hand_over(*previous)
 
     try:
-        reader = Reader(todo, palette_dir, ahead=depth, rule_palette=rule_palette if by_reader else None)
+        reader = Reader(todo, palette_dir, ahead=depth, rule_palette=rule_palette if by_reader else None,
+                        claim=claim)  # fmt: skip
         # in the writers' hands: at most max(2 * batch size, batch size + writers) images
         if processes:
             writer = ProcessWriter(store_path.resolve(), write_attrs, store_image, predictor.tasks,
@@ -302,6 +321,11 @@ def label_images(
                         item = reader.get()
                 else:
                     item, pending = pending, None
+                if item.elsewhere:  # another run of this store is labelling it
+                    summary.elsewhere.append(item.image_id)
+                    pos += 1
+                    count()
+                    continue
                 if item.error is None and batch and item.image.shape != batch[0][2].shape:
                     pending = item
                     break
@@ -345,9 +369,12 @@ def label_images(
             if reader is not None:
                 reader.close()
         finally:
-            if writer is not None:  # writes what was predicted (interrupted: stops after the current image)
-                with clock("finish"):
-                    writer.close(abort=interrupted)
+            try:
+                if writer is not None:  # writes what was predicted (interrupted: stops after the current image)
+                    with clock("finish"):
+                        writer.close(abort=interrupted)
+            finally:
+                claims.release_all()
         clock.stop()
         summary.timings = clock.seconds(writers, writer.busy if writer is not None else 0.0)
     collect()

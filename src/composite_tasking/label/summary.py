@@ -80,6 +80,9 @@ class LabelSummary:
     #: symbolic link to an image of the folder): its image is labelled once, not a
     #: reason for a "partial" result
     duplicates: list[tuple[str, str]] = field(default_factory=list)
+    #: images another run of the same store was labelling at the same time (it claimed
+    #: them first, :mod:`.claims`): left to it, not a reason for a "partial" result
+    elsewhere: list[str] = field(default_factory=list)
     #: the contact sheet written (None: none asked, or no complete image to show)
     preview: Path | None = None
     #: why the contact sheet could not be written (a full disk), naming it; the labels
