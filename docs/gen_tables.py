@@ -302,7 +302,7 @@ def _docstring_literal(doc: str, heading: str) -> str:
 
 
 def store_layout() -> str:
-    from composite_tasking import store
+    from composite_tasking.store import format as store  # the format's description lives there
 
     return ("```text\n" + _docstring_literal(store.__doc__, "Layout") + "\n```\n\n"
             "Attributes of each image group (`<image_id>/zarr.json`, under "
