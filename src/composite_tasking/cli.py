@@ -691,8 +691,16 @@ def cmd_label(args: argparse.Namespace) -> int:
           f"{len(summary.skipped_complete)} already complete; {len(summary.failed)} skipped")  # fmt: skip
     for path, reason in summary.failed:
         print(f"  skipped {path}: {reason}")
+    if summary.changed:
+        print(f"relabelled {len(summary.changed)} image(s) stored by reference whose file changed since they "
+              f"were labelled: {_names(summary.changed)}")  # fmt: skip
     if summary.kept:
         print(f"kept {len(summary.kept)} image(s) a person corrected or saved from napari (never relabelled)")
+    if summary.kept_changed:
+        print(f"  of these, {len(summary.kept_changed)} image(s) stored by reference whose file changed since "
+              f"they were labelled: {_names(summary.kept_changed)}; their labels belong to the old picture and "
+              "were left as they are: restore the file, or remove the image from the store to label the new "
+              "picture (docs/label-folder.md)")  # fmt: skip
     if summary.ignored:
         from .images import suffixes_of
 
@@ -704,6 +712,11 @@ def cmd_label(args: argparse.Namespace) -> int:
     if args.timings:
         print(format_timings(summary.timings))
     return EXIT_OK if summary.ok else EXIT_PARTIAL
+
+
+def _names(ids: list[str], most: int = 10) -> str:
+    """Up to ``most`` image ids, then how many more."""
+    return ", ".join(ids[:most]) + (f", ... {len(ids) - most} more" if len(ids) > most else "")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
