@@ -667,9 +667,10 @@ def test_store_image_false_keeps_only_the_reference_and_sha256(store, sample, tm
     meta = read_json(group / "zarr.json")["attributes"]
     assert "ome" not in meta  # not an OME image without pixels
     info = meta["composite_tasking"]["image"]
+    st = src.stat()  # its size and mtime beside the sha256: a later check reads it only when they change
     assert info == {"stored": False, "path": None, "source": str(src),
                     "sha256": hashlib.sha256(src.read_bytes()).hexdigest(),
-                    "sha256_of": "file"}  # fmt: skip
+                    "sha256_of": "file", "size": st.st_size, "mtime_ns": st.st_mtime_ns}  # fmt: skip
     il = read_json(group / "labels/semseg/zarr.json")["attributes"]["ome"]["image-label"]
     assert "source" not in il
     got = store.read_sample("ref")
@@ -682,6 +683,52 @@ def test_store_image_false_keeps_only_the_reference_and_sha256(store, sample, tm
     store.write_sample("ref2", no_image, provenance=ALL_PSEUDO, store_image=False,
                        image_source="elsewhere/photo.png", image_sha256="AB" * 32)  # fmt: skip
     assert store.read_sample("ref2").image_sha256 == "ab" * 32
+    assert "size" not in store.image_attrs("ref2")["image"]  # not known: not recorded
+    # given with the stat of the bytes hashed: recorded as given
+    store.write_sample("ref3", no_image, provenance=ALL_PSEUDO, store_image=False, image_source="x.png",
+                       image_sha256="cd" * 32, image_stat={"size": 7, "mtime_ns": 123})  # fmt: skip
+    assert {k: store.image_attrs("ref3")["image"][k] for k in ("size", "mtime_ns")} == {"size": 7, "mtime_ns": 123}
+    with pytest.raises(StoreError, match="image_stat"):
+        store.write_sample("ref4", no_image, provenance=ALL_PSEUDO, store_image=False, image_source="x.png",
+                           image_sha256="cd" * 32, image_stat={"size": -1})  # fmt: skip
+
+
+def test_an_image_by_reference_is_read_only_while_its_file_is_the_one_labelled(store, sample, tmp_path):
+    """image_pixels hashes the bytes it decodes; source_problem reads the file only when
+    its size or mtime changed (a store written before them: always)."""
+    import os
+
+    from PIL import Image
+
+    from composite_tasking.images import ImageReadError
+
+    src = tmp_path / "photo.png"
+    Image.fromarray(sample["image"]).save(src)
+    store.write_sample("ref", sample, provenance=ALL_PSEUDO, store_image=False, image_source=src)
+    got = store.read_sample("ref")
+    assert np.array_equal(store.image_pixels(got), sample["image"])
+    assert store.source_problem("ref") is None
+    os.utime(src, ns=(1, 1))  # touched, same bytes: hashed, unchanged
+    assert store.source_problem("ref") is None and np.array_equal(store.image_pixels(got), sample["image"])
+    Image.fromarray(255 - sample["image"]).save(src)  # same size, another picture
+    changed = "changed since the image was labelled (its sha256 is not the one recorded)"
+    assert store.source_problem("ref") == (str(src), changed)
+    with pytest.raises(ImageReadError, match="changed since the image was labelled") as e:
+        store.image_pixels(got)
+    assert e.value.path == str(src)
+    src.unlink()
+    assert store.source_problem("ref") == (str(src), "is missing")
+    # recorded of the pixels (the file was not there to hash): the decoded pixels compared, and their size
+    store.write_sample("px", sample, provenance=ALL_PSEUDO, store_image=False, image_source=src)
+    assert store.image_attrs("px")["image"]["sha256_of"] == "pixels"
+    Image.fromarray(sample["image"]).save(src)
+    assert np.array_equal(store.image_pixels(store.read_sample("px")), sample["image"])
+    Image.fromarray(sample["image"][:, :-4]).save(src)
+    with pytest.raises(ImageReadError, match="changed since the image was labelled"):
+        store.image_pixels(store.read_sample("px"))
+    assert store.source_problem("ref") is not None  # its bytes are still others
+    store.write_sample("own", sample, provenance=ALL_PSEUDO)  # its pixels stored: no file to check
+    assert store.source_problem("own") is None
 
 
 def test_store_image_false_needs_a_source_and_a_hash(store, sample):

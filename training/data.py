@@ -28,11 +28,14 @@ def build_dataset(spec: DataSpec | str | dict, rule: str, augment: dict | None =
                   default_split: str = "train"):  # fmt: skip
     """The data set of a spec; ``default_split`` is the PASCAL-MT split when the spec
     names none (``train`` to train, ``val`` to evaluate). A store spec takes the images
-    its ``select`` chooses (:func:`~composite_tasking.datasets.training_ids`)."""
+    its ``select`` chooses (:func:`~composite_tasking.datasets.training_ids`), refused
+    when the file of one stored by reference is missing or changed since it was labelled
+    (:func:`~composite_tasking.datasets.check_sources`)."""
     from composite_tasking.datasets import (
         PascalMTDataset,
         StoreDataset,
         SyntheticDataset,
+        check_sources,
         training_ids,
     )
 
@@ -44,6 +47,7 @@ def build_dataset(spec: DataSpec | str | dict, rule: str, augment: dict | None =
         return PascalMTDataset(spec.root, spec.split, rule=rule, augment=aug, seed=seed)
     if spec.kind == "store":
         ids = training_ids(spec.root, spec.select)
+        check_sources(spec.root, ids)  # before anything runs: the labels of another picture
         # a person's images: only the pixels a person checked, unless all are asked for
         return StoreDataset(spec.root, rule=rule, augment=aug, seed=seed, ids=ids,
                             checked_only=spec.select != "all")  # fmt: skip

@@ -348,12 +348,21 @@ def _run_network(network: str, store, init: Path, out: Path, ids: list[str], *, 
     if should_stop is not None and should_stop():
         raise FinetuneCancelled(f"fine-tuning of the {NETWORK_NAMES[network]} cancelled")
     t0 = time.perf_counter()
-    trainer = _trainer(network, store, init, out, train_ids, rule=rule, settings=settings, progress=progress,
-                       should_stop=should_stop, select=select)  # fmt: skip
-    before = scored("before", init)
-    if progress is not None:
-        progress({"network": network, "stage": "start", "images": len(train_ids), "out": str(out)})
-    new = _fit(network, trainer, out)
+    created = not out.exists()
+    try:
+        trainer = _trainer(network, store, init, out, train_ids, rule=rule, settings=settings, progress=progress,
+                           should_stop=should_stop, select=select)  # fmt: skip
+        before = scored("before", init)
+        if progress is not None:
+            progress({"network": network, "stage": "start", "images": len(train_ids), "out": str(out)})
+        new = _fit(network, trainer, out)
+    except BaseException:
+        if created:  # the run folder this run made, still empty: not left behind
+            try:
+                out.rmdir()
+            except OSError:  # not empty (a finished epoch), or gone: as it is
+                pass
+        raise
     after = scored("after", new)
     ok, line = _decide(network, before, after, len(train_ids), len(held))
     result = NetworkResult(network, new, ok, line, train_ids, held, before, after,
@@ -385,9 +394,13 @@ def finetune(store: str | Path, model: str | Path, out: str | Path, *,
     ``holdout``: the share of checked images held out to decide (0: never checked).
 
     Raises ``ValueError`` (message names the store and what to do) when there is nothing
-    to train on, :class:`FinetuneCancelled` on a stop, and the trainer's and checkpoint
-    loader's errors (a refused rule, an ``out`` that holds something else) before
-    anything is written."""
+    to train on, :class:`composite_tasking.datasets.DatasetError` when an image stored
+    by reference has a file that is missing or changed since it was labelled (every
+    image trained on or held out is checked first: nothing is skipped),
+    :class:`FinetuneCancelled` on a stop, and the trainer's and checkpoint loader's
+    errors (a refused rule, an ``out`` that holds something else) before anything is
+    written. A run folder this call made is removed when it fails before the first
+    epoch is saved."""
     from composite_tasking.inference import resolve_model
     from composite_tasking.model import CheckpointError, read_checkpoint_info
 
@@ -421,6 +434,9 @@ def finetune(store: str | Path, model: str | Path, out: str | Path, *,
 
         _check_palettes_or_rule(store, settings["records"], ids, rule)
         check_stored_palettes(store, rule, ids)  # all of them, held-out ones too
+    from composite_tasking.datasets import check_sources
+
+    check_sources(store, sorted(set(ids) | set(pal_ids)))  # by reference: each file still the one labelled
     result = FinetuneResult(ctn=init if ids else None, palette=pal_init, palette_note=note)
     if ids:
         run = _run_network("ctn", store, init, out, ids, rule=rule, select=select, holdout=holdout,

@@ -37,8 +37,14 @@ from .store import LabelStore
 
 
 def write_prediction(store: LabelStore, image_id: str, image: np.ndarray, pred: Prediction,
-                      attrs: dict, store_image: bool, image_source: str) -> None:
-    """One labelled image into the store: what every writer (thread or process) does."""
+                      attrs: dict, store_image: bool, image_source: str, source: dict | None = None) -> None:
+    """One labelled image into the store: what every writer (thread or process) does.
+    ``source``: ``{"sha256", "size", "mtime_ns"}`` of the file's bytes the image was
+    decoded from (the reader's, :func:`~composite_tasking.images.read_image_hashed`),
+    recorded for an image stored by reference (else the store hashes the file now,
+    which may no longer be the picture labelled)."""
+    source = source or {}
+    stat = {k: source[k] for k in ("size", "mtime_ns")} if "size" in source else None
     store.write_sample(
         image_id,
         pred.to_sample(image),
@@ -46,6 +52,8 @@ def write_prediction(store: LabelStore, image_id: str, image: np.ndarray, pred: 
         attrs=attrs,
         store_image=store_image,
         image_source=image_source,
+        image_sha256=source.get("sha256") if not store_image else None,
+        image_stat=stat if not store_image and source.get("sha256") else None,
         overwrite=True,
     )
 
@@ -256,11 +264,13 @@ def writer_process_ready(timeout: float) -> int:
 
 
 def process_write(path: str, image_id: str, image: np.ndarray | SharedArray, palette: np.ndarray | SharedArray,
-                   output: np.ndarray | SharedArray, thin_edges: float = 0.0) -> tuple[str, float]:  # fmt: skip
+                   output: np.ndarray | SharedArray, thin_edges: float = 0.0,
+                   source: dict | None = None) -> tuple[str, float]:  # fmt: skip
     """In a writer process: decode the network's ``output`` (3, H, W) under ``palette``
     into per-task labels (``thin_edges``: :func:`.prediction.decode_labels`'s) and
-    write the image into the store; returns ``image_id`` and the seconds it took. The
-    arrays are given, or where they lie in shared memory."""
+    write the image into the store (``source``: :func:`write_prediction`'s); returns
+    ``image_id`` and the seconds it took. The arrays are given, or where they lie in
+    shared memory."""
     if "error" in _WORKER:
         raise _WORKER["error"]
     t0 = time.perf_counter()
@@ -269,7 +279,7 @@ def process_write(path: str, image_id: str, image: np.ndarray | SharedArray, pal
             image, palette, output = (_unpack(a) for a in (image, palette, output))
             pred = Prediction(palette, output, decode_labels(output, palette, _WORKER["tasks"], thin_edges))
             write_prediction(_WORKER["store"], image_id, image, pred, _WORKER["attrs"],
-                              _WORKER["store_image"], path)  # fmt: skip
+                              _WORKER["store_image"], path, source)  # fmt: skip
     except Exception as e:
         try:  # it goes back pickled: one that does not come back whole, as text
             pickle.loads(pickle.dumps(e))

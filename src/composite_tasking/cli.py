@@ -746,9 +746,17 @@ def cmd_label(args: argparse.Namespace) -> int:
     if summary.elsewhere:
         print(f"left {len(summary.elsewhere)} image(s) to another run labelling this store at the same "
               "time (run the command again once it ended to check that nothing is missing)")  # fmt: skip
+    if summary.changed:
+        print(f"relabelled {len(summary.changed)} image(s) stored by reference whose file changed since they "
+              f"were labelled: {_names(summary.changed)}")  # fmt: skip
     if summary.kept:
         print(f"kept {len(summary.kept)} image(s) with ground truth, a person's corrections or saved from napari "
               f"(never relabelled)")  # fmt: skip
+    if summary.kept_changed:
+        print(f"  of these, {len(summary.kept_changed)} image(s) stored by reference whose file changed since "
+              f"they were labelled: {_names(summary.kept_changed)}; their labels belong to the old picture and "
+              "were left as they are: restore the file, or remove the image from the store to label the new "
+              "picture (docs/label-folder.md)")  # fmt: skip
     if summary.ignored:
         from .images import suffixes_of
 
@@ -762,6 +770,11 @@ def cmd_label(args: argparse.Namespace) -> int:
     if args.timings:
         print(format_timings(summary.timings))
     return EXIT_OK if summary.ok else EXIT_PARTIAL
+
+
+def _names(ids: list[str], most: int = 10) -> str:
+    """Up to ``most`` image ids, then how many more."""
+    return ", ".join(ids[:most]) + (f", ... {len(ids) - most} more" if len(ids) > most else "")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -95,6 +95,7 @@ __all__ = [
     "to_tensors",
     "training_ids",
     "check_stored_palettes",
+    "check_sources",
     "batches_by_shape",
     "TRAINING_PROVENANCES",
 ]
@@ -741,8 +742,12 @@ class StoreDataset(_ItemDataset):
     training signal); otherwise ``rule`` makes one (a semantic rule from the stored
     ``semseg``, ignore where it is not valid). Labels outside their ``valid`` mask become
     ignore (normals: zero); with ``checked_only``, labels outside the pixels a person
-    checked too (what ``ctn finetune`` and the napari widget train on). An image stored by reference is read from its
-    ``image_source`` path. ``ids`` restricts the data set to some images
+    checked too (what ``ctn finetune`` and the napari widget train on). An image stored
+    by reference is read from its ``image_source`` file by
+    :meth:`~composite_tasking.store.LabelStore.image_pixels`, which refuses a file that
+    is no longer the one labelled (:class:`DatasetError` naming the store, the image and
+    the file; :func:`check_sources` finds them all before a run starts). ``ids``
+    restricts the data set to some images
     (:func:`training_ids` chooses those with corrections or ground truth;
     :func:`check_stored_palettes` refuses a rule the stored palettes contradict).
     """
@@ -796,15 +801,16 @@ class StoreDataset(_ItemDataset):
     def sample(self, index: int) -> dict:
         """The canonical sample of item ``index``, labels masked by validity."""
         image_id = self.ids[self._check_index(index)]
+        from .images import ImageReadError
+
         stored = self.store.read_sample(image_id)
-        image = stored.image
-        if image is None:
-            source = stored.image_source
-            if not source or not Path(source).is_file():
-                raise DatasetNotFoundError(
-                    f"image {image_id!r} is stored by reference and its file is missing: "
-                    f"{source}", source or "")  # fmt: skip
-            image = np.asarray(Image.open(source).convert("RGB"), dtype=np.uint8)
+        try:
+            image = self.store.image_pixels(stored)  # by reference: its file, sha256-checked
+        except ImageReadError as e:
+            where = f"label store {self.store_path}: image {image_id!r} is stored by reference and"
+            if self.store.source_file(stored) is None:
+                raise DatasetNotFoundError(f"{where} its file is missing: {e.path}", e.path) from None
+            raise DatasetError(f"{where} its file cannot be used: {e}") from None
         sample: dict = {"image": image}
         if stored.palette is not None:
             sample["palette"] = stored.palette
@@ -829,6 +835,42 @@ class StoreDataset(_ItemDataset):
 
 
 # ------------------------------------------------------------- choosing store images
+
+
+def check_sources(store_path: str | os.PathLike, ids: Sequence[str] | None = None) -> None:
+    """Refuse a label store whose images ``ids`` (default: all) stored by reference have
+    a file that is missing or no longer the one labelled
+    (:meth:`~composite_tasking.store.LabelStore.source_problem`: the file's size and
+    mtime against the recorded ones, its sha256 when they differ): their labels belong
+    to another picture. :class:`DatasetError` (:class:`DatasetNotFoundError` when the
+    files are all missing) names the store, the first such image and its file, and how
+    many there are. ``ctn evaluate`` and ``ctn finetune`` call it before anything runs;
+    nothing is skipped (a run on the rest would score or train on fewer images than
+    asked, unnoticed)."""
+    from .store import LabelStore
+    from .store.sources import STATE_REASONS
+
+    store = LabelStore(store_path, mode="r")
+    records = store.image_records(complete_only=False)  # one pass over the store
+    bad = []
+    for i in sorted(records) if ids is None else ids:
+        if i in records:
+            problem = store.source_problem(i, records[i])
+            if problem is not None:
+                bad.append((i, *problem))
+    if not bad:
+        return
+    image_id, path, reason = bad[0]
+    more = f" ({len(bad)} such images in all)" if len(bad) > 1 else ""
+    missing = all(r == STATE_REASONS["missing"] for _, _, r in bad)
+    fix = ("restore the file(s)" if missing else
+           "restore the file(s), or label the folder again (ctn label FOLDER --out STORE --reference "
+           "relabels the images whose file changed, except those a person corrected)")  # fmt: skip
+    message = (f"label store {store_path}: image {image_id!r} is stored by reference and its file "
+               f"{path} {reason}{more}: {fix}")  # fmt: skip
+    if missing:
+        raise DatasetNotFoundError(message, path)
+    raise DatasetError(message)
 
 #: provenances of labels that teach a model: a person's corrections and ground truth
 #: (never ``pseudo``: a model's own output nobody checked)

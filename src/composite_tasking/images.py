@@ -15,6 +15,8 @@ decompression-bomb limit, no finite pixel value.
 from __future__ import annotations
 
 import errno
+import hashlib
+import io
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -24,8 +26,8 @@ from typing import Iterable
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageReadError", "read_image", "scan_inputs", "IMAGE_FORMATS", "SUPPORTED_SUFFIXES", "MAX_PIXELS",
-           "ScanResult", "suffixes_of", "is_zarr_folder"]  # fmt: skip
+__all__ = ["ImageReadError", "read_image", "read_image_hashed", "scan_inputs", "IMAGE_FORMATS", "SUPPORTED_SUFFIXES",
+           "MAX_PIXELS", "ScanResult", "suffixes_of", "is_zarr_folder"]  # fmt: skip
 
 #: the one table of what is read: PIL format -> the file name suffixes it goes by
 #: (MPO is a JPEG with more pictures in it: the first is read). A file inside a folder
@@ -53,11 +55,13 @@ class ImageReadError(ValueError):
         self.reason = reason
 
 
-def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Read an image file as uint8 RGB (H, W, 3) with EXIF orientation applied."""
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, data: bytes | None = None) -> np.ndarray:
+    """Read an image file as uint8 RGB (H, W, 3) with EXIF orientation applied. ``data``:
+    the file's bytes, already read (decoded instead of reading ``path`` again, so that
+    the pixels are those of the bytes a caller hashed); ``path`` then names it in errors."""
     path = Path(path)
     try:
-        size = path.stat().st_size
+        size = path.stat().st_size if data is None else len(data)
     except FileNotFoundError:
         reason = "broken symbolic link" if path.is_symlink() else "no such file"
         raise ImageReadError(path, reason) from None
@@ -72,7 +76,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
             old = Image.MAX_IMAGE_PIXELS
             Image.MAX_IMAGE_PIXELS = max_pixels
             try:
-                with Image.open(path) as im:
+                with Image.open(path if data is None else io.BytesIO(data)) as im:
                     if im.format not in _FORMATS:
                         raise ImageReadError(path, f"unsupported image format {im.format}")
                     if im.width * im.height > max_pixels:
@@ -95,6 +99,20 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
         raise ImageReadError(path, f"corrupt or truncated image: {e}") from None
     except (SyntaxError, ValueError) as e:  # truncated / corrupt data
         raise ImageReadError(path, f"corrupt or truncated image: {e}") from None
+
+
+def read_image_hashed(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str, os.stat_result]:
+    """:func:`read_image` of the file's bytes read once, their sha256 (hex), and the file's
+    ``os.stat`` taken before they were read: the pixels are those of the bytes hashed (a
+    label store that keeps an image by reference records the hash and the stat)."""
+    path = Path(path)
+    try:
+        st = path.stat()
+        data = path.read_bytes()
+    except OSError as e:
+        read_image(path, max_pixels)  # raises the ImageReadError that says why (missing, a folder, ...)
+        raise ImageReadError(path, f"cannot read: {e.strerror or e}") from None
+    return read_image(path, max_pixels, data=data), hashlib.sha256(data).hexdigest(), st
 
 
 def _to_rgb8(im: Image.Image, path: Path) -> np.ndarray:

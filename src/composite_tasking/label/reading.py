@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..images import ImageReadError, read_image
+from ..images import ImageReadError, read_image, read_image_hashed
 from ..palette import validate_palette
 
 __all__ = ["ReadItem", "Reader", "put_waiting"]
@@ -59,15 +59,24 @@ class ReadItem:
     error: ImageReadError | None = None
     #: another run of the same store claimed it first (:mod:`.claims`): not read, left to it
     elsewhere: bool = False
+    #: ``{"sha256", "size", "mtime_ns"}`` of the bytes decoded (the file's stat before
+    #: reading them), when the reader was asked to hash: what a store keeping the image
+    #: by reference records of it
+    source: dict | None = None
 
 
 def _read(path: Path, image_id: str, rel: Path, palette_dir: Path | None,
           rule_palette: Callable[[tuple[int, int], str], np.ndarray] | None = None,
-          claim: Callable[[str], bool] | None = None) -> ReadItem:  # fmt: skip
+          claim: Callable[[str], bool] | None = None, hashed: bool = False) -> ReadItem:  # fmt: skip
     if claim is not None and not claim(image_id):
         return ReadItem(path, image_id, elsewhere=True)
+    source = None
     try:
-        image = read_image(path)
+        if hashed:
+            image, digest, st = read_image_hashed(path)
+            source = {"sha256": digest, "size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
+        else:
+            image = read_image(path)
         if palette_dir is not None:
             palette = _palette_file(palette_dir, path, rel, image.shape[:2])
         elif rule_palette is not None:
@@ -76,7 +85,7 @@ def _read(path: Path, image_id: str, rel: Path, palette_dir: Path | None,
             palette = None
     except ImageReadError as e:
         return ReadItem(path, image_id, error=e)
-    return ReadItem(path, image_id, image, palette)
+    return ReadItem(path, image_id, image, palette, source=source)
 
 
 def put_waiting(q: queue.Queue, item, give_up: Callable[[], bool]) -> bool:
@@ -95,13 +104,15 @@ class Reader:
     """The images of ``todo`` in order, each with its palette file when there is a
     palette folder, or the palette ``rule_palette(shape, image_id)`` makes (a rule that
     needs no model): read by a thread up to ``ahead`` images in advance, or
-    (``ahead=0``) on demand in the calling thread."""
+    (``ahead=0``) on demand in the calling thread. ``hashed``: each with the sha256 of
+    the bytes decoded and the file's stat (:attr:`ReadItem.source`)."""
 
     def __init__(self, todo: list[tuple[Path, str, Path]], palette_dir: Path | None, ahead: int,
                  rule_palette: Callable[[tuple[int, int], str], np.ndarray] | None = None,
-                 claim: Callable[[str], bool] | None = None):  # fmt: skip
+                 claim: Callable[[str], bool] | None = None, hashed: bool = False):  # fmt: skip
         self._todo, self._palette_dir, self._rule_palette = todo, palette_dir, rule_palette
         self._claim = claim  # each image claimed before it is read (None: no claims)
+        self._hashed = hashed
         self._next = 0
         self._thread: threading.Thread | None = None
         if ahead > 0 and todo:
@@ -115,7 +126,8 @@ class Reader:
             if self._stop.is_set():
                 return
             try:
-                item: ReadItem | BaseException = _read(path, image_id, rel, self._palette_dir, self._rule_palette, self._claim)
+                item: ReadItem | BaseException = _read(path, image_id, rel, self._palette_dir, self._rule_palette,
+                                                       self._claim, self._hashed)  # fmt: skip
             except BaseException as e:  # not a bad image: raised in the labelling thread
                 item = e
             if not put_waiting(self._queue, item, self._stop.is_set) or isinstance(item, BaseException):
@@ -126,7 +138,7 @@ class Reader:
         if self._thread is None:
             path, image_id, rel = self._todo[self._next]
             self._next += 1
-            return _read(path, image_id, rel, self._palette_dir, self._rule_palette, self._claim)
+            return _read(path, image_id, rel, self._palette_dir, self._rule_palette, self._claim, self._hashed)
         item = self._queue.get()
         if isinstance(item, BaseException):
             raise item

@@ -20,8 +20,8 @@ from ..store import StoreError
 from .preview import PREVIEW_IMAGES, store_preview
 from .claims import Claims
 from .reading import ReadItem, Reader
-from .settings import (describe_differences, image_rng, image_settings, open_store, person_made, settings_differ,
-                       slim_record)  # fmt: skip
+from .settings import (describe_differences, file_changed, image_rng, image_settings, open_store, person_made,
+                       settings_differ, slim_record)  # fmt: skip
 from .summary import Clock, LabelError, LabelSummary
 from .writers import PROCESS_MIN_IMAGES, ProcessWriter, ThreadWriter, default_writer_processes, default_writers
 
@@ -85,6 +85,12 @@ def label_images(
     the model's training size to it, ``none`` predicts every pixel); recorded per image
     and compared on resume like the model and the rule (a given Predictor's own scale is
     used). Image ids: :func:`image_ids`, settled against the store.
+
+    An image the store keeps by reference (``store_image=False``) whose file changed
+    since it was labelled (:func:`.settings.file_changed`: its size and mtime first, its
+    sha256 when they differ) is not complete: its labels belong to the old picture, so
+    it is labelled again (``summary.changed``), ``overwrite`` or not; one a person had a
+    hand in is kept as it is and named (``summary.kept_changed``).
     """
     if writers is not None and (isinstance(writers, bool) or not isinstance(writers, int) or writers < 0):
         raise LabelError(f"--writers takes an integer >= 0, got {writers!r}")
@@ -185,6 +191,11 @@ def label_images(
             todo.append((f, i, rel))
         elif person_made(rec):  # a person's work: never relabelled
             summary.kept.append(i)
+            if file_changed(rec, f):  # ... even when its picture changed: the person decides
+                summary.kept_changed.append(i)
+        elif file_changed(rec, f):  # its labels are the old picture's
+            summary.changed.append(i)
+            todo.append((f, i, rel))
         elif settings_differ(image_settings(rec), image_wanted):
             other.append(i)
             todo.append((f, i, rel))
@@ -211,8 +222,13 @@ def label_images(
     if palette_sha is not None:
         write_attrs["palette_model_sha256"] = palette_sha
 
+    # by reference: the sha256 and stat of the bytes each image was decoded from, by id
+    # (taken by the reader, so that they are the picture labelled; popped by its writer)
+    sources: dict[str, dict] = {}
+
     def write(path: Path, image_id: str, image: np.ndarray, pred: Prediction) -> None:
-        write_prediction(store, image_id, image, pred, write_attrs, store_image, str(Path(path).resolve()))
+        write_prediction(store, image_id, image, pred, write_attrs, store_image, str(Path(path).resolve()),
+                         sources.pop(image_id, None))  # fmt: skip
 
     def rule_palette(shape: tuple[int, int], image_id: str) -> np.ndarray:
         return rule_obj.palette(shape, rng=image_rng(seed, image_id))
@@ -284,7 +300,8 @@ def label_images(
             if processes:  # the network's outputs: the writer processes decode them
                 pal, out = res
                 with clock("hand"):
-                    writer.submit((path, image_id, image, pal, out, predictor.upscale(pal.shape)))
+                    writer.submit((path, image_id, image, pal, out, predictor.upscale(pal.shape),
+                                   sources.pop(image_id, None)))  # fmt: skip
                 continue
             with clock("hand"):
                 writer.submit((path, image_id, image, res))
@@ -299,7 +316,7 @@ def label_images(
 
     try:
         reader = Reader(todo, palette_dir, ahead=depth, rule_palette=rule_palette if by_reader else None,
-                        claim=claim)  # fmt: skip
+                        claim=claim, hashed=not store_image)  # fmt: skip
         # in the writers' hands: at most max(2 * batch size, batch size + writers) images
         if processes:
             writer = ProcessWriter(store_path.resolve(), write_attrs, store_image, predictor.tasks,
@@ -339,6 +356,8 @@ def label_images(
                     pos += 1
                     count()
                     continue
+                if item.source is not None:
+                    sources[item.image_id] = item.source
                 batch.append((item.path, item.image_id, item.image, palette))
                 pos += 1
             if not batch:

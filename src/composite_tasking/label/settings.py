@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from ..store import PERSON_PROVENANCES, LabelStore, StoreError
+from ..store.sources import STAT_KEYS, file_state
 from .summary import LabelError
 
-__all__ = ["SETTINGS", "SETTINGS_IF_RECORDED", "FLAGS", "differs", "describe_differences", "settings_differ", "image_settings", "slim_record",
-           "person_made", "image_rng", "open_store"]  # fmt: skip
+__all__ = ["SETTINGS", "SETTINGS_IF_RECORDED", "FLAGS", "differs", "describe_differences", "settings_differ",
+           "image_settings", "slim_record", "person_made", "file_changed", "image_rng", "open_store"]  # fmt: skip
 
 #: what a store records of how its images were labelled, compared before labelling more
 #: into it: the model's and palette network's weights (sha256, not their paths), the
@@ -75,13 +76,14 @@ def image_settings(record: dict) -> dict:
 
 
 def slim_record(record: dict) -> dict:
-    """What labelling needs of a stored image's attributes: its source and sha256, its
-    settings, its provenance and whether napari saved it (a large folder's records stay
-    small in memory)."""
+    """What labelling needs of a stored image's attributes: its source, sha256 (and the
+    file's size and mtime), its settings, its provenance and whether napari saved it (a
+    large folder's records stay small in memory)."""
     keep = ("model_sha256", "rule", "rule_sha256", "palette_origin", "palette_model_sha256", "provenance",
             "scale", "run")
     out = {k: record[k] for k in keep if k in record}
-    out["image"] = {k: (record.get("image") or {}).get(k) for k in ("source", "sha256", "sha256_of")}
+    out["image"] = {k: (record.get("image") or {}).get(k)
+                    for k in ("stored", "source", "sha256", "sha256_of", *STAT_KEYS)}  # fmt: skip
     if "napari" in record:
         out["napari"] = True
     return out
@@ -93,6 +95,17 @@ def person_made(record: dict) -> bool:
     a person painted or accepted). ``ctn label`` never relabels such an image."""
     prov = record.get("provenance") or {}
     return "napari" in record or any(v in PERSON_PROVENANCES for v in prov.values())
+
+
+def file_changed(record: dict, path: Path) -> bool:
+    """Whether ``path``, the file of an image the store keeps by reference, is no longer
+    the file labelled (:func:`composite_tasking.store.sources.file_state`: its size and
+    mtime compared with the recorded ones, its sha256 only when they differ or, in a
+    store written before they were recorded, always). An image whose pixels the store
+    holds is complete as stored: False. (Stores written before are not given the size and
+    mtime on a resume: that would rewrite images a napari session may be saving.)"""
+    info = record.get("image") or {}
+    return info.get("stored") is False and file_state(info, path) is not None
 
 
 def image_rng(seed: int, image_id: str) -> np.random.Generator:

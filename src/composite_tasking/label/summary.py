@@ -72,6 +72,12 @@ class LabelSummary:
     #: images in the store a person had a hand in (corrected, or saved from napari):
     #: never relabelled, ``overwrite`` or not
     kept: list[str] = field(default_factory=list)
+    #: images kept by reference whose file changed since they were labelled: labelled
+    #: again (also in ``done`` once written), ``overwrite`` or not
+    changed: list[str] = field(default_factory=list)
+    #: images in ``kept`` whose file changed since they were labelled: their labels (a
+    #: person's work) belong to the old picture; left as they are for the person to decide
+    kept_changed: list[str] = field(default_factory=list)
     #: files in the input folders that are not images by their suffix: not tried, and
     #: not a reason for a "partial" result
     ignored: list[str] = field(default_factory=list)
@@ -96,4 +102,6 @@ class LabelSummary:
 
     @property
     def ok(self) -> bool:
-        return not self.failed and self.preview_error is None
+        """No image failed, the contact sheet was written, and no image a person corrected
+        is left on a picture that changed."""
+        return not self.failed and self.preview_error is None and not self.kept_changed

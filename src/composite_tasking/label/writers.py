@@ -219,8 +219,9 @@ class ProcessWriter(WriterBase):
             f.cancel()
 
     def submit(self, item: tuple) -> None:
-        """Hand ``(path, image_id, image, palette, output, thin_edges)`` to the processes
-        (``thin_edges``: :func:`.prediction.decode_labels`'s)."""
+        """Hand ``(path, image_id, image, palette, output, thin_edges[, source])`` to the
+        processes (``thin_edges``: :func:`.prediction.decode_labels`'s; ``source``:
+        :func:`composite_tasking._writer_process.write_prediction`'s)."""
         self.check()
         while True:
             with self._lock:
@@ -231,14 +232,15 @@ class ProcessWriter(WriterBase):
             for f in done:
                 self._settle(f)
             self.check()
-        path, image_id, image, palette, output, thin = item
+        path, image_id, image, palette, output, thin, *rest = item
         arrays = (np.asarray(image), np.asarray(palette), np.asarray(output))
         if self._closed:
             raise RuntimeError("the writer processes were closed")
         packed = self._slots.pack(arrays) if self._shared else None  # None: through the pipe
         args, slot = packed if packed is not None else (arrays, None)
         try:
-            fut = self._executor.submit(process_write, str(Path(path).resolve()), image_id, *args, thin)
+            fut = self._executor.submit(process_write, str(Path(path).resolve()), image_id, *args, thin,
+                                        rest[0] if rest else None)  # fmt: skip
         except BaseException:  # a broken pool: its futures hold why
             if slot is not None:
                 self._slots.release(slot)

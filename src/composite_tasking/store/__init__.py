@@ -4,6 +4,8 @@
 - :mod:`.format`: the layout, its constants, OME-Zarr attributes, ids;
 - :mod:`.checks`: what a sample must be before it is written;
 - :mod:`.sample`: :class:`StoredSample`, one image read back;
+- :mod:`.sources`: images kept by reference: what is recorded of their file, and whether
+  the file still is it;
 - :mod:`.label_store`: :class:`LabelStore`;
 - :mod:`.fast_files`: new images written as plain files (zarr's own API as the fallback).
 """

@@ -80,7 +80,8 @@ Image attributes
 
     format "ctn-label-image", format_version 2, image_id, shape [H, W],
     image: {stored: bool, path: "0" | null, source: str | null,
-            sha256: hex | null, sha256_of: "file" | "pixels" | null},
+            sha256: hex | null, sha256_of: "file" | "pixels" | null,
+            size: int, mtime_ns: int   <- with a file's sha256, when known},
     labels: [names under labels/], maps: [names under maps/],
     provenance: {task: "ground-truth" | "pseudo" | "corrected"},
     created, updated (ISO 8601, UTC),
@@ -89,7 +90,10 @@ Image attributes
 
 ``image.sha256`` is the sha256 of the image *file's bytes* when the caller gives it (or,
 for a reference, when the store reads ``image_source``), else the sha256 of the pixels:
-the C-order bytes of the (H, W, 3) uint8 array (``sha256_of`` says which).
+the C-order bytes of the (H, W, 3) uint8 array (``sha256_of`` says which). Beside a
+file's sha256, ``size`` and ``mtime_ns`` record the file's length and modification time
+(ns) before its bytes were hashed (absent in stores written before): a check of an
+image stored by reference reads the file only when they changed (:mod:`.sources`).
 
 Images stored by reference
 --------------------------

@@ -43,6 +43,7 @@ from .format import (
     validate_image_id,
 )
 from .sample import StoredSample
+from .sources import STAT_KEYS, STATE_REASONS, file_state, stat_record
 
 # ------------------------------------------------------------------------------- store
 
@@ -334,6 +335,7 @@ class LabelStore:
         store_image: bool = True,
         image_source: str | os.PathLike | None = None,
         image_sha256: str | None = None,
+        image_stat: Mapping[str, int] | None = None,
         overwrite: bool = False,
     ) -> None:
         """Write one image's sample (see the module docstring for what goes where).
@@ -343,7 +345,11 @@ class LabelStore:
         palette origin, ... ``store_image=False`` stores a reference (``image_source``
         and a sha256) instead of the pixels. ``image_sha256`` is the sha256 of the image
         file's bytes; without it, the store hashes the file at ``image_source`` when the
-        pixels are not stored, else the pixels.
+        pixels are not stored, else the pixels. ``image_stat``: the file's ``size`` and
+        ``mtime_ns`` when the bytes hashed into ``image_sha256`` were read
+        (:func:`.sources.stat_record`); recorded beside the sha256, as the store records
+        them itself when it hashes the file, so that a later check
+        (:meth:`source_problem`) reads the file only when they changed.
 
         Everything is validated before anything is written: a bad sample raises
         :class:`StoreError` naming the image, the key and the problem, and leaves the
@@ -364,7 +370,7 @@ class LabelStore:
         prov = chk.provenance(provenance, tasks, required=True)
         extra = json_attrs(attrs, f"image {image_id!r}", RESERVED_IMAGE_ATTRS)
         image_info = self._image_info(chk, prep, sample, store_image, image_source,
-                                      image_sha256)  # fmt: skip
+                                      image_sha256, image_stat)  # fmt: skip
 
         folder = self.path / image_id
         now = now_iso()
@@ -408,20 +414,27 @@ class LabelStore:
         fast_files.replace_group_attrs(folder, final)  # the completion marker, last
 
     def _image_info(self, chk: Checker, prep: Prepared, sample: Mapping, store_image: bool,
-                    source, sha256: str | None) -> dict:  # fmt: skip
+                    source, sha256: str | None, stat: Mapping | None = None) -> dict:  # fmt: skip
         if source is not None and not isinstance(source, (str, os.PathLike)):
             chk.fail("image_source", f"expected a path or name, got {type(source).__name__}")
         source_s = None if source is None else os.fspath(source)
         if not store_image and source_s is None:
             chk.fail("image_source", "store_image=False keeps a reference to the image: "
                                      "give image_source (its path)")  # fmt: skip
+        if stat is not None:
+            if sha256 is None or not isinstance(stat, Mapping) or set(stat) != set(STAT_KEYS) or not all(
+                    isinstance(stat[k], int) and not isinstance(stat[k], bool) and stat[k] >= 0 for k in STAT_KEYS):
+                chk.fail("image_stat", f"{{'size': int, 'mtime_ns': int}} of the file image_sha256 hashes, "
+                                       f"got {stat!r}" + ("" if sha256 is not None else " without image_sha256"))
+            stat = {k: int(stat[k]) for k in STAT_KEYS}
         if sha256 is not None:
             if not (isinstance(sha256, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha256)):
                 chk.fail("image_sha256", f"expected 64 hex digits, got {sha256!r}")
             digest, of = sha256.lower(), "file"
         elif not store_image:
             if Path(source_s).is_file():
-                try:
+                try:  # the stat before the bytes: a file changed meanwhile is hashed again later
+                    stat = stat_record(os.stat(source_s))
                     digest, of = file_sha256(source_s), "file"
                 except OSError as e:
                     chk.fail("image_source", f"cannot read {source_s} to hash it: {e}")
@@ -434,14 +447,18 @@ class LabelStore:
             digest, of = self._pixels_sha256(prep), "pixels"
         else:  # pragma: no cover - need_image makes this unreachable
             digest, of = None, None
-        return {"stored": bool(store_image), "path": "0" if store_image else None,
+        info = {"stored": bool(store_image), "path": "0" if store_image else None,
                 "source": source_s, "sha256": digest, "sha256_of": of}  # fmt: skip
+        return {**info, **stat} if stat is not None and of == "file" else info
 
     @staticmethod
     def _pixels_sha256(prep: Prepared) -> str:
         assert prep.image is not None
-        hwc = np.ascontiguousarray(np.moveaxis(prep.image, 0, -1))
-        return hashlib.sha256(hwc.tobytes()).hexdigest()
+        return LabelStore._pixels_digest(np.moveaxis(prep.image, 0, -1))
+
+    @staticmethod
+    def _pixels_digest(hwc: np.ndarray) -> str:
+        return hashlib.sha256(np.ascontiguousarray(hwc).tobytes()).hexdigest()
 
     def update_labels(self, image_id: str, labels: Mapping[str, np.ndarray],
                       provenance: Mapping[str, str] | None = None, *,
@@ -653,19 +670,38 @@ class LabelStore:
 
     # --------------------------------------------------------------------- reading
 
-    def source_file(self, sample: StoredSample) -> Path | None:
-        """The file an image stored by reference came from: its recorded source as given
-        (absolute, or from the working folder), else relative to the store (``ctn synth``
-        records it so); None when neither is a file."""
-        source = sample.image_source
+    def _source_path(self, source: str | None) -> Path | None:
         if not source:
             return None
         return next((p for p in (Path(source), self.path / source) if p.is_file()), None)
 
+    def source_file(self, sample: StoredSample) -> Path | None:
+        """The file an image stored by reference came from: its recorded source as given
+        (absolute, or from the working folder), else relative to the store (``ctn synth``
+        records it so); None when neither is a file."""
+        return self._source_path(sample.image_source)
+
+    def source_problem(self, image_id: str, record: Mapping | None = None) -> tuple[str, str] | None:
+        """For an image stored by reference: (its file, why it cannot be used: a sentence's
+        end, :data:`.sources.STATE_REASONS`) when the file is missing or is no longer the
+        one recorded (its size and mtime compared first, its sha256 when they differ:
+        :func:`.sources.file_state`); None when it is, or when the image's pixels are
+        stored. ``record``: the image's attributes, when the caller has them
+        (:meth:`image_records`)."""
+        attrs = self.image_attrs(image_id) if record is None else record
+        info = attrs.get("image") or {}
+        if info.get("stored", True) is not False:
+            return None
+        source = info.get("source")
+        path = self._source_path(source)
+        state = file_state(info, path)
+        return None if state is None else (str(path or source or image_id), STATE_REASONS[state])
+
     def image_pixels(self, sample: StoredSample) -> np.ndarray:
         """The pixels of a stored image (uint8 RGB): its own, or, stored by reference, its
-        source file's (:meth:`source_file`), refused when the file's sha256 is no longer
-        the one recorded. Raises :class:`~composite_tasking.images.ImageReadError`
+        source file's (:meth:`source_file`) bytes, read once and refused when their
+        sha256 (or, recorded of the pixels, theirs) is no longer the one recorded, or
+        their size is not the labels'. Raises :class:`~composite_tasking.images.ImageReadError`
         naming the file and why."""
         if sample.image is not None:
             return sample.image
@@ -676,9 +712,22 @@ class LabelStore:
             raise ImageReadError(sample.image_source or sample.image_id,
                                  "the image is stored by reference and its file is missing")  # fmt: skip
         info = sample.attrs.get("image") or {}
-        if info.get("sha256_of") == "file" and info.get("sha256") and file_sha256(path) != info["sha256"]:
-            raise ImageReadError(path, "the image file changed since it was labelled (sha256 differs)")
-        return read_image(path)
+        recorded, of = info.get("sha256"), info.get("sha256_of")
+        changed = f"the image file {STATE_REASONS['changed']}"
+        try:
+            data = path.read_bytes()  # read once: the pixels are those of the bytes hashed
+        except OSError as e:
+            raise ImageReadError(path, f"cannot read: {e.strerror or e}") from None
+        if of == "file" and recorded and hashlib.sha256(data).hexdigest() != recorded:
+            raise ImageReadError(path, changed)
+        pixels = read_image(path, data=data)
+        if of == "pixels" and recorded and self._pixels_digest(pixels) != recorded:
+            raise ImageReadError(path, changed)
+        shape = tuple(sample.attrs.get("shape") or ())
+        if shape and pixels.shape[:2] != shape:
+            raise ImageReadError(path, f"the image file is {pixels.shape[0]}x{pixels.shape[1]} pixels, its "
+                                       f"labels {shape[0]}x{shape[1]}: it changed since the image was labelled")
+        return pixels
 
     def read_sample(self, image_id: str, *, allow_incomplete: bool = False, maps: bool = True) -> StoredSample:
         """Read one image back; see :class:`StoredSample`. ``maps=False`` leaves out the
