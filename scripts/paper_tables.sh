@@ -65,7 +65,8 @@ log "start: DEVICE=$DEVICE TRAIN_MIN=$TRAIN_MIN FT_MIN=$FT_MIN FT_N=$FT_N FT_EPO
 recipe() {  # recipe SRC DST
     python3 - "$1" "$2" <<'EOF'
 import os, sys, yaml
-d = yaml.safe_load(open(sys.argv[1]))
+from composite_tasking.training.recipe import recipe_data
+d, _ = recipe_data(sys.argv[1])  # its base: resolved, so that every key can be overridden
 for key, var in (("batch_size", "BATCH"), ("max_steps_per_epoch", "STEPS"), ("epochs", "EPOCHS"),
                  ("bn_recalibration_batches", "BN_BATCHES"), ("workers", "WORKERS")):
     if os.environ.get(var):

@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 __all__ = ["Recipe", "RecipeError", "DataSpec", "DATA_KEYS", "SELECT", "parse_data_spec",
-           "load_recipe", "builtin_recipe"]  # fmt: skip
+           "load_recipe", "builtin_recipe", "recipe_data"]  # fmt: skip
 
 
 class RecipeError(ValueError):
@@ -365,29 +365,74 @@ class Recipe:
         return d
 
 
-def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
-    """Read a recipe file (or a built-in recipe by name, e.g. ``ctn-synthetic``)."""
-    p = Path(path)
-    if not p.exists() and not p.suffix:
-        return builtin_recipe(str(path), overrides)
+def _builtin_names() -> list[str]:
+    folder = resources.files("composite_tasking.training") / "recipes"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, where: str):
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise RecipeError(f"cannot read recipe {p}: {e.strerror or e}") from None
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise RecipeError(f"recipe {p} is not valid YAML: {e}") from None
+        raise RecipeError(f"recipe {where} is not valid YAML: {e}") from None
+
+
+def _source(spec: str | Path, beside: Path | None = None) -> tuple[str, str]:
+    """``(text, where)`` of a recipe: a file (first relative to ``beside``, the folder of
+    the recipe naming it as its base), or a built-in recipe by name (no suffix)."""
+    p = Path(spec)
+    for cand in ([beside / p] if beside is not None and not p.is_absolute() else []) + [p]:
+        if cand.is_file():
+            try:
+                return cand.read_text(encoding="utf-8"), str(cand)
+            except OSError as e:
+                raise RecipeError(f"cannot read recipe {cand}: {e.strerror or e}") from None
+    if not p.suffix:
+        ref = resources.files("composite_tasking.training") / "recipes" / f"{spec}.yaml"
+        if ref.is_file():
+            return ref.read_text(encoding="utf-8"), f"built-in recipe {spec}"
+        raise RecipeError(f"no recipe file {str(spec)!r} and no built-in recipe of that name; "
+                          f"built-in: {_builtin_names()}")  # fmt: skip
+    raise RecipeError(f"cannot read recipe {p}: No such file or directory")
+
+
+def recipe_data(spec: str | Path, beside: Path | None = None, _seen: tuple = ()) -> tuple[dict, str]:
+    """A recipe's keys with its ``base:`` resolved, and where it came from.
+
+    ``base: NAME-OR-FILE`` starts from another recipe (a built-in name, or a file relative
+    to this one); the recipe's own keys replace the base's, each whole (a mapping such
+    as ``optimizer`` is replaced, not merged), so a recipe reads as "the base, but ...".
+    Bases may have bases; a cycle is an error naming it."""
+    text, where = _source(spec, beside)
+    data = _read_yaml(text, where)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"a recipe is a mapping in {where}")
+    base = data.pop("base", None)
+    if base is None:
+        return data, where
+    if not isinstance(base, str) or not base.strip():
+        raise RecipeError(f"base in {where}: names a recipe (a built-in name or a file), got {base!r}")
+    if where in _seen:
+        raise RecipeError(f"recipes base each other in a cycle: {' -> '.join((*_seen, where))}")
+    folder = Path(where).parent if not where.startswith("built-in recipe") else None
+    merged, _ = recipe_data(base, folder, (*_seen, where))
+    return {**merged, **data}, where
+
+
+def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
+    """Read a recipe file (or a built-in recipe by name, e.g. ``ctn-synthetic``), its
+    ``base:`` resolved (:func:`recipe_data`)."""
+    data, where = recipe_data(path)
     if overrides:
-        data = {**(data or {}), **overrides}
-    return Recipe.from_dict(data, source=str(p))
+        data = {**data, **overrides}
+    return Recipe.from_dict(data, source=where)
 
 
 def builtin_recipe(name: str, overrides: dict | None = None) -> Recipe:
+    """A built-in recipe by name (``training/recipes/NAME.yaml``)."""
     ref = resources.files("composite_tasking.training") / "recipes" / f"{name}.yaml"
     if not ref.is_file():
-        names = sorted(p.name[:-5] for p in (resources.files("composite_tasking.training") / "recipes").iterdir()
-                       if p.name.endswith(".yaml"))  # fmt: skip
-        raise RecipeError(f"no recipe file {name!r} and no built-in recipe of that name; built-in: {names}")
-    data = yaml.safe_load(ref.read_text(encoding="utf-8"))
-    if overrides:
-        data = {**data, **overrides}
-    return Recipe.from_dict(data, source=f"built-in recipe {name}")
+        raise RecipeError(f"no recipe file {name!r} and no built-in recipe of that name; built-in: {_builtin_names()}")
+    return load_recipe(name, overrides)
