@@ -33,9 +33,11 @@ def test_working_shape_shrinks_only_what_the_model_has_not_seen():
     assert working_shape((768, 768), "none", trained) == (768, 768)
     assert working_shape((400, 200), "0.5", trained) == (200, 100)
     assert working_shape((400, 200), "100px", trained) == (100, 50)
-    # from a checkpoint's provenance: the recipe's crop, else its scenes' size, else 512
-    assert trained_size({"recipe": {"train": {"size": 256}, "augment": {"scale": [0.8, 1.25]}}}) == (256, 1.25)
-    assert trained_size({"recipe": {"crop": 512, "train": {"size": 100}}})[0] == 512
+    # from a checkpoint's provenance: its synthetic scenes' size; photos (and nothing
+    # recorded) 512, PASCAL's scale; a crop leaves objects at the image's scale
+    assert trained_size({"recipe": {"train": {"kind": "synthetic", "size": 256},
+                                    "augment": {"scale": [0.8, 1.25], "crop": 128}}}) == (256, 1.25)  # fmt: skip
+    assert trained_size({"recipe": {"train": {"kind": "pascal-mt", "root": "P"}, "augment": {"crop": 256}}})[0] == 512
     assert trained_size({}) == (512, 1.25)
 
 

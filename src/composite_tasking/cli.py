@@ -68,6 +68,9 @@ def _bundled_lines() -> list[str]:
         lines.append(f"  {name}: {cfg.kind} {cfg.encoder}, sha256 {info.sha256[:12]}, {info.path}")
         if metrics:
             lines.append(f"    validation: {metrics}")
+    lines.append("  what they know: the synthetic world they were trained on (ctn synth); on photos their "
+                 "classes are guesses. For photos, train the paper's model on PASCAL-MT: ctn train --config "
+                 "ctn-pascal-mt --data pascal-mt:ROOT (docs/finetune.md)")  # fmt: skip
     return lines
 
 
@@ -296,10 +299,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from composite_tasking.datasets import DatasetError
     from composite_tasking.training.recipe import RecipeError, load_recipe
 
+    from composite_tasking.training.recipe import parse_data_spec
+
     overrides = {}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     try:
+        if args.data is not None:  # the recipe's training data replaced (and a PASCAL-MT's val split)
+            data = parse_data_spec(args.data, "train", "--data")
+            overrides["train"] = data.to_dict()
+            if data.kind == "pascal-mt":
+                overrides["val"] = {**data.to_dict(), "split": "val"}
         recipe = load_recipe(args.config, overrides)
     except RecipeError as e:
         print(f"ctn train: {e}", file=sys.stderr)
@@ -930,6 +940,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folder (newest checkpoint, history, curves): a new or empty folder, "
                         "or the run to continue with --resume")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--data", default=None,
+                   help="train on this instead of the recipe's data: pascal-mt:ROOT[,split=S] (validated "
+                        "on its val split; ctn-pascal-mt needs it) | synthetic:seed=K,n=N[,size=S] | "
+                        "STORE.zarr")  # fmt: skip
     p.add_argument("--epochs", type=_nonneg, default=None, help="override the recipe's epochs")
     p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else cpu), cpu, cuda, cuda:I, mps")
     p.add_argument("--max-minutes", type=_minutes, default=None, metavar="M",

@@ -46,7 +46,8 @@ from .tasks import TASKS
 __all__ = ["Scale", "parse_scale", "trained_size", "working_shape", "downsample_palette",
            "upsample_composite", "DEFAULT_TRAINED_SIZE", "SCALE_HELP"]  # fmt: skip
 
-#: the training size assumed for a model that records none: the paper's 512 x 512 crops
+#: the image size assumed for a model trained on photos, or that records nothing: PASCAL's
+#: images are about 500 x 375 (the paper's crops 512)
 DEFAULT_TRAINED_SIZE = 512
 #: the largest scale of the training augmentation assumed when a recipe records none
 DEFAULT_AUGMENT_MAX = 1.25
@@ -99,26 +100,23 @@ def parse_scale(spec: str | float | int | Scale | None) -> Scale:
 
 
 def trained_size(provenance: dict | None) -> tuple[int, float]:
-    """``(size, largest augmentation scale)`` the model was trained at, from its
-    checkpoint's provenance: the recipe's training crop (``crop``) or the size of its
-    synthetic scenes (``train.size``); else :data:`DEFAULT_TRAINED_SIZE` (the paper's
-    512 crops). The augmentation's largest scale (``augment.scale``) widens the range of
-    sizes the model knows; :data:`DEFAULT_AUGMENT_MAX` where none is recorded."""
+    """``(size, largest augmentation scale)`` of the images the model was trained on,
+    from its checkpoint's provenance: the size of its synthetic scenes (``train.size``,
+    256 for the bundled CTN); for photos (PASCAL-MT, a label store) or a model that
+    records nothing, :data:`DEFAULT_TRAINED_SIZE` (PASCAL's images are about 500 x 375,
+    the paper's crops 512). A training *crop* does not count: cropping cuts a window out
+    of the image and leaves its objects at the image's scale. The augmentation's
+    largest scale (``augment.scale``) widens the range of sizes the model knows;
+    :data:`DEFAULT_AUGMENT_MAX` where none is recorded."""
     recipe = (provenance or {}).get("recipe") or {}
-    size = None
-    for where in (recipe, recipe.get("train") or {}, recipe.get("augment") or {}):
-        for key in ("crop", "size"):
-            v = where.get(key) if isinstance(where, dict) else None
-            if isinstance(v, (list, tuple)) and v:
-                v = max(v)
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 16:
-                size = int(v)
-                break
-        if size is not None:
-            break
-    aug = (recipe.get("augment") or {}).get("scale") if isinstance(recipe.get("augment"), dict) else None
+    train = recipe.get("train") if isinstance(recipe.get("train"), dict) else {}
+    size = train.get("size") if train.get("kind", "synthetic") == "synthetic" else None
+    if not (isinstance(size, (int, float)) and not isinstance(size, bool) and size >= 16):
+        size = DEFAULT_TRAINED_SIZE
+    augment = recipe.get("augment") if isinstance(recipe.get("augment"), dict) else {}
+    aug = augment.get("scale")
     top = max(aug) if isinstance(aug, (list, tuple)) and aug else DEFAULT_AUGMENT_MAX
-    return (size or DEFAULT_TRAINED_SIZE, float(max(1.0, top)))
+    return int(size), float(max(1.0, top))
 
 
 def working_shape(shape: tuple[int, int], scale: Scale | str, trained: tuple[int, float]) -> tuple[int, int]:
