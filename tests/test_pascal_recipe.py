@@ -27,17 +27,11 @@ def test_the_recipe_says_what_the_paper_says():
 
 
 @pytest.mark.slow
-def test_ctn_train_on_pascal_mt_starts_from_the_imagenet_weights_in_torchs_cache(tmp_path, pascal_root):  # noqa: F811
-    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch"), "OMP_NUM_THREADS": "2"}
-    old = os.environ.get("TORCH_HOME")
-    os.environ["TORCH_HOME"] = env["TORCH_HOME"]
-    try:
-        weights = imagenet_weights_path("resnet34")
-    finally:
-        if old is None:
-            del os.environ["TORCH_HOME"]
-        else:
-            os.environ["TORCH_HOME"] = old
+def test_ctn_train_on_pascal_mt_starts_from_the_imagenet_weights_in_torchs_cache(tmp_path, pascal_root,  # noqa: F811
+                                                                                monkeypatch):  # fmt: skip
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    weights = imagenet_weights_path("resnet34")
     import torchvision
 
     state = torchvision.models.resnet34(weights=None).state_dict()
