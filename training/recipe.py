@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 __all__ = ["Recipe", "RecipeError", "DataSpec", "DATA_KEYS", "SELECT", "parse_data_spec",
-           "load_recipe", "builtin_recipe", "recipe_data"]  # fmt: skip
+           "load_recipe", "builtin_recipe", "builtin_recipe_names", "recipe_data"]  # fmt: skip
 
 
 class RecipeError(ValueError):
@@ -365,7 +365,8 @@ class Recipe:
         return d
 
 
-def _builtin_names() -> list[str]:
+def builtin_recipe_names() -> list[str]:
+    """The names of the built-in recipes (``training/recipes/*.yaml``)."""
     folder = resources.files("composite_tasking.training") / "recipes"
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
@@ -377,33 +378,37 @@ def _read_yaml(text: str, where: str):
         raise RecipeError(f"recipe {where} is not valid YAML: {e}") from None
 
 
-def _source(spec: str | Path, beside: Path | None = None) -> tuple[str, str]:
+def _source(spec: str | Path, beside: Path | None = None, builtin_only: bool = False) -> tuple[str, str]:
     """``(text, where)`` of a recipe: a file (first relative to ``beside``, the folder of
-    the recipe naming it as its base), or a built-in recipe by name (no suffix)."""
+    the recipe naming it as its base), or a built-in recipe by name (no suffix);
+    ``builtin_only``: the built-in one, whatever files are around."""
     p = Path(spec)
-    for cand in ([beside / p] if beside is not None and not p.is_absolute() else []) + [p]:
+    files = [] if builtin_only else ([beside / p] if beside is not None and not p.is_absolute() else []) + [p]
+    for cand in files:
         if cand.is_file():
             try:
                 return cand.read_text(encoding="utf-8"), str(cand)
             except OSError as e:
                 raise RecipeError(f"cannot read recipe {cand}: {e.strerror or e}") from None
-    if not p.suffix:
+    if not p.suffix or builtin_only:
         ref = resources.files("composite_tasking.training") / "recipes" / f"{spec}.yaml"
         if ref.is_file():
             return ref.read_text(encoding="utf-8"), f"built-in recipe {spec}"
         raise RecipeError(f"no recipe file {str(spec)!r} and no built-in recipe of that name; "
-                          f"built-in: {_builtin_names()}")  # fmt: skip
+                          f"built-in: {builtin_recipe_names()}")  # fmt: skip
     raise RecipeError(f"cannot read recipe {p}: No such file or directory")
 
 
-def recipe_data(spec: str | Path, beside: Path | None = None, _seen: tuple = ()) -> tuple[dict, str]:
+def recipe_data(spec: str | Path, beside: Path | None = None, _seen: tuple = (),
+                builtin_only: bool = False) -> tuple[dict, str]:  # fmt: skip
     """A recipe's keys with its ``base:`` resolved, and where it came from.
 
     ``base: NAME-OR-FILE`` starts from another recipe (a built-in name, or a file relative
     to this one); the recipe's own keys replace the base's, each whole (a mapping such
     as ``optimizer`` is replaced, not merged), so a recipe reads as "the base, but ...".
-    Bases may have bases; a cycle is an error naming it."""
-    text, where = _source(spec, beside)
+    Bases may have bases; a cycle is an error naming it. ``builtin_only``: ``spec`` is a
+    built-in recipe's name (not a file of that name)."""
+    text, where = _source(spec, beside, builtin_only)
     data = _read_yaml(text, where)
     if data is None:
         data = {}
@@ -421,10 +426,10 @@ def recipe_data(spec: str | Path, beside: Path | None = None, _seen: tuple = ())
     return {**merged, **data}, where
 
 
-def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
+def load_recipe(path: str | Path, overrides: dict | None = None, builtin_only: bool = False) -> Recipe:
     """Read a recipe file (or a built-in recipe by name, e.g. ``ctn-synthetic``), its
     ``base:`` resolved (:func:`recipe_data`)."""
-    data, where = recipe_data(path)
+    data, where = recipe_data(path, builtin_only=builtin_only)
     if overrides:
         data = {**data, **overrides}
     return Recipe.from_dict(data, source=where)
@@ -432,7 +437,4 @@ def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
 
 def builtin_recipe(name: str, overrides: dict | None = None) -> Recipe:
     """A built-in recipe by name (``training/recipes/NAME.yaml``)."""
-    ref = resources.files("composite_tasking.training") / "recipes" / f"{name}.yaml"
-    if not ref.is_file():
-        raise RecipeError(f"no recipe file {name!r} and no built-in recipe of that name; built-in: {_builtin_names()}")
-    return load_recipe(name, overrides)
+    return load_recipe(name, overrides, builtin_only=True)

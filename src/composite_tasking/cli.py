@@ -163,17 +163,6 @@ def _scale_arg(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--scale", type=_scale, default=default, help=f"{SCALE_HELP} (default {default})")
 
 
-def _builtin_recipes() -> list[str]:
-    """The names of the recipes shipped in composite_tasking.training (no import of it)."""
-    from importlib import resources
-
-    try:
-        folder = resources.files("composite_tasking.training") / "recipes"
-        return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
-    except (ModuleNotFoundError, OSError):  # pragma: no cover - an incomplete installation
-        return []
-
-
 def _nonneg(text: str) -> int:
     try:
         v = int(text)
@@ -929,7 +918,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="relabel an existing demo store")
     p.set_defaults(func=cmd_demo)
 
-    recipes = ", ".join(_builtin_recipes())
+    from composite_tasking.training.recipe import builtin_recipe_names  # yaml, no torch
+
+    recipes = ", ".join(builtin_recipe_names())
     p = sub.add_parser("train", help="train a model from a recipe (YAML)",
                        description="Train a CTN, an MHN, STNs or a palette network as a recipe says "
                        "(model, data, rule, losses, optimiser, schedule; docs/finetune.md), writing a "

@@ -98,7 +98,7 @@ class Predictor:
         self.cache_size = int(cache_size)
         self.tasks = tuple(self.model.config.tasks)
         #: (size, largest augmentation scale) the model was trained at, for ``scale="auto"``
-        self.trained = trained_size(self.info.provenance if self.info else getattr(self.model, "provenance", None))
+        self.trained = trained_size(getattr(self.model, "provenance", None))  # load_checkpoint sets it
         #: decode only the pixels a palette asks for (CTNs; exact there, see model.region).
         #: Not on CUDA: there the decoder is bound by kernel launches, not arithmetic, and
         #: decoding windows level by level took 1.5x the whole image's time at 5-50%
@@ -446,7 +446,7 @@ class Predictor:
         """The palette the palette network predicts for ``image`` (H, W) uint8."""
         image = np.asarray(image)
         shape = image.shape[:2]
-        ws = working_shape(shape, self.scale, trained_size(self.palette_info.provenance if self.palette_info else None))
+        ws = working_shape(shape, self.scale, trained_size(getattr(self.palette_net, "provenance", None)))
         x = self._image_tensor([self.resize(image, ws)])
         with self._ctx():
             logits = self.palette_net(x)

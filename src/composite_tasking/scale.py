@@ -203,11 +203,17 @@ def upsample_composite(
     cy, cx = _centres(H, h)[y0:y1], _centres(W, w)[x0:x1]
     wanted = [t for t in TASKS if t.name in set(tasks) and (pal == t.palette_value).any()]
     # per task: its values at working resolution and where they are defined
-    values, support = {}, {}
-    for t in wanted:
-        v = small_output.astype(np.float64)
-        values[t.name] = v if t.kind == "vector" else _sigmoid(v)
-        support[t.name] = small_palette == t.palette_value
+    def space(out: np.ndarray) -> dict[str, np.ndarray]:
+        """An output in the spaces tasks interpolate in: raw (normals), sigmoid (the others)."""
+        raw = out.astype(np.float64)
+        return {"vector": raw, "other": _sigmoid(raw)}
+
+    def of(t, spaces: dict[str, np.ndarray]) -> np.ndarray:
+        return spaces["vector" if t.kind == "vector" else "other"]
+
+    first = space(small_output)
+    values = {t.name: of(t, first) for t in wanted}  # shared arrays: replaced, never written in place
+    support = {t.name: small_palette == t.palette_value for t in wanted}
 
     def gather(t, yy, xx):
         """Interpolated values (3, K) and weights (K,) at full pixels (yy, xx) of the window."""
@@ -239,13 +245,12 @@ def upsample_composite(
         for name, (yy, xx) in missing.items():
             extra[cy[yy], cx[xx]] = by_name[name].palette_value
         region = extra != small_palette
-        more = decode(extra, region).astype(np.float64)
+        more = space(decode(extra, region))
         still = {}
         for name, (yy, xx) in missing.items():
             t = by_name[name]
             mine = region & (extra == t.palette_value)
-            v = more if t.kind == "vector" else _sigmoid(more)
-            values[name] = np.where(mine[None], v, values[name])
+            values[name] = np.where(mine[None], of(t, more), values[name])
             support[name] = support[name] | mine
             num, den = gather(t, yy, xx)
             ok = den > 1e-12

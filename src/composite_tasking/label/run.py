@@ -169,8 +169,9 @@ def label_images(
     # continues it after an interruption, relabelling only what that run had not reached
     run_id = uuid.uuid4().hex[:16]
     claims = Claims(store_path, run_id)  # images being labelled: concurrent runs share the work
-    unfinished = (have or {}).get("overwrite") if not overwrite and have is not None \
-        and not settings_differ(have, wanted) else None  # fmt: skip
+    unfinished = None
+    if not overwrite and have is not None and not settings_differ(have, wanted):
+        unfinished = have.get("overwrite")
     wanted["overwrite"] = run_id if overwrite else unfinished
     if wanted["overwrite"] is None:
         del wanted["overwrite"]
@@ -259,11 +260,11 @@ def label_images(
         if not claims.claim(image_id):
             return False
         before = records.get(image_id)
-        try:
-            written = store.is_complete(image_id) and (
-                before is None or store.image_attrs(image_id).get("run") != before.get("run"))
-        except (StoreError, OSError, KeyError):
-            written = False
+        try:  # one read of its attributes: complete, and by which run
+            now = store.image_attrs(image_id)
+        except (StoreError, OSError, KeyError):  # not in the store (yet)
+            now = {}
+        written = now.get("complete") is True and (before is None or now.get("run") != before.get("run"))
         if written:
             claims.release(image_id)
         return not written
