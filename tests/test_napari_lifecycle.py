@@ -244,3 +244,60 @@ def test_the_triton_guard_lets_imports_through_without_an_llvm(monkeypatch):
         guard.find_spec("triton")
     assert sys.modules["triton"] is None  # later imports fail at once, find_spec says None
     assert _compat.prevent_llvm_clash() is True
+
+
+# ------------------------------------- a series: predict, save and next, resize (Mesa)
+
+SERIES_SCRIPT = """
+    import sys
+    import time
+
+    from qtpy.QtWidgets import QApplication
+
+    from composite_tasking._napari import open_annotator
+    from composite_tasking._napari._compat import kept_gl_programs
+
+    viewer, docked, problems = open_annotator([sys.argv[1]], device="cpu")
+    assert problems == [], problems
+    app = QApplication.instance()
+
+    def pump(seconds=0.3):  # let Qt draw (and resize) as it would between clicks
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            app.processEvents()
+            time.sleep(0.01)
+
+    series, palette, predict = docked["Series"], docked["Task Palette"], docked["Predict"]
+    window = viewer.window._qt_window
+    for k, size in enumerate([(1000, 700), (1200, 800)]):
+        pump()
+        palette.fill_from_rule("mosaic")
+        assert predict.predict(), predict.status_label.text()
+        pump()
+        assert series.save_and_next(), series.message_label.text()  # a notification slides in
+        pump()
+        window.resize(*size)  # the canvas gets a new size after the layers were removed
+        pump()
+        print("image", k + 2, "shown", flush=True)
+    print("kept programs:", kept_gl_programs(), flush=True)
+    viewer.close()
+    print("closed", flush=True)
+"""
+
+
+@needs_display
+def test_save_and_next_then_a_resize_does_not_crash(tmp_path):
+    """Save and next removes an image's layers; the next frame of a new size (a resize,
+    a notification sliding in) crashed inside Mesa's software OpenGL after vispy deleted
+    their programs (see ``_compat.keep_gl_programs``)."""
+    from PIL import Image
+
+    from composite_tasking.synthetic import generate
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(generate(5, i, (160, 240))["image"]).save(folder / f"photo{i}.png")
+    code, out, err, _ = _Script(tmp_path / "run", SERIES_SCRIPT, str(folder)).wait(240)
+    assert code == 0, _explain(code, out, err)
+    assert "image 3 shown" in out and "closed" in out, _explain(code, out, err)

@@ -20,6 +20,16 @@ serves ``torch.compile``), so triton is kept out of a process that already holds
 Imported the other way round (triton first, as ``ctn annotate`` does by importing the model
 stack before it makes the viewer), both libraries coexist and nothing is blocked. The
 guard only acts on Linux (``/proc/self/maps``).
+
+Mesa's software OpenGL has a second defect the plugin meets: once vispy deletes a shader
+program (``glDeleteProgram``, when a layer is removed), a later frame can crash inside the
+driver's draw call (a segmentation fault in ``swrast_dri.so`` under ``glDrawArrays``),
+typically when the canvas is resized or a notification slides in over it. Seen with napari
+0.9.2, vispy 0.17.0 and Mesa 22.3 (llvmpipe and softpipe alike); it follows no particular
+layer type, and the same flow runs without a crash when programs are not deleted.
+:func:`keep_gl_programs` makes vispy keep the programs of removed layers on such a
+renderer (a few kilobytes each; the plugin reuses its layers across images, so few are
+ever removed) and leaves every other renderer as it is.
 """
 
 from __future__ import annotations
@@ -27,7 +37,8 @@ from __future__ import annotations
 import importlib.abc
 import sys
 
-__all__ = ["TritonGuard", "install_triton_guard", "llvm_mapped", "prevent_llvm_clash"]
+__all__ = ["TritonGuard", "install_triton_guard", "keep_gl_programs", "kept_gl_programs",
+           "llvm_mapped", "prevent_llvm_clash"]
 
 #: the module kept out of a process that already holds an LLVM
 BLOCKED = "triton"
@@ -96,3 +107,54 @@ def prevent_llvm_clash() -> bool:
         return False
     _block()
     return True
+
+
+# ======================================================================================
+# shader programs under Mesa's software OpenGL (see the module docstring)
+# ======================================================================================
+
+#: renderer names (``GL_RENDERER``, lower case) whose programs are kept
+SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swrast")
+
+_kept: list[int] = []
+_renderer: list[str] = []  # the renderer, read once, when the first program is deleted
+
+
+def _renderer_name(gl) -> str:
+    if not _renderer:
+        try:
+            name = gl.glGetParameter(gl.GL_RENDERER)
+        except Exception:  # no context current: unknown for now (this program is deleted)
+            return ""
+        _renderer.append((name.decode() if isinstance(name, bytes) else str(name)).lower())
+    return _renderer[0]
+
+
+def keep_gl_programs() -> bool:
+    """Make vispy keep (not delete) the OpenGL programs of removed visuals when the
+    renderer is Mesa's software one; installed once per process, decided at the first
+    deletion (a GL context is current then). True when installed now or before."""
+    try:
+        from vispy.gloo import gl, glir
+    except ImportError:  # no vispy: no napari canvas either
+        return False
+    program = glir.GlirProgram
+    if getattr(program.delete, "composite_tasking_keeps_programs", False):
+        return True
+    delete = program.delete
+
+    def delete_unless_software(self) -> None:
+        if any(name in _renderer_name(gl) for name in SOFTWARE_RENDERERS):
+            _kept.append(int(self._handle))
+            return
+        delete(self)
+
+    delete_unless_software.composite_tasking_keeps_programs = True  # type: ignore[attr-defined]
+    delete_unless_software.__wrapped__ = delete  # type: ignore[attr-defined]
+    program.delete = delete_unless_software  # type: ignore[method-assign]
+    return True
+
+
+def kept_gl_programs() -> int:
+    """How many programs :func:`keep_gl_programs` kept so far in this process."""
+    return len(_kept)

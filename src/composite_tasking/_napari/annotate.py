@@ -42,9 +42,10 @@ def open_annotator(paths: Sequence[str | os.PathLike] = (), *, viewer=None,
     every change of image; after the freeze it takes milliseconds. The images' own
     layers are made after it and are collected as usual.
     """
-    from ._compat import prevent_llvm_clash
+    from ._compat import keep_gl_programs, prevent_llvm_clash
 
     prevent_llvm_clash()  # a viewer made before this call may have loaded Mesa's LLVM
+    keep_gl_programs()  # Mesa's software OpenGL crashes after programs are deleted (_compat)
     # the model stack first: triton (imported by torch) crashes when Mesa's software
     # OpenGL loaded its LLVM before it (see _compat); imported first, both coexist
     import composite_tasking.model  # noqa: F401

@@ -47,6 +47,7 @@ from qtpy.QtWidgets import (
 
 from ..palette import RuleError, load_rule, load_rule_file, validate_palette
 from ..tasks import NO_TASK, TASKS, Task, get_task
+from ._compat import keep_gl_programs
 from .palette_layer import (
     NO_TASK_NAME,
     image_plane_shape,
@@ -179,6 +180,7 @@ class TaskPaletteWidget(QWidget):
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer", parent: QWidget | None = None):
         super().__init__(parent)
+        keep_gl_programs()  # Mesa's software OpenGL crashes after programs are deleted (_compat)
         self.viewer = napari_viewer
         self._selected_value = TASKS[0].palette_value
         self._watched_palette: Labels | None = None

@@ -57,7 +57,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..tasks import IGNORE
-from ._compat import prevent_llvm_clash
+from ._compat import keep_gl_programs, prevent_llvm_clash
 from .predict_jobs import (
     PALETTE_NETWORK,
     PREDICT_STEPS,
@@ -130,6 +130,7 @@ class PredictWidget(QWidget):
     def __init__(self, napari_viewer: "napari.viewer.Viewer", parent: QWidget | None = None):
         super().__init__(parent)
         prevent_llvm_clash()  # before anything imports torchvision (see _compat)
+        keep_gl_programs()  # Mesa's software OpenGL crashes after programs are deleted
         self.viewer = napari_viewer
         self._predictor: Predictor | None = None
         self._predictor_spec: tuple[str, ...] | None = None  # (model, device, palette model)

@@ -50,6 +50,7 @@ from qtpy.QtWidgets import (
 from ..images import ImageReadError
 from ..session import ORDERS, AnnotationSession, SessionError
 from ..store import StoreError
+from ._compat import keep_gl_programs
 from .palette_layer import METADATA_KEY, is_palette_layer, palette_image_key
 from .palette_widget import disconnect_all
 from .task_layers import image_key, layer_meta, task_layers_of
@@ -102,6 +103,7 @@ class SeriesWidget(QWidget):
                  predict: "PredictWidget | None" = None,
                  palette: "TaskPaletteWidget | None" = None):  # fmt: skip
         super().__init__(parent)
+        keep_gl_programs()  # Mesa's software OpenGL crashes after programs are deleted (_compat)
         self.viewer = napari_viewer
         self._predict_widget = predict
         self._palette_widget = palette
