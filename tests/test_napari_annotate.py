@@ -15,6 +15,7 @@ import composite_tasking.model  # noqa: E402, F401
 
 from composite_tasking import cli  # noqa: E402
 from composite_tasking._napari.annotate import WIDGETS, open_annotator  # noqa: E402
+from composite_tasking._napari.layer_pool import is_spare  # noqa: E402
 from composite_tasking._napari.palette_widget import TaskPaletteWidget  # noqa: E402
 from composite_tasking._napari.predict_widget import PredictWidget  # noqa: E402
 from composite_tasking.samples import sample_paths  # noqa: E402
@@ -51,8 +52,9 @@ def test_open_annotator_docks_widgets_and_opens_the_series(make_napari_viewer, t
     # one image at a time: the first (not reviewed) one, with its palette
     assert [ly.name for ly in viewer.layers] == ["stored", "stored palette"]
     assert widgets["Predict"].image_layer is viewer.layers["stored"]
-    widgets["Series"].next()
-    assert [ly.name for ly in viewer.layers] == [first.name]
+    widgets["Series"].next()  # the palette waits hidden for the next image's (layer_pool)
+    assert [ly.name for ly in viewer.layers if not is_spare(ly)] == [first.name]
+    assert [ly.visible for ly in viewer.layers if is_spare(ly)] == [False]
     np.testing.assert_array_equal(viewer.layers[first.name].data, read_image(first))
     # a relative model path is made explicit (against the current directory)
     assert widgets["Predict"].model_spec() == (os.path.abspath("some/model"), "cpu")

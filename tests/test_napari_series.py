@@ -18,6 +18,7 @@ from PIL import Image as PILImage  # noqa: E402
 
 from composite_tasking._napari.annotate import open_annotator  # noqa: E402
 from composite_tasking._napari.palette_layer import is_palette_layer  # noqa: E402
+from composite_tasking._napari.layer_pool import is_spare  # noqa: E402
 from composite_tasking._napari.task_layers import find_task_layer, image_key, is_task_layer, layer_meta  # noqa: E402
 from composite_tasking.store import LabelStore  # noqa: E402
 from composite_tasking.synthetic import generate  # noqa: E402
@@ -49,7 +50,12 @@ def _open(viewer, folder, tiny_checkpoint, **kw):
 
 
 def _shown(viewer):
-    return sorted(ly.name for ly in viewer.layers)
+    """The names of the layers a person sees: the spares (layers kept hidden for the next
+    image's, see layer_pool) are hidden and belong to no image."""
+    spares = [ly for ly in viewer.layers if is_spare(ly)]
+    assert not any(ly.visible for ly in spares), [ly.name for ly in spares if ly.visible]
+    assert not any(layer_meta(ly).get("image_key") for ly in spares)
+    return sorted(ly.name for ly in viewer.layers if not is_spare(ly))
 
 
 def test_a_folder_one_image_at_a_time_saved_and_resumed(make_napari_viewer, folder, tiny_checkpoint, qtbot):
@@ -205,7 +211,42 @@ def test_predict_keeps_the_gui_responsive_in_a_series(make_napari_viewer, folder
     assert any(is_task_layer(ly) for ly in viewer.layers) is False  # b has no predictions yet
     assert gap_predict < 1.0
     assert isinstance(viewer.layers["b.png"], type(viewer.layers["b.png"]))
-    assert not any(isinstance(ly, Labels) for ly in viewer.layers if not is_palette_layer(ly))
+    assert not any(isinstance(ly, Labels) for ly in viewer.layers if not is_palette_layer(ly) and not is_spare(ly))
+
+
+def test_the_next_image_reuses_the_layers_of_the_last(make_napari_viewer, folder, tiny_checkpoint):
+    """Save and next keeps the image's layers, hidden, and the next image's image, palette
+    and task layers are those layers again (no layer made or removed: the slow part of
+    changing images, and what crashed Mesa's software OpenGL); a late result for the
+    image left lands nowhere."""
+    viewer = make_napari_viewer()
+    w = _open(viewer, folder, tiny_checkpoint)
+    series, palette, predict = w["Series"], w["Task Palette"], w["Predict"]
+    palette.fill_from_rule("S:semseg")
+    predict.predict()
+    first = {id(ly): ly.name for ly in viewer.layers}
+    key_a = image_key(viewer.layers["a.png"])
+    stale_job = predict._predict_job(viewer.layers["a.png"], palette.palette_layer)
+    stale = stale_job.run()
+    assert series.save_and_next()
+    assert {id(ly) for ly in viewer.layers} == set(first)  # nothing added or removed
+    assert _shown(viewer) == ["b.png"]
+    image_b = viewer.layers["b.png"]
+    assert id(image_b) in first and first[id(image_b)] == "a.png" and image_key(image_b) != key_a
+    assert image_b.visible and image_b.data.shape[:2] == (SIZE, SIZE)
+    palette.fill_from_rule("S:semseg")
+    predict.predict()
+    assert {id(ly) for ly in viewer.layers} == set(first)  # b's palette and tasks: a's layers
+    names = _shown(viewer)
+    assert names == sorted(first[i].replace("a.png", "b.png") for i in first), names
+    semseg = find_task_layer(viewer.layers, image_key(image_b), "semseg", "label")
+    assert semseg.visible and len(semseg._undo_history) == 0
+    # the late result of a's prediction is not put on b's layers (b's image layer was a's)
+    before = np.array(semseg.data, copy=True)
+    assert predict.show_prediction(stale, stale_job) == {}
+    assert "'a.png' was removed" in predict.status_label.text()
+    assert np.array_equal(semseg.data, before)
+    assert find_task_layer(viewer.layers, key_a, "semseg", "label") is None
 
 
 def test_correcting_with_class_names_and_invalid_values_refused(make_napari_viewer, folder, tiny_checkpoint):

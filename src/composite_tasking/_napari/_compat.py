@@ -28,8 +28,10 @@ typically when the canvas is resized or a notification slides in over it. Seen w
 0.9.2, vispy 0.17.0 and Mesa 22.3 (llvmpipe and softpipe alike); it follows no particular
 layer type, and the same flow runs without a crash when programs are not deleted.
 :func:`keep_gl_programs` makes vispy keep the programs of removed layers on such a
-renderer (a few kilobytes each; the plugin reuses its layers across images, so few are
-ever removed) and leaves every other renderer as it is.
+renderer and leaves every other renderer as it is. A kept program costs memory: about
+2.3 MB under llvmpipe (16 MB per 7 layers made and removed, measured), which is why the
+series widget reuses an image's layers for the next image (:mod:`.layer_pool`) instead of
+removing them: few layers are ever removed.
 """
 
 from __future__ import annotations

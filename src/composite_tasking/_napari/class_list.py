@@ -407,8 +407,10 @@ class ClassListWidget(QWidget):
             # a Labels layer marked as a palette later gets new colours: list it then
             cbs = [(active.events.colormap, self._on_active)]
             if layer is not None:
+                # renamed: a new title, or (a layer kept for the next image, layer_pool)
+                # no longer a class layer at all: look again
                 cbs += [(layer.events.selected_label, self._highlight),
-                        (layer.events.name, self._set_title)]  # fmt: skip
+                        (layer.events.name, self._on_active)]  # fmt: skip
             for emitter, callback in cbs:
                 emitter.connect(callback)
             self._layer_cbs.extend(cbs)

@@ -48,6 +48,7 @@ from qtpy.QtWidgets import (
 from ..palette import RuleError, load_rule, load_rule_file, validate_palette
 from ..tasks import NO_TASK, TASKS, Task, get_task
 from ._compat import keep_gl_programs
+from .layer_pool import add_or_reuse
 from .palette_layer import (
     NO_TASK_NAME,
     image_plane_shape,
@@ -57,7 +58,7 @@ from .palette_layer import (
     palette_name,
     record_rule,
 )
-from .task_layers import TASK_KIND, image_key, layer_meta
+from .task_layers import SPARE_KIND, TASK_KIND, image_key, layer_meta
 
 if TYPE_CHECKING:
     import napari
@@ -111,6 +112,8 @@ def semantic_map_fits(layer: Layer, image: Layer | None) -> bool:
     if not isinstance(layer, Labels) or is_palette_layer(layer):
         return False
     meta = layer_meta(layer)
+    if meta.get("kind") == SPARE_KIND:  # kept for the next image: nobody's map
+        return False
     key = image_key(image) if image is not None else None
     if meta.get("kind") == TASK_KIND:
         return meta.get("task") == "semseg" and meta.get("role") == "label" and meta.get("image_key") == key
@@ -128,7 +131,7 @@ def semantic_map_fits(layer: Layer, image: Layer | None) -> bool:
 def is_source_image(layer: Layer) -> bool:
     """An image layer a palette can be made for: not one of the plugin's own outputs
     (probabilities, normals, confidence)."""
-    return isinstance(layer, Image) and layer_meta(layer).get("kind") != TASK_KIND
+    return isinstance(layer, Image) and layer_meta(layer).get("kind") not in (TASK_KIND, SPARE_KIND)
 
 
 class LayerCombo(QComboBox):
@@ -505,7 +508,7 @@ class TaskPaletteWidget(QWidget):
         return arr
 
     def _add_palette(self, layer: Labels) -> Labels:
-        self.viewer.add_layer(layer)  # inserted -> combos refresh
+        layer = add_or_reuse(self.viewer, layer)  # a spare palette, or inserted -> combos refresh
         self.palette_combo.set_current_layer(layer)
         return layer
 

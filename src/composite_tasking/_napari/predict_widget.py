@@ -58,6 +58,7 @@ from qtpy.QtWidgets import (
 
 from ..tasks import IGNORE
 from ._compat import keep_gl_programs, prevent_llvm_clash
+from .layer_pool import add_or_reuse, shows
 from .predict_jobs import (
     PALETTE_NETWORK,
     PREDICT_STEPS,
@@ -427,8 +428,8 @@ class PredictWidget(QWidget):
         self._use_predictor(result.predictor, (job.model, job.device, job.palette_model))
         self.last_result = result
         image, key = job.extra["image"], job.extra["image_key"]
-        if image not in self.viewer.layers:
-            self.status_label.setText(f"Image {image.name!r} was removed: its prediction "
+        if not shows(self.viewer, image, key):
+            self.status_label.setText(f"Image {job.extra.get('image_name', image.name)!r} was removed: its prediction "
                                       "is not shown.")  # fmt: skip
             return {}
         prediction = result.prediction
@@ -480,13 +481,12 @@ class PredictWidget(QWidget):
                                name=layer_name(image.name, task, role), like=image,
                                visible=role != "confidence")  # fmt: skip
         layer.metadata[METADATA_KEY].update(model_meta)
-        self.viewer.add_layer(layer)
-        return layer
+        return add_or_reuse(self.viewer, layer)
 
     def _add_queued_layer(self) -> None:
         if self._to_add:
             image, key, task, role, data, model_meta = self._to_add.pop(0)
-            if image in self.viewer.layers:
+            if shows(self.viewer, image, key):
                 existing = find_task_layer(self.viewer.layers, key, task, role)
                 if existing is None:
                     self._add_task_layer(image, key, task, role, data, model_meta)
@@ -705,7 +705,8 @@ class PredictWidget(QWidget):
             previous = last[2]  # same model, same pixels: re-decode only what changed
         return PredictJob(rgb, pal, job_key, *self.model_spec(), scale=self.scale_text(),
                           predictor=predictor, palette_model=self._full_spec()[2], previous=previous,
-                          extra={"image": image, "image_key": key, "palette_layer": palette})  # fmt: skip
+                          extra={"image": image, "image_key": key, "image_name": image.name,
+                                 "palette_layer": palette})  # fmt: skip
 
     def _fill_job(self, rule: str | None, image: Image | None,
                   palette: Labels | None = None) -> PredictJob | None:  # fmt: skip
@@ -725,15 +726,15 @@ class PredictWidget(QWidget):
         return PredictJob(rgb, None, (key, image_digest(rgb)), *self.model_spec(), scale=self.scale_text(),
                           predictor=self._predictor_for_job(), rule=rule,
                           palette_model=self._full_spec()[2],
-                          extra={"image": image, "image_key": key})  # fmt: skip
+                          extra={"image": image, "image_key": key, "image_name": image.name})  # fmt: skip
 
     def _apply_fill(self, result: JobResult, job: PredictJob, palette: Labels | None):
         """Write a filled palette into the image's palette (a new one when it has none);
         never into another image's palette, never resizing one."""
         self._use_predictor(result.predictor, (job.model, job.device, job.palette_model))
         image, key = job.extra["image"], job.extra["image_key"]
-        if image not in self.viewer.layers:
-            self.status_label.setText(f"Image {image.name!r} was removed: the palette is "
+        if not shows(self.viewer, image, key):
+            self.status_label.setText(f"Image {job.extra.get('image_name', image.name)!r} was removed: the palette is "
                                       "not filled.")  # fmt: skip
             return None
         new = result.palette.astype(np.uint8)
@@ -744,7 +745,7 @@ class PredictWidget(QWidget):
                   else f"rule {job.rule} on predicted semantics")  # fmt: skip
         if palette is None:
             palette = make_palette_layer(new.shape, like=image, image_key=key, name=palette_name(image))
-            self.viewer.add_layer(palette)
+            palette = add_or_reuse(self.viewer, palette)
             self.palette_combo.set_current_layer(palette)
         if np.shape(palette.data) != new.shape:
             raise ValueError(f"palette {palette.name!r} has shape {np.shape(palette.data)} but "

@@ -77,6 +77,8 @@ __all__ = [
 
 #: ``metadata[METADATA_KEY]["kind"]`` of a pseudo-label layer
 TASK_KIND = "task"
+#: ``kind`` of a layer kept for reuse by the next image (:mod:`.layer_pool`): nobody's
+SPARE_KIND = "spare"
 #: the roles a task layer can have; ``confidence`` has ``task`` None
 ROLES = ("label", "prob", "normals", "confidence")
 #: class names of the thresholded probability tasks (same as the label store)
