@@ -9,7 +9,6 @@ PACKAGES = [ROOT / "src" / "composite_tasking", ROOT / "training"]
 #: modules over MAX_LINES, and why they still are (each is a split to make)
 LARGER = {
     "src/composite_tasking/cli.py": "one parser and one function per command",
-    "src/composite_tasking/datasets.py": "PASCAL-MT, synthetic and store data sets: training/data.py (#19)",
     "src/composite_tasking/store/label_store.py": "LabelStore, one class: writing and reading apart next",
     "src/composite_tasking/_napari/predict_widget.py": "the widget's layers and live re-predict apart next",
     "src/composite_tasking/_napari/series_widget.py": "the navigator and the dock",

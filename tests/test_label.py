@@ -914,7 +914,7 @@ def test_writer_processes_leave_torch_alone(tmp_path):
 def test_writer_processes_are_used_for_many_images_only_when_pipelining(
         tmp_path, small_folder, tiny_predictor, monkeypatch):  # fmt: skip
     from composite_tasking.label import LabelError, label_images
-    from composite_tasking.label import run as label_module
+    from composite_tasking.label import pipeline as label_module
 
     made = []
 

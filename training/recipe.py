@@ -195,6 +195,45 @@ SCHEDULE_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+class _Checks:
+    """The value checks of :meth:`Recipe.validate`; each failure a :class:`RecipeError`
+    naming the key, the problem and (``where``) the file."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def fail(self, key: str, problem: str):
+        raise RecipeError(f"{key}{self.where}: {problem}")
+
+    def integer(self, key: str, value, low: int, none_ok: bool = False) -> None:
+        if value is None and none_ok:
+            return
+        if not (_is_int(value) and value >= low):
+            self.fail(key, f"must be an integer >= {low}{' or null' if none_ok else ''}, got {value!r}")
+
+    def number(self, key: str, value, low: float, strict: bool, high: float | None = None) -> float:
+        if isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        ok = _is_number(value) and (value > low if strict else value >= low)
+        if ok and high is not None:
+            ok = value <= high
+        if not ok:
+            bound = f"{'>' if strict else '>='} {low:g}" + ("" if high is None else f" and <= {high:g}")
+            self.fail(key, f"must be a finite number {bound}, got {value!r}")
+        return value
+
+    def section(self, key: str, value, allowed) -> dict:
+        if not isinstance(value, dict):
+            self.fail(key, f"must be a mapping with keys {', '.join(allowed)}, got {value!r}")
+        unknown = sorted(set(value) - set(allowed))
+        if unknown:
+            self.fail(key, f"unknown key(s) {unknown}; allowed: {', '.join(allowed)}")
+        return value
+
+
 @dataclass
 class Recipe:
     name: str = "run"
@@ -238,66 +277,53 @@ class Recipe:
 
     def validate(self, where: str = "") -> None:
         """Every key and value the trainer reads; a :class:`RecipeError` names the key,
-        the value and (``where``) the file."""
-        from composite_tasking.model import PRESETS
-        from composite_tasking.palette import load_rule
-        from composite_tasking.tasks import TASK_NAMES
+        the value and (``where``) the file. The sections in turn: the strings and the
+        rule's kind, the model and the data, the rules, the loss, the optimiser, the
+        schedule, the augmentation, the run's numbers."""
+        check = _Checks(where)
+        self._check_basics(check)
+        model = self._check_model_and_data(check)
+        self._check_rules(model, where)
+        self._check_loss(check)
+        self._check_optimizer(check)
+        self._check_schedule(check)
+        self._check_augment(check)
+        self._check_run(check)
 
-        def fail(key: str, problem: str):
-            raise RecipeError(f"{key}{where}: {problem}")
-
-        def integer(key: str, value, low: int, none_ok: bool = False) -> None:
-            if value is None and none_ok:
-                return
-            if not (_is_int(value) and value >= low):
-                fail(key, f"must be an integer >= {low}{' or null' if none_ok else ''}, got {value!r}")
-
-        def number(key: str, value, low: float, strict: bool, high: float | None = None) -> float:
-            if isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
-                try:
-                    value = float(value)
-                except ValueError:
-                    pass
-            ok = _is_number(value) and (value > low if strict else value >= low)
-            if ok and high is not None:
-                ok = value <= high
-            if not ok:
-                bound = f"{'>' if strict else '>='} {low:g}" + ("" if high is None else f" and <= {high:g}")
-                fail(key, f"must be a finite number {bound}, got {value!r}")
-            return value
-
-        def section(key: str, value, allowed) -> dict:
-            if not isinstance(value, dict):
-                fail(key, f"must be a mapping with keys {', '.join(allowed)}, got {value!r}")
-            unknown = sorted(set(value) - set(allowed))
-            if unknown:
-                fail(key, f"unknown key(s) {unknown}; allowed: {', '.join(allowed)}")
-            return value
-
+    def _check_basics(self, check: _Checks) -> None:
         for key in ("name", "val_rule", "precision"):
             if not isinstance(getattr(self, key), str):
-                fail(key, f"must be a string, got {getattr(self, key)!r}")
+                check.fail(key, f"must be a string, got {getattr(self, key)!r}")
         if self.rule is None:  # the data's own palettes: a label store's stored palettes
-            if parse_data_spec(self.train, "train", "train", where).kind != "store":
-                fail("rule", "null (train under the stored palettes) needs a label store as the "
-                             "training data; give a rule (e.g. R2) for other data")  # fmt: skip
+            if parse_data_spec(self.train, "train", "train", check.where).kind != "store":
+                check.fail("rule", "null (train under the stored palettes) needs a label store as the "
+                                   "training data; give a rule (e.g. R2) for other data")  # fmt: skip
         elif not isinstance(self.rule, str):
-            fail("rule", f"must be a string (or null with a label store), got {self.rule!r}")
+            check.fail("rule", f"must be a string (or null with a label store), got {self.rule!r}")
         if not isinstance(self.freeze_batchnorm, bool):
-            fail("freeze_batchnorm", f"must be true or false, got {self.freeze_batchnorm!r}")
+            check.fail("freeze_batchnorm", f"must be true or false, got {self.freeze_batchnorm!r}")
         if self.init is not None and not isinstance(self.init, str):
-            fail("init", f"must be a checkpoint path or null, got {self.init!r}")
-        model = section("model", self.model, SECTION_KEYS["model"])
+            check.fail("init", f"must be a checkpoint path or null, got {self.init!r}")
+
+    def _check_model_and_data(self, check: _Checks) -> dict:
+        from composite_tasking.model import PRESETS
+
+        model = check.section("model", self.model, SECTION_KEYS["model"])
         if self.init is None and model.get("preset") not in PRESETS:
-            fail("model.preset", f"unknown model preset {model.get('preset')!r}; presets: {', '.join(PRESETS)}")
+            check.fail("model.preset", f"unknown model preset {model.get('preset')!r}; presets: {', '.join(PRESETS)}")
         if not isinstance(model.get("pretrained", False), bool):
-            fail("model.pretrained", f"must be true or false, got {model['pretrained']!r}")
+            check.fail("model.pretrained", f"must be true or false, got {model['pretrained']!r}")
         if self.train is None:
-            fail("train", "give the training data")
+            check.fail("train", "give the training data")
         for key, split in (("train", "train"), ("val", "val")):
             spec = getattr(self, key)
             if spec is not None:
-                parse_data_spec(spec, split, key, where)
+                parse_data_spec(spec, split, key, check.where)
+        return model
+
+    def _check_rules(self, model: dict, where: str) -> None:
+        from composite_tasking.palette import load_rule
+
         is_palette_net = self.init is None and str(model.get("preset", "")).startswith("palette")
         if self.rule == "S" and is_palette_net:
             raise RecipeError(f"rule S (every task everywhere) trains a CTN, MHN or STN, not a palette "
@@ -309,55 +335,68 @@ class Recipe:
                 load_rule(self.val_rule)
         except ValueError as e:
             raise RecipeError(f"{e}{where}") from None
+
+    def _check_loss(self, check: _Checks) -> None:
+        from composite_tasking.tasks import TASK_NAMES
+
         if self.loss_weights is not None:
-            weights = section("loss_weights", self.loss_weights, TASK_NAMES)
+            weights = check.section("loss_weights", self.loss_weights, TASK_NAMES)
             for task, w in weights.items():
-                weights[task] = number(f"loss_weights.{task}", w, 0, strict=False)
-        self.focal_gamma = number("focal_gamma", self.focal_gamma, 0, strict=False)
-        opt = section("optimizer", self.optimizer, SECTION_KEYS["optimizer"])
+                weights[task] = check.number(f"loss_weights.{task}", w, 0, strict=False)
+        self.focal_gamma = check.number("focal_gamma", self.focal_gamma, 0, strict=False)
+
+    def _check_optimizer(self, check: _Checks) -> None:
+        opt = check.section("optimizer", self.optimizer, SECTION_KEYS["optimizer"])
         # lr_encoder 0 keeps the encoder's weights (its BatchNorm statistics still adapt)
         for key, strict in (("lr_decoder", True), ("lr_encoder", False), ("weight_decay", False)):
             if key in opt:
-                opt[key] = number(f"optimizer.{key}", opt[key], 0, strict)
+                opt[key] = check.number(f"optimizer.{key}", opt[key], 0, strict)
         if "betas" in opt:
             betas = opt["betas"]
             if not (isinstance(betas, (list, tuple)) and len(betas) == 2
                     and all(_is_number(b) and 0 <= b < 1 for b in betas)):  # fmt: skip
-                fail("optimizer.betas", f"must be two numbers in [0, 1), got {betas!r}")
+                check.fail("optimizer.betas", f"must be two numbers in [0, 1), got {betas!r}")
+
+    def _check_schedule(self, check: _Checks) -> None:
         if not isinstance(self.schedule, dict) or self.schedule.get("kind") not in SCHEDULE_KEYS:
             kind = self.schedule.get("kind") if isinstance(self.schedule, dict) else self.schedule
-            fail("schedule", f"kind must be plateau, step or none, got {kind!r}")
-        sch = section("schedule", self.schedule, SCHEDULE_KEYS[self.schedule["kind"]])
+            check.fail("schedule", f"kind must be plateau, step or none, got {kind!r}")
+        sch = check.section("schedule", self.schedule, SCHEDULE_KEYS[self.schedule["kind"]])
         if "factor" in sch:
-            sch["factor"] = number("schedule.factor", sch["factor"], 0, strict=True, high=1)
+            sch["factor"] = check.number("schedule.factor", sch["factor"], 0, strict=True, high=1)
         if "patience" in sch:
-            integer("schedule.patience", sch["patience"], 0)
+            check.integer("schedule.patience", sch["patience"], 0)
         if "milestones" in sch:
             ms = sch["milestones"]
             if not (isinstance(ms, list) and all(_is_int(m) and m >= 1 for m in ms)):
-                fail("schedule.milestones", f"must be a list of epochs (integers >= 1), got {ms!r}")
-        if self.augment:
-            aug = section("augment", self.augment, SECTION_KEYS["augment"])
-            for key in ("hflip", "photometric"):
-                if not isinstance(aug.get(key, True), bool):
-                    fail(f"augment.{key}", f"must be true or false, got {aug[key]!r}")
-            if "crop" in aug:
-                integer("augment.crop", aug["crop"], 1)
-            scale = aug.get("scale")
-            if scale is not None and scale is not False:
-                if not (isinstance(scale, (list, tuple)) and len(scale) == 2
-                        and all(_is_number(v) and v > 0 for v in scale) and scale[0] <= scale[1]):  # fmt: skip
-                    fail("augment.scale", f"must be [low, high] with 0 < low <= high (or null), got {scale!r}")
+                check.fail("schedule.milestones", f"must be a list of epochs (integers >= 1), got {ms!r}")
+
+    def _check_augment(self, check: _Checks) -> None:
+        if not self.augment:
+            return
+        aug = check.section("augment", self.augment, SECTION_KEYS["augment"])
+        for key in ("hflip", "photometric"):
+            if not isinstance(aug.get(key, True), bool):
+                check.fail(f"augment.{key}", f"must be true or false, got {aug[key]!r}")
+        if "crop" in aug:
+            check.integer("augment.crop", aug["crop"], 1)
+        scale = aug.get("scale")
+        if scale is not None and scale is not False:
+            if not (isinstance(scale, (list, tuple)) and len(scale) == 2
+                    and all(_is_number(v) and v > 0 for v in scale) and scale[0] <= scale[1]):  # fmt: skip
+                check.fail("augment.scale", f"must be [low, high] with 0 < low <= high (or null), got {scale!r}")
+
+    def _check_run(self, check: _Checks) -> None:
         if self.precision not in ("auto", "bf16", "fp32"):
-            fail("precision", f"must be auto, bf16 or fp32, got {self.precision!r}")
-        integer("epochs", self.epochs, 1)
-        integer("batch_size", self.batch_size, 1)
-        integer("workers", self.workers, 0)
-        integer("seed", self.seed, 0)
-        integer("max_steps_per_epoch", self.max_steps_per_epoch, 1, none_ok=True)
-        integer("bn_recalibration_batches", self.bn_recalibration_batches, 0)
+            check.fail("precision", f"must be auto, bf16 or fp32, got {self.precision!r}")
+        check.integer("epochs", self.epochs, 1)
+        check.integer("batch_size", self.batch_size, 1)
+        check.integer("workers", self.workers, 0)
+        check.integer("seed", self.seed, 0)
+        check.integer("max_steps_per_epoch", self.max_steps_per_epoch, 1, none_ok=True)
+        check.integer("bn_recalibration_batches", self.bn_recalibration_batches, 0)
         if self.grad_clip is not None:  # null = no clipping
-            self.grad_clip = number("grad_clip", self.grad_clip, 0, strict=True)
+            self.grad_clip = check.number("grad_clip", self.grad_clip, 0, strict=True)
 
     def to_dict(self) -> dict:
         d = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}

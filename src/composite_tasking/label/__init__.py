@@ -81,9 +81,13 @@ reference the pipeline must equal, and a way to debug; the default pipelines whe
 model runs on a GPU (on a CPU the model keeps every core busy, so the writers only
 compete with it: docs/benchmarks.md).
 
-The package: :mod:`.run` (:func:`label_images`), :mod:`.reading` (the reader thread),
-:mod:`.writers` (writer threads and processes), :mod:`.settings` (what a store records
-and compares), :mod:`.preview` (the contact sheet), :mod:`.summary` (the summary,
+The package: :mod:`.run` (:func:`label_images`, the facade), :mod:`.palettes` (where
+the palettes come from: one :class:`~.palettes.PaletteSource` per ``--palette-from``),
+:mod:`.plan` (ids, settings and what becomes of each image, before anything is
+labelled), :mod:`.pipeline` (the reader, the batch in flight, the writers, the count),
+:mod:`.reading` (the reader thread), :mod:`.writers` (writer threads and processes),
+:mod:`.settings` (what a store records and compares), :mod:`.claims` (concurrent runs
+of one store), :mod:`.preview` (the contact sheet), :mod:`.summary` (the summary,
 errors and timings).
 """
 

@@ -21,8 +21,9 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from ..tasks import TASKS, get_task
+from .summary import LabelSummary
 
-__all__ = ["PREVIEW_IMAGES", "COLUMNS", "composite_picture", "contact_sheet", "store_preview"]
+__all__ = ["PREVIEW_IMAGES", "COLUMNS", "composite_picture", "contact_sheet", "store_preview", "write_preview"]
 
 #: images (rows) on a contact sheet
 PREVIEW_IMAGES = 12
@@ -234,3 +235,38 @@ def store_preview(store, ids: Iterable[str], path: str | os.PathLike, *, thumb: 
             yield image_id, image, s.palette, s.labels
 
     return contact_sheet(rows(), path, thumb=thumb)
+
+
+def write_preview(summary: LabelSummary, store, ids: list[str], complete_before: Iterable[str],
+                  shard: tuple[int, int] | None, path: Path) -> None:  # fmt: skip
+    """The contact sheet of a run, from the store: the first :data:`PREVIEW_IMAGES`
+    complete images of ``ids`` (every input's, in input order; ``complete_before``: the
+    store's complete images when the run started), into ``summary.preview``; a failure
+    to write it into ``summary.preview_error`` (the labels and the store are not
+    concerned). A run's own images are complete when they were before or were written
+    now; another shard's are asked of the store, at most PREVIEW_IMAGES per shard."""
+    from ..store import StoreError
+
+    known = set(complete_before) | set(summary.done)
+    i, n = shard if shard is not None else (0, 1)
+    asks = PREVIEW_IMAGES * n
+
+    def complete():
+        nonlocal asks
+        for k, image_id in enumerate(ids):
+            if image_id in known:
+                yield image_id
+            elif k % n != i and asks > 0:  # another shard's: labelled meanwhile?
+                asks -= 1
+                try:
+                    if store.is_complete(image_id):
+                        yield image_id
+                except (StoreError, OSError):
+                    continue
+
+    try:
+        summary.preview = store_preview(store, complete(), path)
+    except OSError as e:
+        summary.preview_error = (f"the preview {path} was not written: {e.strerror or e}; every image written "
+                                 f"is complete and the store {summary.store} is valid: run the same command "
+                                 "again to write the preview (complete images are skipped)")  # fmt: skip
