@@ -64,7 +64,7 @@ def spares(viewer: "napari.viewer.Viewer") -> list[Layer]:
 def _slot_name(slot: tuple) -> str:
     if slot[1] == "task":
         task, role = slot[2], slot[3]
-        return " ".join(str(p) for p in (task, role) if p and p != "label")
+        return " ".join(str(p) for p in (task, role) if p and p not in ("label", task))
     return str(slot[1])
 
 
