@@ -11,12 +11,13 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .._writer_process import write_prediction
-from ..image_ids import image_ids, relative_to_inputs
-from ..images import ImageReadError, scan_inputs
+from ..image_ids import image_ids, input_roots, relative_to_inputs
+from ..images import ImageReadError, scan_locations
 from ..inference import Prediction, Predictor
 from ..palette import load_rule, rule_fingerprint
 from ..shards import ShardError, shard_from_environment
 from ..store import StoreError
+from ..store.location import locate, source_name
 from .preview import PREVIEW_IMAGES, store_preview
 from .claims import Claims
 from .reading import ReadItem, Reader
@@ -52,6 +53,7 @@ def label_images(
     pipeline: bool | None = None,
     writers: int | None = None,
     writer_processes: bool | None = None,
+    storage_options: dict | None = None,
 ) -> LabelSummary:
     """Label every image of ``inputs`` into ``store_path`` (see the module docstring).
 
@@ -97,7 +99,7 @@ def label_images(
     if writer_processes not in (None, True, False):
         raise LabelError(f"writer_processes is None, True or False, got {writer_processes!r}")
     inputs = list(inputs)
-    store_path = Path(store_path)
+    store_path = locate(store_path, storage_options)  # a Path, or an object store's URL (store.location)
     if preview is not None and (Path(preview).suffix.lower() != ".png" or Path(preview).is_dir()):
         raise LabelError(f"the preview is a PNG file: {os.fspath(preview)!r} is "
                          f"{'a folder' if Path(preview).is_dir() else 'not a .png path'}")  # fmt: skip
@@ -149,7 +151,8 @@ def label_images(
         wanted["palette_model_sha256"] = palette_sha
 
     # never the store or the preview (an output inside an input folder)
-    scan = scan_inputs(inputs, exclude=[store_path] + ([Path(preview)] if preview is not None else []))
+    scan = scan_locations(inputs, exclude=[store_path] + ([Path(preview)] if preview is not None else []),
+                          storage_options=storage_options)  # fmt: skip
     summary = LabelSummary(store_path, failed=list(scan.skipped),
                            ignored=[*scan.ignored_files, *scan.zarr_folders],
                            duplicates=list(scan.duplicates))  # fmt: skip
@@ -177,7 +180,7 @@ def label_images(
         del wanted["overwrite"]
     ids = image_ids(files, inputs, records, shard, store_path=store_path)
     all_ids = ids  # every shard's, in input order: the preview's
-    roots = [Path(i) for i in inputs if os.path.isdir(i)]
+    roots = input_roots(inputs)
     rels = [relative_to_inputs(f, roots) for f in files]
     if shard is not None:
         i, n = shard
@@ -228,7 +231,7 @@ def label_images(
     sources: dict[str, dict] = {}
 
     def write(path: Path, image_id: str, image: np.ndarray, pred: Prediction) -> None:
-        write_prediction(store, image_id, image, pred, write_attrs, store_image, str(Path(path).resolve()),
+        write_prediction(store, image_id, image, pred, write_attrs, store_image, source_name(path),
                          sources.pop(image_id, None))  # fmt: skip
 
     def rule_palette(shape: tuple[int, int], image_id: str) -> np.ndarray:
