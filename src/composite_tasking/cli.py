@@ -641,6 +641,16 @@ def _use_storage_options(args: argparse.Namespace) -> None:
     use_storage_options(args.storage_options)
 
 
+def _check_bucket(url: str) -> None:
+    """:class:`_Usage` (one line, naming the URL) unless the bucket of ``url`` can be used."""
+    from .store.location import LocationError, locate
+
+    try:
+        locate(url).check()
+    except LocationError as e:
+        raise _Usage(str(e)) from None
+
+
 def _check_outputs(out: Path | None, preview: Path | None) -> None:
     if out is None:  # a store in an object store
         pass
@@ -730,7 +740,8 @@ def cmd_label(args: argparse.Namespace) -> int:
         except ShardError as e:
             raise _Usage(str(e)) from None
         _check_inputs([i for i in args.inputs if not is_url(i)], any(map(is_url, args.inputs)))
-        if remote:  # the bucket is checked when the store is opened (one line if it cannot be used)
+        if remote:  # the bucket checked at once (one line when it is missing, refused or unreachable)
+            _check_bucket(out)
             _check_outputs(None, preview)
         else:
             _check_outputs(out, preview)
@@ -896,8 +907,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Predict pseudo-labels for every image under a Task Palette made by a rule, "
         "and write them into a zarr label store. Re-running continues an interrupted run.",
     )
-    p.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
-    p.add_argument("--out", required=True, help="the label store (e.g. labels.zarr)")
+    p.add_argument("inputs", nargs="+", help="image files or folders (searched recursively), or s3:// URLs "
+                                             "of images or prefixes")
+    p.add_argument("--out", required=True, help="the label store (e.g. labels.zarr, or s3://bucket/labels.zarr)")
     p.add_argument("--rule", default=None,
                    help="R2 (default), R3, S:<task>, mosaic, random or a YAML rule file; with "
                         "--palette-from net the rule the network was trained for")  # fmt: skip
@@ -935,8 +947,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "share a folder between two processes); torchrun's RANK/WORLD_SIZE set it")  # fmt: skip
     p.add_argument("--reference", action="store_true", help="store a path and sha256 instead of the pixels")
     p.add_argument("--preview", default=None,
-                   help="the contact sheet, a .png file (default: next to the store, "
-                        "STORE-preview.png)")  # fmt: skip
+                   help="the contact sheet, a .png file (default: next to a local store, "
+                        "STORE-preview.png; none for a store in a bucket)")  # fmt: skip
     p.add_argument("--no-preview", action="store_true", help="write no contact sheet")
     p.add_argument("--timings", action="store_true",
                    help="print where the time went: the labelling thread's shares (model, "

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import re
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
@@ -152,7 +153,7 @@ class Remote:
         if not m:
             raise LocationError(f"{url!r} is not a URL (protocol://bucket/path)")
         self.protocol = m.group(1).lower()
-        parts = [p for p in m.group(2).split("/") if p]
+        parts = [p for p in posixpath.normpath("/" + m.group(2)).split("/") if p]  # no '.', '..' or '//' 
         if not parts:
             raise LocationError(f"{url}: no bucket in the URL (e.g. s3://bucket/labels.zarr)")
         self.path = "/".join(parts)  # the file system's path: bucket/key
@@ -239,7 +240,7 @@ class Remote:
         except ImportError:  # pragma: no cover - fsspec comes with zarr
             raise LocationError(f"{self.url}: object stores need fsspec (pip install fsspec s3fs)") from None
         try:
-            return fsspec.filesystem(self.protocol, **{**self.storage_options, **extra})
+            return fsspec.filesystem(self.protocol, **{**self.fs_options(), **extra})
         except ImportError as e:
             package = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}.get(
                 self.protocol, f"the fsspec package for {self.protocol}://")
@@ -249,12 +250,18 @@ class Remote:
             raise LocationError(f"{self.url}: a storage option the {self.protocol}:// file system does not "
                                 f"take: {e}") from None
 
+    def fs_options(self) -> dict:
+        """The file system's keyword arguments: the storage options, and no listings cache
+        unless they ask for one (other processes write the same store: a cached listing
+        would miss their images, or an earlier write's objects to delete)."""
+        return {"use_listings_cache": False, **self.storage_options}
+
     def zarr_store(self, read_only: bool):
         """zarr's own store of this prefix (:class:`zarr.storage.FsspecStore`)."""
         from zarr.storage import FsspecStore
 
         try:
-            return FsspecStore.from_url(self.url, storage_options=dict(self.storage_options), read_only=read_only)
+            return FsspecStore.from_url(self.url, storage_options=self.fs_options(), read_only=read_only)
         except ImportError as e:
             raise LocationError(f"{self.url}: {e}") from None
 
