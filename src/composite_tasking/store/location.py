@@ -42,6 +42,10 @@ OPTIONS_ENV = "CTN_STORAGE_OPTIONS"
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://(.*)$", re.S)
 
 
+#: (protocol, bucket, storage options) of the buckets :meth:`Remote.check` found usable
+_CHECKED: set[tuple[str, str, str]] = set()
+
+
 class LocationError(StoreError):
     """An object store that cannot be used as asked: one line, naming the URL and why
     (a missing bucket, refused credentials, an endpoint that cannot be reached)."""
@@ -299,7 +303,11 @@ class Remote:
 
     def check(self) -> None:
         """Raise :class:`LocationError` (one line) unless the bucket exists and answers
-        with these credentials: asked once, with few retries, before anything is done."""
+        with these credentials: asked with few retries, before anything is done (once per
+        bucket and storage options in a process, when the answer was yes)."""
+        key = (self.protocol, self.bucket, self._key())
+        if key in _CHECKED:
+            return
         probe = self._filesystem(skip_instance_cache=True, **self._quick_config())
         try:
             if self.protocol == "s3":
@@ -310,6 +318,7 @@ class Remote:
             raise
         except Exception as e:  # noqa: BLE001 - every failure of the store, said in one line
             raise self.error(e, "checking the bucket") from None
+        _CHECKED.add(key)
 
     def _quick_config(self) -> dict:
         if self.protocol != "s3":
