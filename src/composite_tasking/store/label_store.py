@@ -88,7 +88,7 @@ class LabelStore:
         #: a :class:`~pathlib.Path`, or a :class:`.location.Remote` (``str()``: its URL)
         self.path = locate(path, storage_options)
         self._remote = isinstance(self.path, Remote)
-        self._zarr_stores: dict[bool, Any] = {}
+        self._zarr_stores: dict[Any, Any] = {}  # a bucket's zarr stores (read-only or not), of this process
         self.mode = mode
         where = f"label store {self.path}"
         root_attrs = json_attrs(attrs, where, RESERVED_ROOT_ATTRS)
@@ -167,6 +167,8 @@ class LabelStore:
         """The store's root group (or the group at ``path`` below it) through zarr."""
         if self._remote:
             read_only = mode == "r"
+            if self._zarr_stores.get("pid") != os.getpid():  # a forked data-loader worker: its own connections
+                self._zarr_stores = {"pid": os.getpid()}
             if read_only not in self._zarr_stores:
                 self._zarr_stores[read_only] = self.path.zarr_store(read_only=read_only)
             where: Any = self._zarr_stores[read_only]

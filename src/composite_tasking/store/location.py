@@ -164,6 +164,7 @@ class Remote:
         self.url = f"{self.protocol}://{self.path}"
         self.storage_options = dict(default_storage_options() if storage_options is None else storage_options)
         self._fs = None
+        self._fs_pid = None
 
     # --------------------------------------------------------------- path-like
     def __str__(self) -> str:
@@ -218,7 +219,7 @@ class Remote:
     def at(self, path: str) -> "Remote":
         """Another object of the same file system (``path``: bucket/key)."""
         out = Remote(f"{self.protocol}://{path}", self.storage_options)
-        out._fs = self._fs
+        out._fs, out._fs_pid = self._fs, self._fs_pid
         return out
 
     def relative_to(self, root: "Remote") -> PurePosixPath:
@@ -234,8 +235,8 @@ class Remote:
     @property
     def fs(self):
         """The fsspec file system (synchronous), made once."""
-        if self._fs is None:
-            self._fs = self._filesystem()
+        if self._fs is None or self._fs_pid != os.getpid():  # made again in a forked process
+            self._fs, self._fs_pid = self._filesystem(), os.getpid()
         return self._fs
 
     def _filesystem(self, **extra):
