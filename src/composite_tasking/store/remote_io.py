@@ -49,18 +49,23 @@ def probe(remote: Remote) -> tuple[str, Any]:
     is missing, refused or unreachable)."""
     remote.check()
     fs = remote.fs
-    try:
-        raw = _guard(remote, "reading the store", fs.cat_file, f"{remote.path}/zarr.json")
-    except FileNotFoundError:
+    root = f"{remote.path}/zarr.json"
+    for _ in range(2):  # again when the root appeared between the read and the listing (another shard made it)
         try:
-            listed = _guard(remote, "listing the store", fs.ls, remote.path, detail=False)
+            raw = _guard(remote, "reading the store", fs.cat_file, root)
         except FileNotFoundError:
-            listed = []
-        return ("absent" if not listed else "a folder with other files"), None
-    try:
-        return "store", json.loads(raw)
-    except ValueError:
-        return "a folder with an unreadable zarr.json", None
+            try:
+                listed = _guard(remote, "listing the store", fs.ls, remote.path, detail=False)
+            except FileNotFoundError:
+                listed = []
+            if root in listed:
+                continue
+            return ("absent" if not listed else "a folder with other files"), None
+        try:
+            return "store", json.loads(raw)
+        except ValueError:
+            return "a folder with an unreadable zarr.json", None
+    return "a folder with an unreadable zarr.json", None
 
 
 def create_root(remote: Remote, attributes: dict) -> bool:
