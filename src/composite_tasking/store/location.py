@@ -370,8 +370,12 @@ class Remote:
                 self.fs.pipe_file(self.path, data, mode="create")
             else:
                 self.fs.pipe_file(self.path, data)
-        except FileExistsError:
+        except FileExistsError:  # HTTP 412: the key was taken
             if exclusive:
+                return False
+            raise
+        except OSError as e:  # HTTP 409: another conditional PUT of the key in flight (AWS): it wins
+            if exclusive and "ConditionalRequestConflict" in f"{e} {e.__cause__ or ''}":
                 return False
             raise
         return True
