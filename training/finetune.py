@@ -404,7 +404,9 @@ def finetune(store: str | Path, model: str | Path, out: str | Path, *,
     from composite_tasking.inference import resolve_model
     from composite_tasking.model import CheckpointError, read_checkpoint_info
 
-    store, out = Path(store), Path(out)
+    from composite_tasking.store.location import locate
+
+    store, out = locate(store), Path(out)  # a store: a Path, or an object store's URL
     if not store.exists():
         raise FileNotFoundError(f"label store {store} not found")
     settings = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "config": config,

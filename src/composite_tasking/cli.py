@@ -316,6 +316,10 @@ def _data_arg(args: argparse.Namespace, split: str):
 
     from composite_tasking.training.recipe import RecipeError, parse_data_spec
 
+    try:
+        _use_storage_options(args)
+    except _Usage as e:
+        raise RecipeError(str(e)) from None
     data = parse_data_spec(args.data, split)
     if args.all_images:
         if data.kind != "store":
@@ -520,6 +524,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import ExportError, export_store
     from .store import StoreError
 
+    try:
+        _use_storage_options(args)
+    except _Usage as e:
+        print(f"ctn export: {e}", file=sys.stderr)
+        return EXIT_USAGE
     bar = _Bar("export", "image")
     try:
         summary = export_store(args.store, args.out, format=args.format, select=args.select,
@@ -619,8 +628,33 @@ def _check_writable(path: Path, what: str) -> None:
         raise _Usage(f"{what} {path}: cannot write in {place}: {e.strerror or e}") from None
 
 
-def _check_outputs(out: Path, preview: Path | None) -> None:
-    if out.is_dir():
+def _use_storage_options(args: argparse.Namespace) -> None:
+    """``--storage-option KEY=VALUE`` (repeatable): the options of every object-store URL
+    the command opens (store.location), in ``args.storage_options``; :class:`_Usage`
+    when one is malformed."""
+    from .store.location import parse_storage_options, use_storage_options
+
+    try:
+        args.storage_options = parse_storage_options(getattr(args, "storage_option", None)) or None
+    except ValueError as e:
+        raise _Usage(str(e)) from None
+    use_storage_options(args.storage_options)
+
+
+def _check_bucket(url: str) -> None:
+    """:class:`_Usage` (one line, naming the URL) unless the bucket of ``url`` can be used."""
+    from .store.location import LocationError, locate
+
+    try:
+        locate(url).check()
+    except LocationError as e:
+        raise _Usage(str(e)) from None
+
+
+def _check_outputs(out: Path | None, preview: Path | None) -> None:
+    if out is None:  # a store in an object store
+        pass
+    elif out.is_dir():
         pass  # an existing store: opening it says whether it can be written
     elif os.path.lexists(out):
         raise _Usage(f"--out {out} is a file; the label store is a folder (e.g. labels.zarr)")
@@ -635,9 +669,10 @@ def _check_outputs(out: Path, preview: Path | None) -> None:
     _check_writable(preview, "--preview")
 
 
-def _check_inputs(inputs: list[str]) -> None:
-    """:class:`_Usage` when not one input exists (a mistyped name: nothing to label)."""
-    if any(os.path.exists(p) for p in inputs):
+def _check_inputs(inputs: list[str], urls: bool = False) -> None:
+    """:class:`_Usage` when not one input exists (a mistyped name: nothing to label);
+    ``urls``: object-store inputs were given too (listed when the run starts)."""
+    if urls or any(os.path.exists(p) for p in inputs):
         return
 
     def why(p: str) -> str:
@@ -677,11 +712,18 @@ def _same_file(path: str, first: str) -> str:
 def cmd_label(args: argparse.Namespace) -> int:
     from .shards import ShardError, parse_shard, shard_from_environment
 
-    out = Path(args.out)
-    preview = Path(args.preview) if args.preview else out.with_name(out.name.removesuffix(".zarr") + "-preview.png")
+    from .store.location import is_url
+
+    remote = is_url(args.out)  # an object store's URL: kept as given (store.location)
+    out = args.out if remote else Path(args.out)
+    if args.preview:
+        preview = Path(args.preview)
+    else:  # beside a local store; none by default beside a bucket's (--preview PATH makes one here)
+        preview = None if remote else out.with_name(out.name.removesuffix(".zarr") + "-preview.png")
     if args.no_preview:
         preview = None
     try:
+        _use_storage_options(args)
         if args.resume and args.overwrite:
             raise _Usage("--resume and --overwrite exclude each other")
         if args.palette_model is not None and args.palette_from != "net":
@@ -697,8 +739,12 @@ def cmd_label(args: argparse.Namespace) -> int:
             shard = parse_shard(args.shard) if args.shard is not None else (shard_from_environment() or (0, 1))
         except ShardError as e:
             raise _Usage(str(e)) from None
-        _check_inputs(args.inputs)
-        _check_outputs(out, preview)
+        _check_inputs([i for i in args.inputs if not is_url(i)], any(map(is_url, args.inputs)))
+        if remote:  # the bucket checked at once (one line when it is missing, refused or unreachable)
+            _check_bucket(out)
+            _check_outputs(None, preview)
+        else:
+            _check_outputs(out, preview)
     except _Usage as e:  # found before torch is imported: at once
         print(f"ctn label: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -714,6 +760,7 @@ def cmd_label(args: argparse.Namespace) -> int:
             device=args.device, batch_size=args.batch_size, tile=args.tile, precision=args.precision,
             overwrite=args.overwrite, shard=shard, store_image=not args.reference,
             preview=preview, progress=bar, writers=args.writers, overlap=overlap, scale=args.scale,
+            storage_options=args.storage_options,
         )  # fmt: skip
     except KeyboardInterrupt:
         bar.close()
@@ -816,6 +863,13 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if problems else EXIT_OK
 
 
+def _add_storage_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage-option", action="append", default=None, metavar="KEY=VALUE",
+                   help="an option of the object store behind s3://... URLs (repeatable; fsspec's, e.g. "
+                        "endpoint_url=http://127.0.0.1:9000, anon=true); credentials and the endpoint also "
+                        "come from the AWS environment variables (docs/label-folder.md)")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ctn",
@@ -853,8 +907,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Predict pseudo-labels for every image under a Task Palette made by a rule, "
         "and write them into a zarr label store. Re-running continues an interrupted run.",
     )
-    p.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
-    p.add_argument("--out", required=True, help="the label store (e.g. labels.zarr)")
+    p.add_argument("inputs", nargs="+", help="image files or folders (searched recursively), or s3:// URLs "
+                                             "of images or prefixes")
+    p.add_argument("--out", required=True, help="the label store (e.g. labels.zarr, or s3://bucket/labels.zarr)")
     p.add_argument("--rule", default=None,
                    help="R2 (default), R3, S:<task>, mosaic, random or a YAML rule file; with "
                         "--palette-from net the rule the network was trained for")  # fmt: skip
@@ -892,12 +947,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "share a folder between two processes); torchrun's RANK/WORLD_SIZE set it")  # fmt: skip
     p.add_argument("--reference", action="store_true", help="store a path and sha256 instead of the pixels")
     p.add_argument("--preview", default=None,
-                   help="the contact sheet, a .png file (default: next to the store, "
-                        "STORE-preview.png)")  # fmt: skip
+                   help="the contact sheet, a .png file (default: next to a local store, "
+                        "STORE-preview.png; none for a store in a bucket)")  # fmt: skip
     p.add_argument("--no-preview", action="store_true", help="write no contact sheet")
     p.add_argument("--timings", action="store_true",
                    help="print where the time went: the labelling thread's shares (model, "
                         "reading, handing to the writers, ...) and how busy the writers were")  # fmt: skip
+    _add_storage_option(p)
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("demo", help="label the bundled sample images with the bundled model (store + preview)",
@@ -980,6 +1036,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else cpu), cpu, cuda, cuda:I, mps")
     p.add_argument("--max-minutes", type=_minutes, default=None, metavar="M",
                    help="stop after M minutes of wall time, keeping the last finished epoch")
+    _add_storage_option(p)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser(
@@ -1023,6 +1080,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else cpu), cpu, cuda, cuda:I, mps")
     _scale_arg(p, default="none")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    _add_storage_option(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -1065,6 +1123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train",
                    help="pascal-mt: the name of the list file ImageSets/Context/SPLIT.txt (default train)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT when it holds an earlier export")
+    _add_storage_option(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(

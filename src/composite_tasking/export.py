@@ -241,7 +241,7 @@ def _same_jpeg(store: LabelStore, s: StoredSample, image: np.ndarray) -> Path | 
     """The image's source file when it is a JPEG that decodes (as PASCAL-MT loaders
     decode it: no EXIF rotation) to exactly ``image``: copied, not re-encoded."""
     path = store.source_file(s)
-    if path is None or path.suffix.lower() not in (".jpg", ".jpeg"):
+    if not isinstance(path, Path) or path.suffix.lower() not in (".jpg", ".jpeg"):  # (an object: re-encoded)
         return None
     try:
         with Image.open(path) as im:
@@ -322,7 +322,7 @@ def _check_out(out: Path, store_path: Path, overwrite: bool) -> None:
     ``overwrite``, a non-empty folder that is not an earlier export, the store or a
     folder holding it."""
     o, s = out.resolve(), store_path.resolve()
-    if o == s or s in o.parents or o in s.parents:
+    if isinstance(s, Path) and (o == s or s in o.parents or o in s.parents):  # (a store in a bucket is apart)
         raise ExportError(f"{out}: the export cannot be written into, onto or around the label store "
                           f"{store_path}; choose another folder")  # fmt: skip
     if os.path.lexists(out) and not out.is_dir():

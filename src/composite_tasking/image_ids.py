@@ -18,8 +18,9 @@ import numpy as np
 
 from .images import ImageReadError, read_image
 from .store import LabelStore, file_sha256
+from .store.location import Remote, is_url
 
-__all__ = ["image_ids", "relative_to_inputs"]
+__all__ = ["image_ids", "relative_to_inputs", "input_roots"]
 
 #: the longest id the store takes, in characters and (an id names a folder, and file
 #: systems count a name's bytes) in UTF-8 bytes: a longer one keeps its end and a hash
@@ -77,8 +78,16 @@ def _ascii_id(whole: str) -> str:
 
 def _wholes(files: list[Path], inputs: Iterable[str | os.PathLike]) -> list[str]:
     """Each file's path below its input folder, '/' -> '__'."""
-    roots = [Path(i) for i in inputs if os.path.isdir(i)]
+    roots = input_roots(inputs)
     return ["__".join(relative_to_inputs(f, roots).parts) for f in files]
+
+
+def input_roots(inputs: Iterable) -> list:
+    """The inputs files are found below: the local folders, and every object-store URL
+    (a prefix; one naming an object has nothing below it)."""
+    from .store.location import locate
+
+    return [locate(i) if is_url(i) else Path(i) for i in inputs if is_url(i) or os.path.isdir(i)]
 
 
 def image_ids(files: list[Path], inputs: Iterable[str | os.PathLike],
@@ -110,7 +119,7 @@ def image_ids(files: list[Path], inputs: Iterable[str | os.PathLike],
     the files whose ids shard i needs are decoded (the ids of the others are then not
     settled against the store's pixels: the caller takes every n-th id from i).
     """
-    files = [Path(f) for f in files]
+    files = [f if isinstance(f, Remote) else Path(f) for f in files]
     if isinstance(store, LabelStore):
         records = store.image_records()
         store_path = store.path if store_path is None else store_path
@@ -170,10 +179,14 @@ def _source_path(source: str | None, store_path: str | os.PathLike | None) -> st
     the store folder (None without one: it cannot be told)."""
     if not source:
         return None
-    if os.path.isabs(source):
+    if is_url(source) or os.path.isabs(source):
         return source
     if store_path is None:
         return None
+    if is_url(store_path):  # below a store in an object store
+        from .store.location import locate
+
+        return str(locate(store_path) / source)
     return str(Path(os.path.abspath(store_path), source).resolve())
 
 
@@ -186,16 +199,25 @@ def _same_image(path: Path, record: dict) -> bool:
         return False
     try:
         if info.get("sha256_of") == "file":
-            return file_sha256(path) == digest
+            return (path.sha256() if isinstance(path, Remote) else file_sha256(path)) == digest
         pixels = np.ascontiguousarray(read_image(path))
         return hashlib.sha256(pixels.tobytes()).hexdigest() == digest
     except (OSError, ImageReadError):
         return False
+    except Exception:  # noqa: BLE001 - an object store's failure: not told to be the same
+        if isinstance(path, Remote):
+            return False
+        raise
 
 
 def relative_to_inputs(path: Path, roots: list[Path]) -> Path:
     """``path`` below the input folder it was found in, as found (through a symbolic
-    link to a folder too), else as resolved; its name, for a file given as such."""
+    link to a folder too), else as resolved; its name, for a file given as such. An
+    object of an object store: its key below the URL prefix it was found under."""
+    if isinstance(path, Remote):
+        rel = next((path.relative_to(r) for r in roots if isinstance(r, Remote) and path.is_relative_to(r)), None)
+        return Path(str(rel)) if rel is not None else Path(path.name)
+    roots = [r for r in roots if not isinstance(r, Remote)]
     for f, rs in ((Path(path).absolute(), [Path(r).absolute() for r in roots]),
                   (Path(path).resolve(), [Path(r).resolve() for r in roots])):  # fmt: skip
         rel = next((f.relative_to(r) for r in rs if f.is_relative_to(r)), None)

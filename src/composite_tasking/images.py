@@ -21,6 +21,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterable
 
 import numpy as np
@@ -58,8 +59,11 @@ class ImageReadError(ValueError):
 def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, data: bytes | None = None) -> np.ndarray:
     """Read an image file as uint8 RGB (H, W, 3) with EXIF orientation applied. ``data``:
     the file's bytes, already read (decoded instead of reading ``path`` again, so that
-    the pixels are those of the bytes a caller hashed); ``path`` then names it in errors."""
-    path = Path(path)
+    the pixels are those of the bytes a caller hashed); ``path`` then names it in errors.
+    ``path`` may be an object in an object store (:class:`.store.location.Remote`)."""
+    if data is None and _is_remote(path):
+        data = _remote_bytes(path)
+    path = path if _is_remote(path) else Path(path)
     try:
         size = path.stat().st_size if data is None else len(data)
     except FileNotFoundError:
@@ -104,7 +108,21 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, data: byte
 def read_image_hashed(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str, os.stat_result]:
     """:func:`read_image` of the file's bytes read once, their sha256 (hex), and the file's
     ``os.stat`` taken before they were read: the pixels are those of the bytes hashed (a
-    label store that keeps an image by reference records the hash and the stat)."""
+    label store that keeps an image by reference records the hash and the stat). Of an
+    object in an object store, the stat is a :class:`SimpleNamespace` with ``st_size``
+    and ``st_mtime_ns`` (its ``LastModified``)."""
+    if _is_remote(path):
+        try:
+            rec = path.stat_record()
+        except FileNotFoundError:
+            raise ImageReadError(path, "no such object") from None
+        except IsADirectoryError:
+            raise ImageReadError(path, "a prefix (folder), not an object") from None
+        except Exception as e:  # noqa: BLE001 - refused, unreachable: this image is skipped
+            raise ImageReadError(path, f"cannot read: {e}") from None
+        data = _remote_bytes(path)
+        st = SimpleNamespace(st_size=rec["size"], st_mtime_ns=rec["mtime_ns"])
+        return read_image(path, max_pixels, data=data), hashlib.sha256(data).hexdigest(), st
     path = Path(path)
     try:
         st = path.stat()
@@ -113,6 +131,22 @@ def read_image_hashed(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> 
         read_image(path, max_pixels)  # raises the ImageReadError that says why (missing, a folder, ...)
         raise ImageReadError(path, f"cannot read: {e.strerror or e}") from None
     return read_image(path, max_pixels, data=data), hashlib.sha256(data).hexdigest(), st
+
+
+def _is_remote(path) -> bool:
+    from .store.location import Remote
+
+    return isinstance(path, Remote)
+
+
+def _remote_bytes(path) -> bytes:
+    """An object's bytes, or the :class:`ImageReadError` that says why not."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ImageReadError(path, "no such object") from None
+    except Exception as e:  # noqa: BLE001 - refused, unreachable: this image is skipped
+        raise ImageReadError(path, f"cannot read: {e}") from None
 
 
 def _to_rgb8(im: Image.Image, path: Path) -> np.ndarray:
@@ -295,3 +329,68 @@ def scan_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = True, *,
         else:
             skipped.append((str(p), _unreachable(p)))
     return ScanResult(files, skipped, ignored, zarr_folders, duplicates)
+
+
+def scan_locations(inputs: Iterable, recursive: bool = True, *, exclude: Iterable = (),
+                   storage_options: dict | None = None) -> ScanResult:  # fmt: skip
+    """:func:`scan_inputs` of inputs that may also be object-store URLs
+    (``s3://bucket/photos/``, ``s3://bucket/a.jpg``; :mod:`.store.location`): the local
+    ones are scanned together as before, then each URL (its files are
+    :class:`~.store.location.Remote` objects, listed after the local ones). Below a URL
+    prefix, as in a folder: every object whose name has an image suffix, in key order;
+    names starting with '.' and ``*.zarr`` prefixes (label stores) left out, as is the
+    excluded store itself. A URL naming one object lists it, whatever its suffix; a URL
+    with nothing under it, or a bucket that cannot be used (missing, refused,
+    unreachable), is skipped with the reason."""
+    from .store.location import LocationError, Remote, is_url, locate
+
+    inputs, exclude = list(inputs), list(exclude)
+    local = [i for i in inputs if not is_url(i)]
+    res = scan_inputs(local, recursive, exclude=[e for e in exclude if not is_url(e)])
+    if len(local) == len(inputs):
+        return res
+    excluded = [locate(e, storage_options) for e in exclude if is_url(e)]
+    listed = {str(f) for f in res.files if isinstance(f, Remote)}
+    for item in inputs:
+        if not is_url(item):
+            continue
+        where = locate(item, storage_options)
+        try:
+            where.check()
+            fs = where.fs
+            if fs.isfile(where.path):
+                keys, top = [where.path], None
+            else:
+                found = fs.find(where.path, maxdepth=None if recursive else 1)
+                keys, top = sorted(k for k in found if k.startswith(where.path + "/")), where
+        except LocationError as e:
+            res.skipped.append((str(where), str(e).removeprefix(f"{where}: ")))
+            continue
+        except Exception as e:  # noqa: BLE001 - the object store's failure, in one line
+            res.skipped.append((str(where), str(where.error(e, "listing")).removeprefix(f"{where}: ")))
+            continue
+        if not keys:
+            res.skipped.append((str(where), "no such object, and no object under it"))
+            continue
+        stores: set[str] = set()
+        for key in keys:
+            obj = where.at(key)
+            if top is not None:
+                parts = obj.relative_to(top).parts
+                store = next((k for k, p in enumerate(parts[:-1]) if p.lower().endswith(".zarr")), None)
+                if store is not None:  # a store's objects are no images: named, not listed
+                    stores.add(str(top / "/".join(parts[: store + 1])))
+                    continue
+                if any(p.startswith(".") for p in parts):
+                    continue
+                if any(obj.path == e.path or obj.is_relative_to(e) for e in excluded):
+                    continue
+                if obj.suffix.lower() not in SUPPORTED_SUFFIXES:
+                    res.ignored_files.append(str(obj))
+                    continue
+            if str(obj) in listed:
+                continue
+            listed.add(str(obj))
+            res.files.append(obj)
+        res.zarr_folders.extend(sorted(stores))
+    return res

@@ -39,6 +39,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..store import CORRECTED_PREFIX, NS, STORE_FORMAT, LabelStore, StoreError, validate_image_id
+from ..store.location import Remote, locate, source_name
 from ..tasks import IGNORE, TASKS, get_task
 from .palette_layer import METADATA_KEY, PALETTE_KIND, palette_features, task_colormap
 from .task_layers import (
@@ -76,24 +77,28 @@ LayerData = tuple[Any, dict, str]
 # --------------------------------------------------------------------------- reader
 
 
-def _attrs(folder: Path) -> dict | None:
-    """The ``composite_tasking`` attributes of a zarr v3 group folder, or None."""
+def _attrs(folder: Path | Remote) -> dict | None:
+    """The ``composite_tasking`` attributes of a zarr v3 group folder (or prefix of an
+    object store), or None."""
     meta_file = folder / "zarr.json"
     if not meta_file.is_file():
         return None
-    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    meta = json.loads(meta_file.read_bytes().decode("utf-8"))
     if meta.get("zarr_format") != 3 or meta.get("node_type") != "group":
         return None
     own = (meta.get("attributes") or {}).get(NS)
     return own if isinstance(own, dict) else None
 
 
-def store_target(path: str | Path) -> tuple[Path, list[str] | None] | None:
+def store_target(path: str | Path) -> tuple[Path | Remote, list[str] | None] | None:
     """(store root, [image id] or None for all) when ``path`` is one of our label stores
-    or an image group in one; None otherwise. Never raises."""
+    or an image group in one, on the local disk or in an object store
+    (``s3://bucket/labels.zarr``: :mod:`composite_tasking.store.location`, with the
+    storage options of ``CTN_STORAGE_OPTIONS`` and the AWS environment); None otherwise.
+    Never raises."""
     try:
-        p = Path(path)
-        if not p.is_dir():
+        p = locate(path)
+        if isinstance(p, Path) and not p.is_dir():
             return None
         own = _attrs(p)
         if own is None:
@@ -139,7 +144,7 @@ def read_store(path: str | Path, ids: Iterable[str] | None = None) -> list[Layer
 
             warnings.warn(
                 f"label store {path} holds {len(all_ids)} images; opened the first "
-                f"{MAX_IMAGES}. Open one image by its folder: {Path(path) / all_ids[MAX_IMAGES]}",
+                f"{MAX_IMAGES}. Open one image by its folder: {locate(path) / all_ids[MAX_IMAGES]}",
                 stacklevel=2,
             )
     out: list[LayerData] = []
@@ -153,7 +158,7 @@ def store_image_key(store_path: str | Path, image_id: str, copy: str | None = No
     ``::<copy>`` when given. The reader gives each opened copy its own ``copy`` token, so
     that a store opened twice gives two independent images (predicting one never
     updates the other's layers)."""
-    key = f"{Path(store_path).resolve()}::{image_id}"
+    key = f"{source_name(store_path)}::{image_id}"
     return f"{key}::{copy}" if copy else key
 
 
@@ -398,7 +403,7 @@ def _check_same_image(store: LabelStore, image_id: str, image: np.ndarray, img_m
     if image_id not in store:
         return
     own = img_meta.get("store")
-    if own and Path(own).resolve() == Path(store.path).resolve() and img_meta.get("image_id") == image_id:
+    if own and source_name(own) == source_name(store.path) and img_meta.get("image_id") == image_id:
         return  # read from this store: saved back to it
     info = store.image_attrs(image_id).get("image") or {}
     pixels = np.ascontiguousarray(np.asarray(image, np.uint8))

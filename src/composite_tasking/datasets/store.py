@@ -5,7 +5,6 @@ contradict the rule."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -39,12 +38,13 @@ class StoreDataset(ItemDataset):
     def __init__(self, store_path: str | os.PathLike, rule=None, augment: Augment | None = None,
                  seed: int = 0, ids: Sequence[str] | None = None, checked_only: bool = False):  # fmt: skip
         from ..store import LabelStore
+        from ..store.location import locate
 
         super().__init__(rule, augment, seed)
         #: labels only at the pixels a person checked (:meth:`LabelStore.checked_masks`):
         #: ignore (normals: zero) elsewhere, so a loss or a score sees nothing else
         self.checked_only = bool(checked_only)
-        self.store_path = Path(store_path)
+        self.store_path = locate(store_path)  # a Path, or an object store's URL (store.location)
         if not self.store_path.exists():
             raise not_found("label store", self.store_path)
         store = LabelStore(self.store_path, mode="r")
@@ -175,8 +175,9 @@ def training_ids(store_path: str | os.PathLike, select: str = "corrected", requi
     this.
     """
     from ..store import LabelStore
+    from ..store.location import locate
 
-    path = Path(store_path)
+    path = locate(store_path)
     if not path.exists():
         raise not_found("label store", path)
     records = LabelStore(path, mode="r").image_records()  # one pass over the store

@@ -12,6 +12,14 @@ older than :data:`STALE_SECONDS`) is taken over, so a killed run never blocks th
 
 The folder is beside the store, not in it: zarr warns about folders inside a store
 that are not part of its hierarchy. It is removed when the last claim is released.
+
+A store in an object store (``s3://bucket/labels.zarr``) has no ``O_EXCL``: a claim is
+an object under the prefix beside the store (``s3://bucket/.labels.zarr.claims/``)
+created with S3's conditional PUT (``If-None-Match: *``), which the object store
+performs atomically: of two runs creating the same claim, one gets it and the other is
+refused (HTTP 412). A PUT is never half written, so a claim is always readable; the rest
+(a claim whose run is gone is taken over) is as on a disk, the pid check included for
+runs on this machine.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ import socket
 import time
 import uuid
 from pathlib import Path
+
+from ..store.location import Remote, locate
 
 __all__ = ["Claims", "STALE_SECONDS", "CLAIMS_FOLDER"]
 
@@ -46,28 +56,29 @@ def _alive(pid: int) -> bool:
 class Claims:
     """The claims of one run on the store at ``store_path``."""
 
-    def __init__(self, store_path: str | os.PathLike, run: str | None = None):
-        store_path = Path(store_path)
+    def __init__(self, store_path: str | os.PathLike | Remote, run: str | None = None):
+        store_path = locate(store_path)
         self.folder = store_path.with_name(CLAIMS_FOLDER.format(store_path.name))
         self.run = run or uuid.uuid4().hex[:16]
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self._mine: set[str] = set()
 
-    def _path(self, image_id: str) -> Path:
+    def _path(self, image_id: str) -> Path | Remote:
         return self.folder / f"{image_id}.json"
 
     def _record(self) -> bytes:
         return json.dumps({"run": self.run, "pid": self.pid, "host": self.host, "time": time.time()}).encode()
 
-    def _abandoned(self, path: Path) -> bool:
+    def _abandoned(self, path: Path | Remote) -> bool:
         try:
-            other = json.loads(path.read_text(encoding="utf-8"))
+            other = json.loads(path.read_bytes().decode("utf-8"))
         except FileNotFoundError:
             return True  # released meanwhile
         except (OSError, ValueError):  # half-written by a run that died: judge by its age
             try:
-                return time.time() - path.stat().st_mtime > 60.0
+                mtime = path.stat_record()["mtime_ns"] / 1e9 if isinstance(path, Remote) else path.stat().st_mtime
+                return time.time() - mtime > 60.0
             except OSError:
                 return True
         if other.get("run") == self.run:
@@ -76,26 +87,41 @@ class Claims:
             return not _alive(other["pid"])
         return time.time() - float(other.get("time") or 0) > STALE_SECONDS
 
+    def _create(self, path: Path | Remote) -> bool:
+        """The claim's file made exclusively, with this run's record; False when it exists."""
+        if isinstance(path, Remote):
+            return path.put(self._record(), exclusive=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(self._record())
+        return True
+
+    @staticmethod
+    def _remove(path: Path | Remote) -> None:
+        try:
+            if isinstance(path, Remote):
+                path.fs.rm_file(path.path)
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+
     def claim(self, image_id: str) -> bool:
         """True when this run may label ``image_id`` (claimed now, or already its own);
         False when another live run is labelling it."""
         if image_id in self._mine:
             return True
         path = self._path(image_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
+            if not self._create(path):
                 if not self._abandoned(path):
                     return False
-                try:  # take over an abandoned claim: remove it, then race for it again
-                    path.unlink()
-                except FileNotFoundError:
-                    pass
+                self._remove(path)  # take over an abandoned claim: remove it, then race for it again
                 continue
-            with os.fdopen(fd, "wb") as f:
-                f.write(self._record())
             self._mine.add(image_id)
             return True
         return False
@@ -104,14 +130,13 @@ class Claims:
         """The image is written (or given up): another run may take it."""
         if image_id in self._mine:
             self._mine.discard(image_id)
-            try:
-                self._path(image_id).unlink()
-            except FileNotFoundError:
-                pass
+            self._remove(self._path(image_id))
 
     def release_all(self) -> None:
         for image_id in list(self._mine):
             self.release(image_id)
+        if isinstance(self.folder, Remote):
+            return  # an object store has no folders: the prefix is gone with its last claim
         try:
             self.folder.rmdir()  # gone when no run holds a claim
         except OSError:

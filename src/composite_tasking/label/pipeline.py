@@ -13,6 +13,7 @@ from .._writer_process import write_prediction
 from ..images import ImageReadError
 from ..inference import Prediction, Predictor
 from ..store import StoreError
+from ..store.location import source_name
 from .claims import Claims
 from .palettes import PaletteSource
 from .plan import LabelPlan
@@ -219,7 +220,7 @@ class Pipeline:
     def _write(self, path: Path, image_id: str, image: np.ndarray, pred: Prediction) -> None:
         plan = self.plan
         write_prediction(plan.store, image_id, image, pred, plan.write_attrs, self.store_image,
-                         str(Path(path).resolve()), self.sources.pop(image_id, None))  # fmt: skip
+                         source_name(path), self.sources.pop(image_id, None))  # fmt: skip
 
     def _collect(self) -> None:
         """The images the writers have finished, then their error if any."""

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ..image_ids import image_ids, relative_to_inputs
-from ..images import scan_inputs
+from ..image_ids import image_ids, input_roots, relative_to_inputs
+from ..images import scan_locations
 from ..inference import Predictor
 from ..palette import rule_fingerprint
 from ..store import LabelStore
@@ -100,13 +100,13 @@ class LabelPlan:
 
 def plan_run(inputs: list[str | os.PathLike], store_path: Path, predictor: Predictor, source: PaletteSource, *,
              overwrite: bool = False, shard: tuple[int, int] | None = None,
-             exclude: Iterable[Path] = ()) -> LabelPlan:  # fmt: skip
+             exclude: Iterable[Path] = (), storage_options: dict | None = None) -> LabelPlan:  # fmt: skip
     """Scan ``inputs`` (never ``store_path`` nor ``exclude``), open (or create) the store
     and decide each image (:func:`image_decision`); settings that differ from the
     store's without ``overwrite``: a :class:`LabelError`, nothing written. The store's
     ``labelling`` attribute is brought up to date (an ``--overwrite`` run's mark)."""
     wanted = wanted_settings(predictor, source)
-    scan = scan_inputs(inputs, exclude=[store_path, *exclude])
+    scan = scan_locations(inputs, exclude=[store_path, *exclude], storage_options=storage_options)
     summary = LabelSummary(store_path, failed=list(scan.skipped),
                            ignored=[*scan.ignored_files, *scan.zarr_folders],
                            duplicates=list(scan.duplicates))  # fmt: skip
@@ -133,7 +133,7 @@ def plan_run(inputs: list[str | os.PathLike], store_path: Path, predictor: Predi
         del wanted["overwrite"]
     ids = image_ids(files, inputs, records, shard, store_path=store_path)
     all_ids = ids  # every shard's, in input order: the preview's
-    roots = [Path(i) for i in inputs if os.path.isdir(i)]
+    roots = input_roots(inputs)
     rels = [relative_to_inputs(f, roots) for f in files]
     if shard is not None:
         i, n = shard

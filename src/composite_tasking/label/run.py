@@ -11,6 +11,7 @@ from typing import Callable, Iterable
 
 from ..inference import Predictor
 from ..shards import ShardError, shard_from_environment
+from ..store.location import locate
 from .palettes import palette_folder, palette_source
 from .pipeline import Pipeline
 from .plan import plan_run
@@ -44,6 +45,7 @@ def label_images(
     pipeline: bool | None = None,
     writers: int | None = None,
     writer_processes: bool | None = None,
+    storage_options: dict | None = None,
 ) -> LabelSummary:
     """Label every image of ``inputs`` into ``store_path`` (see the module docstring).
 
@@ -89,7 +91,7 @@ def label_images(
     if writer_processes not in (None, True, False):
         raise LabelError(f"writer_processes is None, True or False, got {writer_processes!r}")
     inputs = list(inputs)
-    store_path = Path(store_path)
+    store_path = locate(store_path, storage_options)  # a Path, or an object store's URL (store.location)
     if preview is not None and (Path(preview).suffix.lower() != ".png" or Path(preview).is_dir()):
         raise LabelError(f"the preview is a PNG file: {os.fspath(preview)!r} is "
                          f"{'a folder' if Path(preview).is_dir() else 'not a .png path'}")  # fmt: skip
@@ -105,7 +107,8 @@ def label_images(
     source = palette_source(palette_from, rule, predictor, seed)
     # never the store or the preview (an output inside an input folder)
     plan = plan_run(inputs, store_path, predictor, source, overwrite=overwrite, shard=shard,
-                    exclude=[Path(preview)] if preview is not None else [])  # fmt: skip
+                    exclude=[Path(preview)] if preview is not None else [],
+                    storage_options=storage_options)  # fmt: skip
     Pipeline(plan, predictor, source, store_image=store_image, batch_size=batch_size, pipelined=pipeline,
              writers=writers, writer_processes=writer_processes, progress=progress,
              should_stop=should_stop).run()  # fmt: skip

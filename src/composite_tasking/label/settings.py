@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..store import PERSON_PROVENANCES, LabelStore, StoreError
+from ..store.location import Remote
 from ..store.sources import STAT_KEYS, file_state
 from .summary import LabelError
 
@@ -115,14 +116,22 @@ def image_rng(seed: int, image_id: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), key])
 
 
-def open_store(path: Path, attrs: dict) -> LabelStore:
+def open_store(path: Path | Remote, attrs: dict) -> LabelStore:
     """Open the store, creating it first if it is absent (or an empty folder).
 
     Shards started together (torchrun) would race to create it: one process's
     half-made root (or its mode-"w" create wiping the other's) made the other fail.
     The root is made in a private folder beside it and renamed into place, which is
-    atomic; a process that loses the race finds the winner's store and opens it.
+    atomic; a process that loses the race finds the winner's store and opens it. In an
+    object store (no rename) the root is its one ``zarr.json``, created with a
+    conditional PUT (:func:`..store.remote_io.create_root`): one process creates it,
+    the others open it; nothing is deleted.
     """
+    if isinstance(path, Remote):
+        try:
+            return LabelStore(path, mode="a", attrs=attrs)
+        except StoreError as e:
+            raise LabelError(str(e)) from None
     try:
         fresh = not path.exists() or (path.is_dir() and not any(path.iterdir()))
         if fresh:

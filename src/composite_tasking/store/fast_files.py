@@ -14,7 +14,9 @@ file for file (``tests/test_store.py`` compares the bytes); anything this module
 not know (another codec, a sharded array) raises :class:`Unsupported` before a file is
 written, and the caller uses zarr's API instead.
 
-Only for *new* nodes on the local file system; corrections and reads go through zarr.
+Only for *new* nodes; corrections and reads go through zarr. On the local file system
+the files are written here; in an object store (:mod:`.remote_io`) the same bytes are
+written as objects (:func:`array_files`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.group import GroupMetadata
 from zarr.storage import MemoryStore
 
-__all__ = ["Unsupported", "group_document", "prepare_array", "write_group", "write_array", "replace_group_attrs"]
+__all__ = ["Unsupported", "group_document", "prepare_array", "write_group", "write_array", "array_files",
+           "replace_group_attrs"]
 
 
 class Unsupported(Exception):
@@ -165,18 +168,15 @@ def _all_fill(block: np.ndarray, fill: np.ndarray) -> bool:
     return np.array_equal(block, np.broadcast_to(fill, block.shape), equal_nan=block.dtype.kind == "f")
 
 
-def write_array(path: Path, data: np.ndarray, template: tuple) -> None:
-    """A new array at ``path``: ``zarr.json``, then each chunk that holds a value other than
-    the fill value, encoded as zarr encodes it."""
+def _chunks(data: np.ndarray, template: tuple):
+    """(chunk index, encoded bytes) of each chunk of ``data`` that holds a value other
+    than the fill value, encoded as zarr encodes it."""
     doc, dtype, chunks, fill, encoders = template
     data = np.asarray(data)
     if data.ndim != len(chunks):
         raise ValueError(f"array of {data.ndim} dimensions for chunks {chunks}")
     data = data.astype(dtype, copy=False)
-    os.makedirs(path, exist_ok=True)
-    _write_document(os.path.join(path, "zarr.json"), doc)
     grid = [-(-n // c) for n, c in zip(data.shape, chunks)]
-    made: set[str] = set()
     for index in np.ndindex(*grid):
         region = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, chunks, data.shape))
         block = data[region]
@@ -189,8 +189,29 @@ def write_array(path: Path, data: np.ndarray, template: tuple) -> None:
         encoded = np.ascontiguousarray(block).view(np.uint8).reshape(-1)
         for enc in encoders:
             encoded = np.frombuffer(enc.encode(encoded), dtype=np.uint8)
+        yield index, encoded.tobytes()
+
+
+def array_files(data: np.ndarray, template: tuple) -> list[tuple[str, bytes]]:
+    """The files of a new array as (key below the array, bytes): ``zarr.json`` first, then
+    its chunks (an object store writes them as objects: :mod:`.remote_io`)."""
+    files = [("zarr.json", template[0])]
+    files += [("/".join(["c", *map(str, index)]), blob) for index, blob in _chunks(data, template)]
+    return files
+
+
+def write_array(path: Path, data: np.ndarray, template: tuple) -> None:
+    """A new array at ``path``: ``zarr.json``, then each chunk that holds a value other than
+    the fill value, encoded as zarr encodes it."""
+    doc = template[0]
+    chunks = _chunks(data, template)
+    first = next(chunks, None)  # the checks of the data, before anything is written
+    os.makedirs(path, exist_ok=True)
+    _write_document(os.path.join(path, "zarr.json"), doc)
+    made: set[str] = set()
+    for index, blob in ([] if first is None else [first]) + list(chunks):
         folder = os.path.join(path, "c", *map(str, index[:-1]))
         if folder not in made:
             os.makedirs(folder, exist_ok=True)
             made.add(folder)
-        _write_file(os.path.join(folder, str(index[-1])), encoded.tobytes())
+        _write_file(os.path.join(folder, str(index[-1])), blob)

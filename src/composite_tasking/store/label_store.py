@@ -16,6 +16,7 @@ import zarr
 
 from ..tasks import IGNORE, NO_TASK, TASK_NAMES, get_task
 from . import fast_files
+from . import remote_io
 from .checks import Checker, Prepared, prepare_sample, tasks_of
 from .format import (
     CHECKED_PROVENANCES,
@@ -42,6 +43,7 @@ from .format import (
     now_iso,
     validate_image_id,
 )
+from .location import Remote, locate
 from .sample import StoredSample
 from .sources import STAT_KEYS, STATE_REASONS, file_state, stat_record
 
@@ -62,7 +64,10 @@ def _map_array_kw(name: str, channels: list[str] | None = None) -> dict:
 
 
 class LabelStore:
-    """A label store on the local file system (see the module docstring for the layout).
+    """A label store on the local file system, or in an object store (``path`` a URL such
+    as ``s3://bucket/labels.zarr``, reached with ``storage_options``:
+    :mod:`.location`; what differs there: :mod:`.remote_io`). See :mod:`.format` for the
+    layout.
 
     ``mode``:
 
@@ -75,11 +80,15 @@ class LabelStore:
       always refused (it is never deleted).
     """
 
-    def __init__(self, path: str | os.PathLike, mode: str = "r", *,
-                 attrs: Mapping | None = None, overwrite: bool = False):  # fmt: skip
+    def __init__(self, path: str | os.PathLike | Remote, mode: str = "r", *,
+                 attrs: Mapping | None = None, overwrite: bool = False,
+                 storage_options: Mapping | None = None):  # fmt: skip
         if mode not in ("r", "r+", "a", "w"):
             raise StoreError(f"unknown mode {mode!r}; use 'r', 'r+', 'a' or 'w'")
-        self.path = Path(path)
+        #: a :class:`~pathlib.Path`, or a :class:`.location.Remote` (``str()``: its URL)
+        self.path = locate(path, storage_options)
+        self._remote = isinstance(self.path, Remote)
+        self._zarr_stores: dict[Any, Any] = {}  # a bucket's zarr stores (read-only or not), of this process
         self.mode = mode
         where = f"label store {self.path}"
         root_attrs = json_attrs(attrs, where, RESERVED_ROOT_ATTRS)
@@ -103,7 +112,10 @@ class LabelStore:
                         f"{where} already exists and holds images; pass overwrite=True to "
                         "replace it, or open it with mode 'a' to add to it"
                     )
-                shutil.rmtree(self.path)
+                if self._remote:
+                    remote_io.delete_prefix(self.path)
+                else:
+                    shutil.rmtree(self.path)
             elif state not in ("absent", "empty"):
                 raise StoreError(
                     f"{where}: the path exists and is not a label store ({state}); it is "
@@ -114,6 +126,9 @@ class LabelStore:
     # ----------------------------------------------------------- opening / creating
 
     def _probe(self) -> str:
+        if self._remote:
+            state, meta = remote_io.probe(self.path)
+            return state if meta is None else self._judge(meta)
         p = self.path
         if not p.exists():
             return "absent"
@@ -124,6 +139,13 @@ class LabelStore:
         try:
             meta = json.loads((p / "zarr.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
+            return "a folder with an unreadable zarr.json"
+        return self._judge(meta)
+
+    @staticmethod
+    def _judge(meta: Any) -> str:
+        """What a store's root ``zarr.json`` (parsed) says the path is."""
+        if not isinstance(meta, dict):
             return "a folder with an unreadable zarr.json"
         if meta.get("node_type") != "group" or meta.get("zarr_format") != 3:
             return "a zarr array or a zarr v2 node"
@@ -141,12 +163,30 @@ class LabelStore:
             return f"no label store at {self.path} (open it with mode 'a' or 'w' to create one)"
         return f"{self.path} is not a label store: it is {state}"
 
+    def zarr_group(self, mode: str = "r", path: str | None = None) -> zarr.Group:
+        """The store's root group (or the group at ``path`` below it) through zarr."""
+        if self._remote:
+            read_only = mode == "r"
+            if self._zarr_stores.get("pid") != os.getpid():  # a forked data-loader worker: its own connections
+                self._zarr_stores = {"pid": os.getpid()}
+            if read_only not in self._zarr_stores:
+                self._zarr_stores[read_only] = self.path.zarr_store(read_only=read_only)
+            where: Any = self._zarr_stores[read_only]
+        else:
+            where = str(self.path)
+        if path is None:
+            return zarr.open_group(where, mode=mode, zarr_format=3)
+        return zarr.open_group(where, mode=mode, zarr_format=3, path=path)
+
     def _open(self, mode: str) -> zarr.Group:
-        return zarr.open_group(str(self.path), mode=mode, zarr_format=3)
+        return self.zarr_group(mode)
 
     def _create(self, attrs: dict) -> zarr.Group:
         own = {"format": STORE_FORMAT, "format_version": STORE_FORMAT_VERSION,
                "created": now_iso(), **attrs}  # fmt: skip
+        if self._remote:  # one conditional PUT: never a deletion, and one creator wins a race
+            remote_io.create_root(self.path, {NS: own})
+            return self._open("r+")
         root = zarr.open_group(str(self.path), mode="w", zarr_format=3)
         root.attrs.put({NS: own})
         return self._open("r+")
@@ -171,7 +211,7 @@ class LabelStore:
     @property
     def attrs(self) -> dict:
         """The store's attributes (its ``"composite_tasking"`` root attributes), a copy."""
-        root = zarr.open_group(str(self.path), mode="r", zarr_format=3)
+        root = self.zarr_group("r")
         return json.loads(json.dumps(root.attrs.asdict().get(NS, {})))
 
     def update_attrs(self, attrs: Mapping) -> None:
@@ -190,7 +230,7 @@ class LabelStore:
     # --------------------------------------------------------------------- listing
 
     def _image_groups(self) -> Iterator[tuple[str, zarr.Group]]:
-        root = zarr.open_group(str(self.path), mode="r", zarr_format=3)
+        root = self.zarr_group("r")
         for name, group in root.groups():
             if isinstance(group.attrs.get(NS), dict):
                 yield name, group
@@ -214,13 +254,13 @@ class LabelStore:
     def _group(self, image_id: str, mode: str = "r") -> zarr.Group | None:
         validate_image_id(image_id)
         try:
-            node = zarr.open_group(str(self.path), mode="r", zarr_format=3)[image_id]
+            node = self.zarr_group("r")[image_id]
         except KeyError:
             return None
         if not isinstance(node, zarr.Group) or not isinstance(node.attrs.get(NS), dict):
             return None
         if mode != "r":
-            node = zarr.open_group(str(self.path), mode="r+", zarr_format=3, path=image_id)
+            node = self.zarr_group("r+", path=image_id)
         return node
 
     def is_complete(self, image_id: str) -> bool:
@@ -321,7 +361,7 @@ class LabelStore:
         else:
             rel = folder.relative_to(self.path).as_posix()
             parent, _, name = rel.rpartition("/")
-            arr = zarr.open_group(str(self.path), path=parent, mode="r+", zarr_format=3).create_array(
+            arr = self.zarr_group("r+", path=parent).create_array(
                 name, **kwargs)
             arr[...] = data
 
@@ -397,6 +437,13 @@ class LabelStore:
 
         # ---- nothing has been written up to here
         incomplete = {NS: {**own, "complete": False}}
+        final: dict[str, Any] = {}
+        if store_image:
+            final["ome"] = image_ome(image_id)
+        final[NS] = {**own, "complete": True}
+        if self._remote:
+            remote_io.write_image(self, image_id, nodes, templates, incomplete, final)
+            return
         if folder.exists():  # an earlier write of this id (complete, or cut short anywhere)
             if (folder / "zarr.json").is_file():  # first unmark it: deleting can stop half way
                 fast_files.replace_group_attrs(folder, incomplete)
@@ -407,10 +454,6 @@ class LabelStore:
                 fast_files.write_group(folder / rel, kw)
             else:
                 self._write_new_array(folder / rel, kw, data, template)
-        final: dict[str, Any] = {}
-        if store_image:
-            final["ome"] = image_ome(image_id)
-        final[NS] = {**own, "complete": True}
         fast_files.replace_group_attrs(folder, final)  # the completion marker, last
 
     def _image_info(self, chk: Checker, prep: Prepared, sample: Mapping, store_image: bool,
@@ -670,12 +713,14 @@ class LabelStore:
 
     # --------------------------------------------------------------------- reading
 
-    def _source_path(self, source: str | None) -> Path | None:
+    def _source_path(self, source: str | None) -> Path | Remote | None:
         if not source:
             return None
+        if self._remote or remote_io.is_url(source):
+            return remote_io.source_path(self.path, source)
         return next((p for p in (Path(source), self.path / source) if p.is_file()), None)
 
-    def source_file(self, sample: StoredSample) -> Path | None:
+    def source_file(self, sample: StoredSample) -> Path | Remote | None:
         """The file an image stored by reference came from: its recorded source as given
         (absolute, or from the working folder), else relative to the store (``ctn synth``
         records it so); None when neither is a file."""

@@ -10,6 +10,12 @@ the same length and sets the old mtime back goes unseen here), and hashes it onl
 they differ, or when only a sha256 was recorded (stores written before: every check then
 reads the file). Reading the pixels (:meth:`.LabelStore.image_pixels`) always compares
 the sha256 of the very bytes it decodes.
+
+An image read from an object store (``s3://...``, a :class:`.location.Remote`) records
+the object's size and ``LastModified`` (whole seconds) the same way: any PUT of the key
+sets a new ``LastModified``, so an object of the same size whose time is the recorded
+one was not written since (a PUT within the same second as the one labelled goes
+unseen here, not by the pixels' sha256).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..files import file_sha256
+from .location import Remote
 
 __all__ = ["STATE_REASONS", "STAT_KEYS", "file_state", "stat_record"]
 
@@ -46,6 +53,8 @@ def file_state(info: Mapping, path: str | os.PathLike | None) -> str | None:
     only when its size or mtime differ from the recorded ones, or none were recorded."""
     if path is None:
         return "missing"
+    if isinstance(path, Remote):
+        return _object_state(info, path)
     try:
         st = os.stat(path)
     except OSError:
@@ -63,4 +72,26 @@ def file_state(info: Mapping, path: str | os.PathLike | None) -> str | None:
     try:
         return None if file_sha256(path) == digest else "changed"
     except OSError:
+        return "unreadable"
+
+
+def _object_state(info: Mapping, obj: Remote) -> str | None:
+    """:func:`file_state` of an object in an object store."""
+    try:
+        st = obj.stat_record()
+    except (FileNotFoundError, IsADirectoryError):
+        return "missing"
+    except Exception:  # noqa: BLE001 - refused, unreachable: it cannot be compared
+        return "unreadable"
+    digest = info.get("sha256")
+    if info.get("sha256_of") != "file" or not digest:
+        return None
+    size, mtime = info.get("size"), info.get("mtime_ns")
+    if isinstance(size, int) and st["size"] != size:
+        return "changed"
+    if isinstance(size, int) and isinstance(mtime, int) and st["mtime_ns"] == mtime:
+        return None
+    try:
+        return None if obj.sha256() == digest else "changed"
+    except Exception:  # noqa: BLE001
         return "unreadable"
