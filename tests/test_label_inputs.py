@@ -289,7 +289,12 @@ def test_auto_picks_cuda_then_mps_then_the_cpu(monkeypatch):
         pick_device("mps")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
     assert pick_device("auto") == torch.device("cuda")
+    # under torchrun each process of a machine takes the GPU of its LOCAL_RANK
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    assert pick_device("auto") == torch.device("cuda", 2)
 
 
 def test_palette_model_needs_palette_from_net(tmp_path, photos):

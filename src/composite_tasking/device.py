@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -42,12 +43,17 @@ def native_bf16(device: str | torch.device) -> bool:
 
 
 def pick_device(spec: str = "auto") -> torch.device:
-    """``auto`` = the first CUDA device if torch sees one, else Apple silicon's GPU (MPS)
+    """``auto`` = the first CUDA device if torch sees one (under ``torchrun``, the one of
+    the process's ``LOCAL_RANK``), else Apple silicon's GPU (MPS)
     if torch reports it, else the CPU (the order of micro-sam and cellpose); ``cpu``,
     ``cuda``, ``cuda:I`` or ``mps``. Anything else, or a device torch does not see, is a
     ValueError that says what is accepted."""
     if spec == "auto":
         if torch.cuda.is_available():
+            # under torchrun (LOCAL_RANK set) each process of a machine takes its own GPU
+            local = os.environ.get("LOCAL_RANK", "")
+            if local.isdigit():
+                return torch.device("cuda", int(local) % max(1, torch.cuda.device_count()))
             return torch.device("cuda")
         return torch.device("mps" if mps_available() else "cpu")
     if not isinstance(spec, (str, torch.device)) or not re.fullmatch(r"cpu|cuda(:\d+)?|mps", str(spec)):
