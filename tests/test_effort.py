@@ -211,13 +211,13 @@ def test_ctn_evaluate_json_reports_effort_and_confidence():
 
 
 def test_evaluate_table_prints_effort_and_auroc_per_task(capsys):
-    from composite_tasking.cli import _print_table
+    from composite_tasking.cli import print_table
 
     effort = {"edges": {"share": 3.07, "regions": 53.1, "scratch_regions": 3.7},
               "mean": {"share": 3.07, "regions": 53.1, "scratch_regions": 3.7}}
     confidence = {"edges": {"auroc": 0.911, "ece": 0.042}, "normals": {"auroc": float("nan"), "ece": 0.1}}
-    _print_table({"rule": "S", "images": 2, "loss": 1.0, "metrics": {"edges": {"odsF": 88.9}},
-                  "effort": effort, "confidence": confidence})  # fmt: skip
+    print_table({"rule": "S", "images": 2, "loss": 1.0, "metrics": {"edges": {"odsF": 88.9}},
+                 "effort": effort, "confidence": confidence})  # fmt: skip
     lines = capsys.readouterr().out.splitlines()
     head = next(i for i, line in enumerate(lines) if "changed %" in line)
     assert lines[head].split() == ["task", "changed", "%", "regions", "scratch", "regions", "AUROC", "ECE"]

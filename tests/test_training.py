@@ -511,7 +511,7 @@ def test_ddp_replicas_share_the_schedule(tmp_path):
 def test_max_minutes_stops_after_the_last_finished_epoch(tmp_path, capsys, monkeypatch):
     """``ctn train --max-minutes M``: the clock runs out during epoch 2 of 5; epoch 1 is
     the newest checkpoint, exit 0, and ``--resume`` continues from it."""
-    from composite_tasking import cli
+    from composite_tasking.cli import training as cli  # the module whose clock runs --max-minutes
 
     recipe = write_recipe(tmp_path / "recipe.yaml", epochs=5, val=None, augment=None,
                           schedule={"kind": "none"}, batch_size=2)  # fmt: skip
@@ -655,7 +655,7 @@ def test_run_files_are_strict_json(run_a):
 
 
 def test_ctrl_c_says_whether_an_epoch_was_saved(tmp_path, capsys, monkeypatch):
-    from composite_tasking import cli
+    from composite_tasking.cli import training as cli  # the module that draws the progress bars
 
     def interrupt_at_step(stop_epoch):
         def progress(event):
@@ -664,9 +664,9 @@ def test_ctrl_c_says_whether_an_epoch_was_saved(tmp_path, capsys, monkeypatch):
         return lambda: progress
 
     recipe = write_recipe(tmp_path / "recipe.yaml", epochs=2, val=None, augment=None, batch_size=4)
-    monkeypatch.setattr(cli, "_train_progress", interrupt_at_step(1))
+    monkeypatch.setattr(cli, "train_progress", interrupt_at_step(1))
     code, _, err = ctn_here(capsys, "train", "--config", recipe, "--out", tmp_path / "run")
     assert code == 130 and "nothing was saved" in err and "--resume" not in err, err
-    monkeypatch.setattr(cli, "_train_progress", interrupt_at_step(2))
+    monkeypatch.setattr(cli, "train_progress", interrupt_at_step(2))
     code, _, err = ctn_here(capsys, "train", "--config", recipe, "--out", tmp_path / "run2")
     assert code == 130 and "epoch 1, the last complete one, is saved" in err and "--resume" in err, err
