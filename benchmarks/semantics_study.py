@@ -35,6 +35,13 @@ then ``paper`` and the ``--best`` arms of seed 0 (highest semseg + parts mIoU) o
 Runs already in the JSON file (same arm, seed, steps and size) are not run again, so an
 interrupted study continues where it stopped; the file is rewritten after every run.
 ``--quick``: 64 x 64, 2 steps, 4 held-out scenes, a dry run of the whole plan.
+
+``--directions`` (seconds, no training) asks where one gradient step of each loss moves a
+wrongly decoded output: over a grid of raw outputs ``o`` in [-6, 6]^3 (25 values per
+channel) and every target class, the share of the points decoded as another class whose
+step (first order, in ``sigmoid(o)``: ``-sigmoid'(o)^2 * grad``) moves ``sigmoid(o)``
+*away* from the target's anchor, and the median gradient norm there
+(:func:`directions`; written to :data:`DIRECTIONS_JSON`).
 """
 
 from __future__ import annotations
@@ -67,6 +74,52 @@ ARMS: dict[str, dict] = {
 STEPS = 32
 EVAL_SEED, EVAL_N = 5, 24
 DEFAULT_JSON = ROOT / "docs" / "measurements" / "cpu-2026-12-08-semantics-study.json"
+DIRECTIONS_JSON = ROOT / "docs" / "measurements" / "cpu-2026-12-08-semantics-directions.json"
+#: the losses :func:`directions` compares: (semantic, temperature)
+DIRECTION_LOSSES = (("paper", None), ("distance", 0.01), ("distance", 0.1))
+
+
+def directions(values: int = 25, bound: float = 6.0) -> list[dict]:
+    """Per class task and loss: the share of wrongly decoded grid outputs that one
+    gradient step moves away from the target anchor, and the median gradient norm."""
+    import torch
+
+    from composite_tasking.tasks import get_task
+    from composite_tasking.training.losses import focal_anchor_loss
+
+    g = torch.linspace(-bound, bound, values, dtype=torch.float64)
+    o = torch.cartesian_prod(g, g, g)
+    s = torch.sigmoid(o)
+    slope2 = (s * (1 - s)).square()
+    out = []
+    for task in ("semseg", "parts"):
+        anchors = get_task(task).anchors().double()
+        nearest = torch.cdist(s, anchors).argmin(1)
+        for semantic, temperature in DIRECTION_LOSSES:
+            away, wrong_total, norms = 0, 0, []
+            for t in range(len(anchors)):
+                x = o.clone().requires_grad_(True)
+                target = torch.full((len(o),), t)
+                loss = focal_anchor_loss(x, target, anchors, 2.0, semantic, temperature or 0.01) * len(o)
+                (grad,) = torch.autograd.grad(loss, x)  # each point's own loss's gradient
+                towards = ((anchors[t] - s) * (-slope2 * grad)).sum(1)
+                wrong = nearest != t
+                away += int(((towards < 0) & wrong).sum())
+                wrong_total += int(wrong.sum())
+                norms.append(grad.norm(dim=1)[wrong])
+            out.append({"task": task, "semantic": semantic, "temperature": temperature,
+                        "wrong_points": wrong_total, "share_moved_away": away / wrong_total,
+                        "median_grad_norm": float(torch.cat(norms).median())})  # fmt: skip
+    return out
+
+
+def directions_table(rows: list[dict]) -> str:
+    lines = ["| task | class logits | wrongly decoded points moved away from the target | median gradient norm |",
+             "|---|---|---:|---:|"]  # fmt: skip
+    for r in rows:
+        logits = "1 / d (paper)" if r["semantic"] == "paper" else f"-d^2 / {r['temperature']:g}"
+        lines.append(f"| {r['task']} | {logits} | {100 * r['share_moved_away']:.1f} % | {r['median_grad_norm']:.3g} |")
+    return "\n".join(lines)
 
 
 def arm_recipe(arm: str, seed: int, steps: int, size: int, bn_batches: int):
@@ -228,6 +281,10 @@ def _plan(quick: bool) -> dict:
 @benchmark("semantics", order=95, ratio_to="the paper's loss, same seed", opt_in=True)
 def semantics(ctx: Context):
     """Held-out semseg/parts mIoU after a fixed step budget: the paper's loss vs one change."""
+    for r in directions():
+        logits = "1/d (paper)" if r["semantic"] == "paper" else f"-d^2/{r['temperature']:g}"
+        yield Row("semantics", f"{r['task']}, {logits}: wrong outputs a step moves away", 100 * r["share_moved_away"],
+                  "%", notes=f"median gradient norm {r['median_grad_norm']:.3g}", digits=1, extra=r)  # fmt: skip
     plan = _plan(ctx.quick)
     path = None if ctx.quick else DEFAULT_JSON
     runs = study(list(ARMS), [0, 1], plan["steps"], plan["size"], plan["eval_n"], 1, path, ctx.quick,
@@ -253,6 +310,8 @@ def main(argv=None) -> int:
                     "none with --quick)")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="dry run: 64 px, 2 steps, 4 held-out scenes")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    ap.add_argument("--directions", action="store_true",
+                    help=f"only the gradient directions (seconds); written to {DIRECTIONS_JSON.relative_to(ROOT)}")
     args = ap.parse_args(argv)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     unknown = [a for a in arms if a not in ARMS]
@@ -261,6 +320,13 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.directions:
+        rows = directions()
+        if not args.quick:
+            DIRECTIONS_JSON.write_text(json.dumps({"grid": "o in [-6, 6]^3, 25 values per channel",
+                                                   "rows": rows}, indent=2) + "\n", encoding="utf-8")  # fmt: skip
+        print(directions_table(rows))
+        return 0
     plan = _plan(args.quick)
     if args.steps is not None:
         plan["steps"] = args.steps
