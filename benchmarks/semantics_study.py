@@ -31,7 +31,8 @@ Arms (:data:`ARMS`; each one recipe change from ``paper``):
   clipped gradient of the mosaic's five tasks).
 
 All arms on seed 0 (the recipe's seed: initial weights, order, augmentation, palettes),
-then ``paper`` and the ``--best`` arms of seed 0 (highest semseg + parts mIoU) on seed 1.
+then ``paper`` and the ``--best`` arms of seed 0 (highest semseg + parts mIoU among the arms
+that keep the other tasks within :data:`KEEP` of the paper's) on seed 1.
 Runs already in the JSON file (same arm, seed, steps and size) are not run again, so an
 interrupted study continues where it stopped; the file is rewritten after every run.
 ``--quick``: 64 x 64, 2 steps, 4 held-out scenes, a dry run of the whole plan.
@@ -245,10 +246,26 @@ def study(arms, seeds, steps, size, eval_n, best, json_path, quick, threads, log
         return r
 
     first = [one(a, seeds[0]) for a in arms]
-    others = sorted((r for r in first if r["arm"] != "paper"), key=_score, reverse=True)
+    paper = next((r for r in first if r["arm"] == "paper"), None)
+    others = sorted((r for r in first if r["arm"] != "paper" and keeps_other_tasks(r, paper)), key=_score,
+                    reverse=True)  # fmt: skip
     chosen = ["paper"] * ("paper" in arms) + [r["arm"] for r in others[:best]]
     later = [one(a, s) for s in seeds[1:] for a in chosen]
     return first + later
+
+
+#: how much worse than the paper's arm (same seed) another task may get and still count
+#: as kept: edges odsF and saliency max mIoU in points, normals mean error in degrees
+KEEP = {"edges": 5.0, "saliency": 5.0, "normals": 5.0}
+
+
+def keeps_other_tasks(r: dict, paper: dict | None) -> bool:
+    """Whether an arm leaves edges, saliency and normals within :data:`KEEP` of the paper's."""
+    if paper is None:
+        return True
+    a, b = r["primary"], paper["primary"]
+    return (a["edges"] >= b["edges"] - KEEP["edges"] and a["saliency"] >= b["saliency"] - KEEP["saliency"]
+            and a["normals"] <= b["normals"] + KEEP["normals"])  # fmt: skip
 
 
 def _line(r: dict) -> str:
