@@ -208,6 +208,10 @@ def _load(path: Path | None) -> list[dict]:
     return json.loads(path.read_text(encoding="utf-8")).get("runs", [])
 
 
+def _key(r: dict) -> tuple:
+    return r["arm"], r["seed"], r["steps"], r["size"]
+
+
 def _save(path: Path | None, runs: list[dict], settings: dict) -> None:
     if path is None:
         return
@@ -215,6 +219,8 @@ def _save(path: Path | None, runs: list[dict], settings: dict) -> None:
 
     info = machine_info(Context(device="cpu", quick=settings["quick"], threads=settings["threads"]))
     path.parent.mkdir(parents=True, exist_ok=True)
+    mine = {_key(r) for r in runs}  # runs another process saved meanwhile are kept
+    runs = runs + [r for r in _load(path) if _key(r) not in mine]
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps({"machine": info, "settings": settings, "runs": runs}, indent=2,
                               allow_nan=False) + "\n", encoding="utf-8")  # fmt: skip
@@ -233,7 +239,7 @@ def study(arms, seeds, steps, size, eval_n, best, json_path, quick, threads, log
     runs = _load(json_path)
 
     def have(arm, seed):
-        return next((r for r in runs if (r["arm"], r["seed"], r["steps"], r["size"]) == (arm, seed, steps, size)), None)
+        return next((r for r in runs if _key(r) == (arm, seed, steps, size)), None)
 
     def one(arm, seed):
         r = have(arm, seed)
