@@ -95,17 +95,21 @@ class Benchmark:
     order: int
     ratio_to: str
     description: str
+    #: runs only when named by ``--only`` (a study of an hour or more, not a timing)
+    opt_in: bool = False
 
 
 #: name -> Benchmark, filled by the @benchmark decorator when a module is imported
 BENCHMARKS: dict[str, Benchmark] = {}
 
 
-def benchmark(name: str, *, order: int = 100, ratio_to: str = "", description: str = ""):
+def benchmark(name: str, *, order: int = 100, ratio_to: str = "", description: str = "",
+              opt_in: bool = False):  # fmt: skip
     """Register ``func(ctx) -> Iterable[Row]`` as the benchmark ``name``.
 
     ``ratio_to`` names the reference case of the ratio column (shown under the table);
-    ``order`` sorts benchmarks in the table (lower first).
+    ``order`` sorts benchmarks in the table (lower first); ``opt_in``: run only when
+    named by ``--only`` (a long study, not part of a plain run).
     """
 
     def register(func: Callable[[Context], Iterable[Row]]):
@@ -118,7 +122,7 @@ def benchmark(name: str, *, order: int = 100, ratio_to: str = "", description: s
                 f"and {func.__code__.co_filename}"
             )
         doc = description or next(iter((func.__doc__ or "").strip().splitlines()), "")
-        BENCHMARKS[name] = Benchmark(name, func, order, ratio_to, doc)
+        BENCHMARKS[name] = Benchmark(name, func, order, ratio_to, doc, opt_in)
         return func
 
     return register

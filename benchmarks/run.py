@@ -4,7 +4,8 @@
     python benchmarks/run.py --from-json OUT [--only NAME]    # reprint a saved run
 
 Every module in ``benchmarks/`` registers its benchmark (see ``_registry.py``); this
-runs all of them, or the ones named by ``--only`` (repeatable, or comma-separated), and
+runs all of them (except the opt-in studies, e.g. ``semantics``: those only when named),
+or the ones named by ``--only`` (repeatable, or comma-separated), and
 prints a header line describing the machine, then one Markdown table with the columns
 benchmark, case, value, unit, ratio, notes. Ratios compare values of the same run.
 
@@ -65,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.list:
         for b in registry.values():
-            print(f"{b.name:12s} {b.description}")
+            print(f"{b.name:12s} {b.description}{' (only with --only)' if b.opt_in else ''}")
         return 0
 
-    selected = list(registry)
+    selected = [n for n, b in registry.items() if not b.opt_in]  # opt-in: only when named
     if args.only:
         selected = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
         unknown = [n for n in selected if n not in registry]

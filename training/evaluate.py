@@ -96,12 +96,13 @@ class _Scaled:
 
 @torch.inference_mode()
 def evaluate_loader(model, loader, device, rule: str = "S", autocast=None, loss_weights=None,
-                    progress=None, should_stop=None, scale="none") -> dict:  # fmt: skip
+                    progress=None, should_stop=None, scale="none", loss=None) -> dict:  # fmt: skip
     """Run ``model`` over ``loader``; returns ``{"loss", "metrics", "primary", "images",
     "rule", "effort", "confidence"}`` (``effort``: :class:`EffortMeter`'s figures per task
     and their mean; ``confidence``: :class:`.calibration.ConfidenceMeter`'s). ``scale``:
     the working resolution (:mod:`composite_tasking.scale`; ``none``: every pixel); the
-    loss is then the full-size output's."""
+    loss is then the full-size output's. ``loss``: a recipe's ``loss`` variants (None:
+    the paper's loss, :func:`.losses.composite_loss`)."""
     from composite_tasking.scale import parse_scale, trained_size, working_shape
 
     scale = parse_scale(scale)
@@ -129,7 +130,7 @@ def evaluate_loader(model, loader, device, rule: str = "S", autocast=None, loss_
             with ctx():
                 enc = model.encode(image)
                 out = model.decode(enc, palette)
-        loss_sum += float(composite_loss(out.float(), palette, targets, loss_weights)["total"])
+        loss_sum += float(composite_loss(out.float(), palette, targets, loss_weights, loss=loss)["total"])
         batches += 1
         images += image.shape[0]
         for task in tasks:

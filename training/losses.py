@@ -16,6 +16,18 @@ normals   1 - cosine similarity between o and the label; all-zero labels skipped
 Each task's loss is the mean over its pixels; the total is the weighted sum. A task with
 no pixel in the batch contributes exactly zero (never NaN) and keeps the graph connected
 so that ``backward()`` works whatever the palette.
+
+Variants (a recipe's ``loss`` mapping, :data:`LOSS_DEFAULTS`; the defaults are the paper's
+loss above, unchanged), studied in docs/results.md ("Why semantics learn slowly"):
+
+- ``semantic: distance`` replaces the class logits ``l_i = 1 / d_i`` of semseg and parts by
+  ``l_i = -d_i^2 / temperature`` (``d_i = ||sigmoid(o) - a_i||``), the same focal loss
+  over their softmax. The class with the largest logit is still the nearest anchor, so
+  the decoding (nearest anchor of ``sigmoid(O)``) is the same for both.
+- ``output_penalty: w`` adds ``w`` times, for every task present, the mean over its pixels
+  of ``relu(|o| - OUTPUT_BOUND)^2`` (each raw channel): the raw output kept within
+  +-:data:`OUTPUT_BOUND`, where ``sigmoid`` is within 1/3000 of 0 or 1 and still has a
+  gradient. The decoding does not change.
 """
 
 from __future__ import annotations
@@ -27,25 +39,39 @@ import torch.nn.functional as F
 
 from composite_tasking.tasks import IGNORE, TASKS, get_task
 
-__all__ = ["DEFAULT_WEIGHTS", "focal_anchor_loss", "composite_loss", "palette_loss", "LossResult"]
+__all__ = ["DEFAULT_WEIGHTS", "LOSS_DEFAULTS", "SEMANTIC_LOSSES", "OUTPUT_BOUND", "focal_anchor_loss",
+           "composite_loss", "palette_loss", "LossResult"]  # fmt: skip
 
 DEFAULT_WEIGHTS: dict[str, float] = {t.name: t.loss_weight for t in TASKS}
+#: the class logits of semseg and parts: the paper's ``1 / d`` or ``-d^2 / temperature``
+SEMANTIC_LOSSES = ("paper", "distance")
+#: a recipe's ``loss`` mapping: every key and its default (the paper's loss)
+LOSS_DEFAULTS: dict[str, object] = {"semantic": "paper", "temperature": 0.01, "output_penalty": 0.0}
+#: ``output_penalty`` penalises raw outputs beyond +-OUTPUT_BOUND (sigmoid(8) = 0.99966)
+OUTPUT_BOUND = 8.0
 
 #: smallest anchor distance used in l_i = 1 / d: keeps gradients finite on an anchor
 _MIN_DIST = 1e-6
 
 
 def focal_anchor_loss(o: torch.Tensor, target: torch.Tensor, anchors: torch.Tensor,
-                      gamma: float = 2.0) -> torch.Tensor:  # fmt: skip
+                      gamma: float = 2.0, semantic: str = "paper", temperature: float = 0.01) -> torch.Tensor:  # fmt: skip
     """Mean focal loss of eq. (5)'s class probabilities.
 
     ``o`` (P, 3) raw outputs of the selected pixels, ``target`` (P,) class ids,
-    ``anchors`` (C, 3) in [0, 1].
+    ``anchors`` (C, 3) in [0, 1]. ``semantic``: the class logits, ``paper`` (eq. 5,
+    ``1 / d``) or ``distance`` (``-d^2 / temperature``).
     """
     s = torch.sigmoid(o)
     d2 = (s.unsqueeze(1) - anchors.unsqueeze(0)).square().sum(-1)  # (P, C)
-    d = (d2 + 1e-12).sqrt().clamp_min(_MIN_DIST)
-    logp = torch.log_softmax(1.0 / d, dim=1)
+    if semantic == "paper":
+        d = (d2 + 1e-12).sqrt().clamp_min(_MIN_DIST)
+        logits = 1.0 / d
+    elif semantic == "distance":
+        logits = -d2 / float(temperature)
+    else:
+        raise ValueError(f"semantic loss is {' or '.join(SEMANTIC_LOSSES)}, not {semantic!r}")
+    logp = torch.log_softmax(logits, dim=1)
     logp_t = logp.gather(1, target.unsqueeze(1)).squeeze(1)
     p_t = logp_t.exp()
     return (-(1.0 - p_t).pow(gamma) * logp_t).mean()
@@ -71,12 +97,18 @@ def composite_loss(
     targets: Mapping[str, torch.Tensor],
     weights: Mapping[str, float] | None = None,
     focal_gamma: float = 2.0,
+    loss: Mapping[str, object] | None = None,
 ) -> LossResult:
     """Eq. (4) for a batch. ``output`` (N, 3, H, W) raw; ``palette`` (N, H, W) task id + 1;
     ``targets`` in the dataset format (class maps int64 with 255 ignore, edges/saliency
     0/1/255, normals (N, 3, H, W) with zeros invalid). Tasks missing from ``targets``
-    are skipped."""
+    are skipped. ``loss``: a recipe's ``loss`` mapping (:data:`LOSS_DEFAULTS` for the
+    keys it leaves out; None: the paper's loss); with an ``output_penalty`` the result
+    also holds ``output_penalty`` (unweighted, summed over the tasks present)."""
     weights = DEFAULT_WEIGHTS if weights is None else weights
+    opts = {**LOSS_DEFAULTS, **(loss or {})}
+    penalty_weight = float(opts["output_penalty"])
+    penalty = None
     o = output.float().permute(0, 2, 3, 1)  # (N, H, W, 3)
     zero = output.float().sum() * 0.0  # float16 sums overflow to inf, and inf * 0 is NaN
     result = LossResult()
@@ -95,7 +127,8 @@ def composite_loss(
         if n == 0:
             loss = zero
         elif task.kind == "classes":
-            loss = focal_anchor_loss(o[mask], target[mask].long(), task.anchors(o.device), focal_gamma)
+            loss = focal_anchor_loss(o[mask], target[mask].long(), task.anchors(o.device), focal_gamma,
+                                     str(opts["semantic"]), float(opts["temperature"]))  # fmt: skip
         elif task.kind == "vector":
             loss = (1.0 - F.cosine_similarity(o[mask], y[mask], dim=-1, eps=1e-8)).mean()
         elif task.name == "edges":
@@ -106,6 +139,12 @@ def composite_loss(
             loss = _weighted_bce(o[mask], y, 1.0 - pos, pos)
         result[task.name] = loss
         total = total + float(weights.get(task.name, 0.0)) * loss
+        if penalty_weight > 0:
+            p = zero if n == 0 else F.relu(o[mask].abs() - OUTPUT_BOUND).square().mean()
+            penalty = p if penalty is None else penalty + p
+    if penalty is not None:
+        result["output_penalty"] = penalty
+        total = total + penalty_weight * penalty
     result["total"] = total
     return result
 

@@ -245,6 +245,9 @@ class Recipe:
     val_rule: str = "S"  # S = every task everywhere, one encoding decoded five times
     loss_weights: dict[str, float] | None = None
     focal_gamma: float = 2.0
+    #: variants of the loss (training/losses.py, LOSS_DEFAULTS): ``{semantic: paper |
+    #: distance, temperature: T, output_penalty: w}``; null or a key left out: the paper's
+    loss: dict[str, Any] | None = None
     optimizer: dict[str, Any] = field(default_factory=lambda: {
         "lr_decoder": 1e-3, "lr_encoder": 1e-5, "weight_decay": 1e-5, "betas": [0.9, 0.999]})
     schedule: dict[str, Any] = field(default_factory=lambda: {"kind": "plateau", "factor": 0.3, "patience": 12})
@@ -344,6 +347,17 @@ class Recipe:
             for task, w in weights.items():
                 weights[task] = check.number(f"loss_weights.{task}", w, 0, strict=False)
         self.focal_gamma = check.number("focal_gamma", self.focal_gamma, 0, strict=False)
+        if self.loss is not None:
+            from .losses import LOSS_DEFAULTS, SEMANTIC_LOSSES
+
+            loss = check.section("loss", self.loss, tuple(LOSS_DEFAULTS))
+            if "semantic" in loss and loss["semantic"] not in SEMANTIC_LOSSES:
+                check.fail("loss.semantic", f"must be {' or '.join(SEMANTIC_LOSSES)}, got {loss['semantic']!r}")
+            if "temperature" in loss:
+                loss["temperature"] = check.number("loss.temperature", loss["temperature"], 0, strict=True)
+            if "output_penalty" in loss:
+                loss["output_penalty"] = check.number("loss.output_penalty", loss["output_penalty"], 0,
+                                                      strict=False)  # fmt: skip
 
     def _check_optimizer(self, check: _Checks) -> None:
         opt = check.section("optimizer", self.optimizer, SECTION_KEYS["optimizer"])

@@ -442,7 +442,7 @@ class Trainer:
                     continue
                 everywhere = torch.full_like(palette, get_task(task).palette_value)
                 one = composite_loss(outputs[:, k], everywhere, {task: targets[task]}, r.loss_weights,
-                                     r.focal_gamma)  # fmt: skip
+                                     r.focal_gamma, r.loss)  # fmt: skip
                 result[task] = one[task]
                 result.pixels[task] = one.pixels[task]
                 total = total + one["total"]
@@ -455,7 +455,7 @@ class Trainer:
             result = LossResult(palette=loss, total=loss)
             result.pixels = {"palette": int(palette.numel())}
             return result
-        return composite_loss(output, palette, targets, r.loss_weights, r.focal_gamma)
+        return composite_loss(output, palette, targets, r.loss_weights, r.focal_gamma, r.loss)
 
     @torch.inference_mode()
     def validate(self) -> dict:
@@ -466,7 +466,8 @@ class Trainer:
         if self.is_palette_net:
             return evaluate_palette_loader(self.model, loader, self.device, autocast=self.autocast)
         return evaluate_loader(self.model, loader, self.device, rule=self.recipe.val_rule,
-                               autocast=self.autocast, loss_weights=self.recipe.loss_weights)  # fmt: skip
+                               autocast=self.autocast, loss_weights=self.recipe.loss_weights,
+                               loss=self.recipe.loss)  # fmt: skip
 
     # ------------------------------------------------------------------ state
     def _save_state(self) -> None:
