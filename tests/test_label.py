@@ -9,11 +9,9 @@ import json
 import os
 import re
 import shutil
-import signal
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import torch
 import zarr
 from PIL import Image
 
+from _processes import kill_when
 from composite_tasking.images import read_image
 from composite_tasking.store import LabelStore
 from composite_tasking.synthetic import generate
@@ -262,18 +261,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, folder, ckpt,
     out = tmp_path / "killed.zarr"
     args = [folder, "--out", out, "--rule", rule, "--model", ckpt, "--device", "cpu", "--batch-size", 1]
     proc = start(*args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 240
-        while n_complete(out) < 2:
-            assert proc.poll() is None, "ctn label ended before it could be killed"
-            assert time.monotonic() < deadline, "ctn label wrote nothing in time"
-            time.sleep(0.005)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_when(proc, lambda: n_complete(out) >= 2, poll=0.005)
     before = LabelStore(out).ids()
     assert 2 <= len(before) < N
     if len(LabelStore(out).ids(complete_only=False)) == len(before):

@@ -10,7 +10,6 @@ writing one store at once; killed, then resumed); the rest calls the command lin
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from _processes import kill_when
 from composite_tasking.cli import main as ctn
 from composite_tasking.export import read_manifest
 from composite_tasking.store import LabelStore
@@ -198,18 +198,7 @@ def test_killed_then_resumed_equals_an_uninterrupted_run(s3, folder, ckpt, refer
     out = s3.url("killed.zarr")
     args = label_args(folder, out, ckpt)
     proc = subprocess.Popen([*CTN_LABEL, *args], env=s3.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 240
-        while complete_in_bucket(s3, "killed.zarr") < 2:
-            assert proc.poll() is None, "ctn label ended before it could be killed"
-            assert time.monotonic() < deadline, "ctn label wrote nothing in time"
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_when(proc, lambda: complete_in_bucket(s3, "killed.zarr") >= 2, poll=0.02)
     store = LabelStore(out)
     before = store.ids()
     assert 2 <= len(before) < N
