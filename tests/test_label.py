@@ -23,6 +23,7 @@ import zarr
 from PIL import Image
 
 from _processes import kill_when
+from _scenes import scene_folder
 from composite_tasking.images import read_image
 from composite_tasking.store import LabelStore
 from composite_tasking.synthetic import generate
@@ -61,11 +62,7 @@ def ckpt(checkpoints):
 
 @pytest.fixture(scope="session")
 def folder(tmp_path_factory):
-    d = tmp_path_factory.mktemp("images")
-    (d / "sub").mkdir()
-    for i in range(N):
-        iio.imwrite(d / ("sub" if i >= 6 else "") / f"scene-{i}.png", generate(5, i, SIZE)["image"])
-    return d
+    return scene_folder(tmp_path_factory.mktemp("images"), N, SIZE)
 
 
 def label(*args, timeout=300, env=ENV):

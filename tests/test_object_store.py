@@ -22,11 +22,11 @@ import pytest
 import torch
 
 from _processes import kill_when
+from _scenes import scene_folder
 from composite_tasking.cli import main as ctn
 from composite_tasking.export import read_manifest
 from composite_tasking.store import LabelStore
 from composite_tasking.store.location import LocationError, Remote, locate, parse_storage_options
-from composite_tasking.synthetic import generate
 
 SIZE = (64, 80)
 N = 8
@@ -87,11 +87,7 @@ def s3(moto_endpoint, monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    d = tmp_path_factory.mktemp("images")
-    (d / "sub").mkdir()
-    for i in range(N):
-        iio.imwrite(d / ("sub" if i >= 6 else "") / f"scene-{i}.png", generate(5, i, SIZE)["image"])
-    return d
+    return scene_folder(tmp_path_factory.mktemp("images"), N, SIZE)
 
 
 @pytest.fixture(scope="module")

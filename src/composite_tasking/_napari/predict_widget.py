@@ -429,7 +429,7 @@ class PredictWidget(QWidget):
         self.last_result = result
         image, key = job.extra["image"], job.extra["image_key"]
         if not shows(self.viewer, image, key):
-            self.status_label.setText(f"Image {job.extra.get('image_name', image.name)!r} was removed: its prediction "
+            self.status_label.setText(f"Image {job.extra['image_name']!r} was removed: its prediction "
                                       "is not shown.")  # fmt: skip
             return {}
         prediction = result.prediction
@@ -734,7 +734,7 @@ class PredictWidget(QWidget):
         self._use_predictor(result.predictor, (job.model, job.device, job.palette_model))
         image, key = job.extra["image"], job.extra["image_key"]
         if not shows(self.viewer, image, key):
-            self.status_label.setText(f"Image {job.extra.get('image_name', image.name)!r} was removed: the palette is "
+            self.status_label.setText(f"Image {job.extra['image_name']!r} was removed: the palette is "
                                       "not filled.")  # fmt: skip
             return None
         new = result.palette.astype(np.uint8)
