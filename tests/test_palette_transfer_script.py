@@ -1,4 +1,4 @@
-"""scripts/palette_transfer.py: fine-tunes a palette network on N edited (R3) palettes
+"""scripts/paper/palette_transfer.py: fine-tunes a palette network on N edited (R3) palettes
 and reports palette mIoU under R3 and R2 for each N."""
 
 import json
@@ -14,7 +14,7 @@ def test_palette_transfer_runs_and_writes_its_table(tmp_path):
 
     save_checkpoint(build_model("palette-resnet18"), tmp_path / "pal")
     r = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "palette_transfer.py"), "--model", str(tmp_path / "pal"),
+        [sys.executable, str(ROOT / "scripts" / "paper" / "palette_transfer.py"), "--model", str(tmp_path / "pal"),
          "--out", str(tmp_path / "out"), "--n", "0", "2", "--steps", "1", "--eval-n", "4",
          "--size", "32", "--device", "cpu"],
         capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": ""},

@@ -1,5 +1,5 @@
-"""scripts/paper_tables.py: the paper's Tables 1, 3 and 4 from the results folder of
-scripts/paper_tables.sh, with Delta_m checked against the paper's own Table 3 numbers
+"""scripts/paper/paper_tables.py: the paper's Tables 1, 3 and 4 from the results folder of
+scripts/paper/paper_tables.sh, with Delta_m checked against the paper's own Table 3 numbers
 and a hand computation."""
 
 import importlib.util
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("paper_tables", ROOT / "scripts" / "paper_tables.py")
+    spec = importlib.util.spec_from_file_location("paper_tables", ROOT / "scripts" / "paper" / "paper_tables.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -83,7 +83,7 @@ def test_tables_and_delta_m(results):
 
 
 def test_cli_prints_markdown_and_json(results, capsys):
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "paper_tables.py"), str(results)],
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "paper" / "paper_tables.py"), str(results)],
                        capture_output=True, text=True, timeout=60)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "### Table 1" in r.stdout and "| R1r | CTN (ctn-resnet34) |" in r.stdout

@@ -4,7 +4,7 @@ Evaluates a model under R3 and R2, fine-tunes it R2 -> R3 on N synthetic images,
 evaluates again; prints per-task metrics and Delta_m against the model before
 fine-tuning (positive = better), and writes everything as JSON.
 
-    .venv/bin/python scripts/rule_transfer.py --model RUN_OR_CHECKPOINT --out runs/r2-r3 \
+    .venv/bin/python scripts/paper/rule_transfer.py --model RUN_OR_CHECKPOINT --out runs/r2-r3 \
         [--n 200] [--eval-n 100] [--size 128] [--epochs 1]
 """
 

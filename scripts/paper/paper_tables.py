@@ -1,4 +1,4 @@
-"""The paper's Tables 1, 3 and 4 from the results of scripts/paper_tables.sh.
+"""The paper's Tables 1, 3 and 4 from the results of scripts/paper/paper_tables.sh.
 
 Reads the extracted ``results.tar`` (``eval/MODEL__RULE.json`` from ``ctn evaluate
 --json``, ``train/NAME/history.json``, ``recipes/NAME.yaml``) and prints markdown tables
@@ -14,7 +14,7 @@ positive = better than the reference):
 - Table 4 (random compositions): R1r / Rrnd training x S / Rrnd testing, without edges.
 - Training: epochs, steps, scenes and minutes each model trained.
 
-    .venv/bin/python scripts/paper_tables.py RESULTS_DIR [--json]
+    .venv/bin/python scripts/paper/paper_tables.py RESULTS_DIR [--json]
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ def markdown(tables: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("results", help="the extracted results.tar of scripts/paper_tables.sh")
+    ap.add_argument("results", help="the extracted results.tar of scripts/paper/paper_tables.sh")
     ap.add_argument("--json", action="store_true", help="print the tables as JSON")
     args = ap.parse_args(argv)
     folder = Path(args.results)

@@ -3,7 +3,7 @@ workflow of ``ctn annotate``, in a window of 1280 x 800.
 
 Run under Xvfb::
 
-    xvfb-run -a -s "-screen 0 1280x1024x24" .venv/bin/python scripts/napari_screenshots.py [--out docs/images]
+    xvfb-run -a -s "-screen 0 1280x1024x24" .venv/bin/python scripts/maintainer/napari_screenshots.py [--out docs/images]
 
 It opens a folder of three of the plugin's sample images (scene-3, scene-4, scene-5,
 copied into a temporary folder) with :func:`composite_tasking._napari.annotate.open_annotator`

@@ -1,6 +1,6 @@
 """Copy a trained checkpoint into the package as a bundled model (float16 safetensors).
 
-    .venv/bin/python scripts/bundle_model.py RUN_OR_CHECKPOINT [--name ctn|palette] [--note TEXT]
+    .venv/bin/python scripts/maintainer/bundle_model.py RUN_OR_CHECKPOINT [--name ctn|palette] [--note TEXT]
 
 The bundled checkpoint keeps the training provenance (recipe, epoch, validation metrics)
 and adds where it was bundled from; weights are stored in float16 (half the size, loaded
@@ -18,7 +18,7 @@ import torch
 from composite_tasking.inference import resolve_model
 from composite_tasking.model import load_checkpoint, save_checkpoint
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "composite_tasking" / "weights"
+WEIGHTS = Path(__file__).resolve().parents[2] / "src" / "composite_tasking" / "weights"
 
 
 def main() -> None:

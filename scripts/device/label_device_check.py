@@ -1,5 +1,5 @@
 """Checks of ``ctn label``'s device path that the CPU test suite cannot make: run on a
-GPU machine before its benchmark (``scripts/gpu_label.sh``), or on a CPU as a dry run.
+GPU machine before its benchmark (``scripts/device/gpu_label.sh``), or on a CPU as a dry run.
 
 1. Batches in flight: ``Predictor.start_batch`` on three batches, then their results in
    order: each equals ``predict_batch`` of that batch alone (on CUDA the outputs come back
@@ -11,7 +11,7 @@ GPU machine before its benchmark (``scripts/gpu_label.sh``), or on a CPU as a dr
    labels (float maps within 1e-4; on a GPU two runs need not be bit-identical).
 3. No shared memory of the writer processes is left afterwards.
 
-    python scripts/label_device_check.py [--device cuda] [--images 48] [--size 96]
+    python scripts/device/label_device_check.py [--device cuda] [--images 48] [--size 96]
 
 Prints one line per check and exits 1 at the first failure.
 """

@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
-# One session on a lent GPU machine, planned to end within ~9.5 minutes:
+# The GPU benchmarks and the training of the bundled CTN, in one call on a GPU machine
+# (sized to end within END_S, 570 s by default). This is how the bundled model
+# (src/composite_tasking/weights/ctn) was trained; docs/results.md and
+# docs/benchmarks.md say when and on which machine:
 #   1. the GPU benchmarks (gpupath, latency = Figure 5, region, precision, then label:
 #      model-only vs roofline, end to end, memory), each in its own process with a
 #      time limit, so one failure or overrun costs only its own rows;
 #   2. training the bundled CTN (training/recipes/ctn-synthetic.yaml) for the time that
-#      is left (ctn train --max-minutes), then bundling its newest epoch as float16;
+#      is left (ctn train --max-minutes), then bundling its newest epoch as float16
+#      (scripts/maintainer/bundle_model.py);
 #   3. torch.compile, if time is left.
-# What comes back is at most 8 files (the device tool's limit): $OUT/results.tar (the
-# small files: bench-*.json/md/log, gpu.txt, train.log, history.json, curves.png,
-# train-summary.txt; rewritten after every stage) and the bundled model as
-# $OUT/ctn.tar.part-* (<= 15 MiB each: files come back only up to 16 MiB). Rejoin with
+# What comes back is at most 8 files: $OUT/results.tar (the small files: bench-*.json/md/
+# log, gpu.txt (the date, the commit, the GPU, cores, versions), train.log, history.json,
+# curves.png, train-summary.txt; rewritten after every stage) and the bundled model as
+# $OUT/ctn.tar.part-* (<= 15 MiB each, for a transfer that takes files up to 16 MiB).
+# Rejoin with
 #   cat ctn.tar.part-* | tar -x -C src/composite_tasking/weights
-# The machine's image has PyTorch but not zarr: wheels in .whl/ (see docs/benchmarks.md).
+# zarr must be importable (the label benchmark and the store need it): on a machine
+# without it, see scripts/device/device_env.sh (wheels in a `.whl/` folder).
 #
-#   bash scripts/gpu_session.sh            (on the GPU machine, in the repository root)
+#   bash scripts/device/gpu_session.sh            (on the GPU machine, in the repository root)
 # A dry run of the script's logic on a CPU (minutes):
-#   DEVICE=cpu BENCH_ARGS=--quick RECIPE=ctn-synthetic-cpu END_S=200 TRAIN_END_S=150 bash scripts/gpu_session.sh
+#   DEVICE=cpu BENCH_ARGS=--quick RECIPE=ctn-synthetic-cpu END_S=200 TRAIN_END_S=150 bash scripts/device/gpu_session.sh
 set -u
 DEVICE=${DEVICE:-cuda}
 RECIPE=${RECIPE:-training/recipes/ctn-synthetic.yaml}
@@ -37,9 +43,10 @@ log() { echo "[$(now) s] $*"; }
 left() { echo $(( $1 - $(now) )); }
 pack() { tar -cf "$OUT/results.tar" -C "$LOGS" . 2>/dev/null; }
 
-. scripts/device_env.sh "$LOGS/pip.log"
+. scripts/device/device_env.sh "$LOGS/pip.log"
 python3 -c "import zarr" || exit 1  # the label benchmark and the store need it
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$LOGS/gpu.txt"
+{ date -u '+%Y-%m-%d %H:%M UTC'; git rev-parse HEAD 2>/dev/null; } | tee "$LOGS/gpu.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee -a "$LOGS/gpu.txt"
 nproc --all | tee -a "$LOGS/gpu.txt"; df -h /dev/shm /tmp | tee -a "$LOGS/gpu.txt"
 python3 -c "import torch, zarr, composite_tasking as c; print('torch', torch.__version__, torch.cuda.get_device_name(), 'zarr', zarr.__version__)" \
     2>&1 | tee -a "$LOGS/gpu.txt"
@@ -73,7 +80,7 @@ for h in json.load(open(sys.argv[1])):
     print(h["epoch"], round(h["images_per_s"]), {k: round(v, 3) for k, v in h["train_loss"].items()},
           {t: round(next(iter(v.values())), 2) for t, v in m.items()})
 EOF
-python3 scripts/bundle_model.py $RUN --name ctn --note "GPU run of training/recipes/ctn-synthetic.yaml (scripts/gpu_session.sh)" \
+python3 scripts/maintainer/bundle_model.py $RUN --name ctn --note "GPU run of training/recipes/ctn-synthetic.yaml (scripts/device/gpu_session.sh)" \
     && (tar -cf - -C src/composite_tasking/weights ctn | split -b 15M - "$OUT/ctn.tar.part-")
 pack
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The shape of the paper's Tables 1, 3 and 4 on the synthetic world, in one command on a
-# lent GPU machine (planned for one H200 + 16 CPU cores, ending within ~7 minutes):
+# GPU machine (sized for one GPU and 16 CPU cores: everything ends within END_S, 420 s
+# by default):
 #   (a) six trainings at once on the one GPU (training/recipes/table-*.yaml: CTN with
 #       R1r, MHN, STN, CTN with R2, with R3, with Rrnd), each `ctn train --max-minutes`;
 #   (b) the fine-tuning of the R2 run on R3 (table-finetune.yaml), and meanwhile the
@@ -12,14 +13,14 @@
 #
 # What comes back: ONE file, $OUT/results.tar (re-packed after every stage): recipes/
 # (the recipes as run), train/NAME/{history.json,curves.png,train.log}, eval/*.json|log,
-# timings.txt, gpu.txt. No model weights. Read it with
-#   mkdir -p R && tar -xf results.tar -C R && .venv/bin/python scripts/paper_tables.py R
+# timings.txt, gpu.txt (the date, the GPU, the cores, the commit, torch). No model weights. Read it with
+#   mkdir -p R && tar -xf results.tar -C R && .venv/bin/python scripts/paper/paper_tables.py R
 #
-#   bash scripts/paper_tables.sh                    (GPU machine, repository root)
+#   bash scripts/paper/paper_tables.sh                    (GPU machine, repository root)
 # A CPU dry run of the whole logic (a few minutes on 2 cores):
 #   DEVICE=cpu SIZE=64 BATCH=4 STEPS=2 EPOCHS=1 VAL_N=4 BN_BATCHES=1 WORKERS=1 \
 #     FT_N=8 FT_EPOCHS=1 EVAL_N=8 EVAL_SIZE=64 TRAIN_MIN=6 FT_MIN=3 END_S=1500 \
-#     bash scripts/paper_tables.sh
+#     bash scripts/paper/paper_tables.sh
 #
 # MHN and STN train on complete labels (rule S), as the paper's baselines; the CTNs
 # with their rules.
@@ -52,11 +53,12 @@ pack() { tar -cf "$OUT/results.tar.tmp" -C "$LOGS" . 2>/dev/null && mv "$OUT/res
 clean_log() { tr '\r' '\n' <"$1" | grep -v '|' >"$1.tmp"; mv "$1.tmp" "$1"; }  # no tqdm spam
 
 rm -rf "$LOGS" "$RUN"; mkdir -p "$OUT" "$LOGS/recipes" "$LOGS/train" "$LOGS/eval" "$RUN"
-. scripts/device_env.sh "$LOGS/pip.log" 2>>"$LOGS/timings.txt"  # zarr is not needed here
+. scripts/device/device_env.sh "$LOGS/pip.log" 2>>"$LOGS/timings.txt"  # zarr is not needed here
 log "start: DEVICE=$DEVICE TRAIN_MIN=$TRAIN_MIN FT_MIN=$FT_MIN FT_N=$FT_N FT_EPOCHS=$FT_EPOCHS EVAL_N=$EVAL_N" \
     "EVAL_SIZE=$EVAL_SIZE END_S=$END overrides: SIZE=$SIZE BATCH=$BATCH STEPS=$STEPS EPOCHS=$EPOCHS" \
     "VAL_N=$VAL_N BN_BATCHES=$BN_BATCHES WORKERS=$WORKERS"
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true
+{ date -u '+%Y-%m-%d %H:%M UTC'
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true
   echo "cores: $(nproc --all)"; git rev-parse HEAD 2>/dev/null
   python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda')"
 } >"$LOGS/gpu.txt" 2>&1

@@ -1,6 +1,6 @@
 """Regenerate the figures in docs/images that are made from code (not screenshots).
 
-    .venv/bin/python scripts/make_figures.py
+    .venv/bin/python scripts/maintainer/make_figures.py
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import imageio.v3 as iio
 from composite_tasking.synthetic import generate
 from composite_tasking.visualize import colorize, grid
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "images"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "images"
 TASKS = ("semseg", "parts", "edges", "saliency", "normals")
 
 

@@ -1,8 +1,12 @@
-# Sourced (`. scripts/device_env.sh LOGFILE`) by the scripts that run on a lent GPU machine,
-# in the repository root, without installing the package:
-# - the machine's image has PyTorch but not zarr: the wheels in .whl/ (zarr, numcodecs,
-#   donfig, google-crc32c; see docs/benchmarks.md) go to /tmp/site (pip's output to
-#   LOGFILE, default /dev/null; a failure is said on stderr and the script goes on);
+# Sourced (`. scripts/device/device_env.sh LOGFILE`) by the device scripts and
+# scripts/paper/paper_tables.sh, in the repository root of a checkout on a GPU machine
+# that has Python and PyTorch but where the package is not installed:
+# - optional wheels: a machine without internet and without zarr needs zarr and its
+#   dependencies (zarr, numcodecs, donfig, google-crc32c) as wheel files. The repository
+#   holds none: whoever copies the checkout to such a machine puts them in a `.whl/`
+#   folder at its root, and they are installed into /tmp/site (pip's output to LOGFILE,
+#   default /dev/null; a failure is said on stderr and the script goes on). Without a
+#   `.whl/` folder nothing is installed;
 # - composite_tasking.training lives in training/ (pyproject's package-dir): without an
 #   install, a link puts it where the package expects it;
 # - PYTHONPATH, unbuffered output.

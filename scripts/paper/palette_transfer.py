@@ -8,7 +8,7 @@ training steps for every N, built-in ``finetune`` recipe: Adam 1e-4 decoder / 1e
 encoder), then evaluated on held-out scenes: palette mIoU under R3 (the new rule) and
 under R2 (what it forgets). Prints a table and writes JSON.
 
-    .venv/bin/python scripts/palette_transfer.py --model palette --out runs/palette-r3 \
+    .venv/bin/python scripts/paper/palette_transfer.py --model palette --out runs/palette-r3 \
         [--n 0 4 16 64] [--steps 60] [--eval-n 100] [--size 128]
 """
 
