@@ -52,6 +52,10 @@ class RuleError(ValueError):
 
 
 class Rule(Protocol):
+    """What a rule is: a ``name``, whether it ``needs_semantics``, and ``palette()``, which
+    returns a Task Palette (H, W) ``uint8`` of size ``shape`` (or of the ``semantics``
+    map's size); rules that draw at random draw from ``rng`` (a seed or a generator)."""
+
     name: str
     #: True when :meth:`palette` needs a semantic label map
     needs_semantics: bool
