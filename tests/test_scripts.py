@@ -43,7 +43,8 @@ def test_every_script_named_in_the_docs_and_scripts_exists():
     the user's commands at the top, maintainer/, paper/ and device/ with a README each)."""
     for folder in ("maintainer", "paper", "device"):
         assert (ROOT / "scripts" / folder / "README.md").is_file(), folder
-    texts = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "scripts").rglob("*.*"),
+    texts = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"),
+             *(p for p in (ROOT / "scripts").rglob("*") if p.suffix in (".sh", ".py", ".md")),
              *(ROOT / "training" / "recipes").glob("*.yaml"), *(ROOT / "tests").glob("test_*script*.py")]
     named = {}
     for path in texts:
