@@ -107,8 +107,11 @@ def add_or_reuse(viewer: "napari.viewer.Viewer", layer: Layer) -> Layer:
 
 
 def _transplant(src: Layer, dst: Layer) -> None:
-    dst.scale = src.scale
-    dst.translate = src.translate
+    # a change of scale or translation makes napari recompute the viewer's extent and
+    # dims (~40 ms each): set only when it differs (images of a series share both)
+    for name in ("scale", "translate"):
+        if not np.array_equal(getattr(dst, name), getattr(src, name)):
+            setattr(dst, name, getattr(src, name))
     if isinstance(src, Labels):
         dst.colormap = src.colormap
         dst.features = src.features

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from ._compat import prevent_llvm_clash
+from .planes import task_planes
 
 if TYPE_CHECKING:
     from ..inference import Prediction, Predictor
@@ -98,6 +99,9 @@ class JobResult:
     predictor: "Predictor"
     prediction: "Prediction | None" = None
     palette: np.ndarray | None = None
+    #: the prediction's layers as arrays (:func:`.planes.task_planes`, thresholded),
+    #: made in the job's thread: the GUI thread only puts them into layers
+    planes: list | None = None
 
 
 @dataclass
@@ -151,14 +155,16 @@ class PredictJob:
             yield "encode"
             prediction = predictor.repredict(self.rgb, self.palette, self.previous, key=self.key)
             yield "decode"
-            return JobResult(predictor, prediction)
+            return JobResult(predictor, prediction, planes=task_planes(prediction, thresholded=True))
         predictor.features(self.rgb, key=self.key)
         yield "encode"
         out, working = predictor.output(self.rgb, self.palette, key=self.key)
         yield "decode"
         tasks = predictor.decode_labels(out, self.palette)
+        prediction = Prediction(self.palette, out, tasks, working)
+        planes = task_planes(prediction, thresholded=True)
         yield "labels"
-        return JobResult(predictor, Prediction(self.palette, out, tasks, working))
+        return JobResult(predictor, prediction, planes=planes)
 
     def run(self) -> JobResult:
         gen = self.steps()

@@ -33,8 +33,9 @@ the same :class:`PredictJob` steps.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 from napari.layers import Image, Labels, Layer
@@ -109,6 +110,8 @@ __all__ = ["PredictWidget", "PredictJob", "JobResult", "load_predictor", "plugin
 
 #: quiet time after a palette stroke before it is re-predicted
 DEBOUNCE_MS = 300
+#: the GUI thread's work per event-loop turn when a prediction's layers are shown
+SHOW_TURN_S = 0.05
 #: rules offered for "palette from predicted semantics"
 SEMANTIC_RULES = ("R2", "R3")
 _USER_ERRORS = (ValueError, KeyError, TypeError, OSError)
@@ -140,7 +143,8 @@ class PredictWidget(QWidget):
         # stop before Python ends under its thread (see _lifecycle)
         self._end_close_watch = stop_jobs_on_close(self, self.cancel, lambda: self._worker is not None)
         self._pending: Callable[[], Any] | None = None
-        self._to_add: list[tuple] = []  # new layers of a shown prediction, added one per turn
+        self._to_show: list[_ShowStep] = []  # a shown prediction's layers, one per turn
+        self._shown: list = ["", 0]  # (its tasks, pixels changed so far)
         self._last_palette: dict[str, np.ndarray] = {}
         #: per image key: (predictor, job key, prediction) of the last predict shown
         self._last_prediction: dict[str, tuple] = {}
@@ -329,7 +333,7 @@ class PredictWidget(QWidget):
     @property
     def busy(self) -> bool:
         """A worker runs, or the layers of its result are still being added."""
-        return self._worker is not None or bool(self._to_add)
+        return self._worker is not None or bool(self._to_show)
 
     def set_compact(self, compact: bool = True) -> None:
         """Hide the Image and Palette choosers (a series navigator chooses the image, and
@@ -354,6 +358,7 @@ class PredictWidget(QWidget):
         prediction): a series shows one image at a time, and memory stays flat."""
         self._last_palette.pop(key, None)
         self._last_prediction.pop(key, None)
+        self._to_show = [step for step in self._to_show if step.key != key]
         self._predicting.discard(key)
 
     def model_spec(self) -> tuple[str, str]:
@@ -421,9 +426,10 @@ class PredictWidget(QWidget):
         """Put a prediction into the viewer: update the image's task layers in place, add
         the missing ones; tasks the palette no longer asks for are emptied.
 
-        ``stagger``: add new layers one per turn of the event loop (making a layer and
-        its first draw are the slow part of showing a prediction; the GUI keeps
-        answering in between); the returned dict then holds only the updated layers.
+        ``stagger``: one layer per turn of the event loop (adding a layer, or putting a
+        full image of new labels into one, costs napari 0.05-0.5 s in the GUI thread; in
+        between, the GUI keeps answering); the widget stays ``busy`` until the last one,
+        and the returned dict is then empty.
         """
         self._use_predictor(result.predictor, (job.model, job.device, job.palette_model))
         self.last_result = result
@@ -434,7 +440,8 @@ class PredictWidget(QWidget):
             return {}
         prediction = result.prediction
         wanted = {}
-        for task, role, data in task_planes(prediction, thresholded=True):
+        planes = result.planes if result.planes is not None else task_planes(prediction, thresholded=True)
+        for task, role, data in planes:
             if role == "label" and task in ("edges", "saliency"):
                 if not self.thresholded_check.isChecked() and \
                         find_task_layer(self.viewer.layers, key, task, role) is None:  # fmt: skip
@@ -442,39 +449,53 @@ class PredictWidget(QWidget):
             wanted[(task, role)] = data
         model_meta = {"model_id": result.predictor.model_id,
                       "model_sha256": result.predictor.model_sha256}  # fmt: skip
-        out: dict[tuple[str | None, str], Layer] = {}
-        changed = 0
-        for layer in task_layers_of(self.viewer.layers, key):
-            meta = layer_meta(layer)
-            tr = (meta.get("task"), meta.get("role"))
-            if tr not in wanted:  # no longer asked for: empty, corrections kept
-                changed += update_task_layer(layer, _empty_like(layer))
-        for (task, role), data in wanted.items():
-            layer = find_task_layer(self.viewer.layers, key, task, role)
-            if layer is None:
-                changed += int(np.prod(data.shape[:2]))
-                item = (image, key, task, role, data, model_meta)
-                if stagger:
-                    self._to_add.append(item)
-                    continue
-                layer = self._add_task_layer(*item)
-            else:
-                n = update_task_layer(layer, data)
-                changed += n
-                layer.metadata[METADATA_KEY].update(model_meta)
-                if n and layer_meta(layer).get("provenance") == "reviewed":
-                    # new pseudo-labels nobody accepted: no longer reviewed (saved so)
-                    layer.metadata[METADATA_KEY]["provenance"] = "corrected" if isinstance(layer, Labels) \
-                        and corrected_mask(layer).any() else "pseudo"  # fmt: skip
-            out[(task, role)] = layer
-        if self._to_add:
-            QTimer.singleShot(0, self._add_queued_layer)
+        # no longer asked for: emptied, corrections kept
+        steps: list[_ShowStep] = [_ShowStep(image, key, meta.get("task"), meta.get("role"), None, model_meta)
+                                  for layer in task_layers_of(self.viewer.layers, key)
+                                  if ((meta := layer_meta(layer)).get("task"), meta.get("role")) not in wanted]  # fmt: skip
+        steps += [_ShowStep(image, key, task, role, data, model_meta) for (task, role), data in wanted.items()]
         self._last_palette[key] = np.array(job.palette, copy=True)
         self._last_prediction[key] = (result.predictor, job.key, prediction)
         tasks = ", ".join(prediction.tasks) or "none (the palette asks for no task)"
+        if stagger:
+            self._shown = [tasks, 0]
+            self._to_show.extend(steps)
+            self.status_label.setText(f"Showing {tasks}...")
+            QTimer.singleShot(0, self._show_queued)
+            return {}
+        out: dict[tuple[str | None, str], Layer] = {}
+        changed = 0
+        for step in steps:
+            layer, n = self._show_step(step)
+            changed += n
+            if layer is not None and step.data is not None:
+                out[(step.task, step.role)] = layer
+        self._say_shown(tasks, changed)
+        return out
+
+    def _say_shown(self, tasks: str, changed: int) -> None:
         self.status_label.setText(f"Predicted {tasks}; {changed} pixel(s) changed.")
         self.status_label.setStyleSheet("")
-        return out
+
+    def _show_step(self, step: "_ShowStep") -> tuple[Layer | None, int]:
+        """One layer of a prediction (see show_prediction): (the layer, pixels changed);
+        nothing when the image is no longer shown (the series moved on)."""
+        if not shows(self.viewer, step.image, step.key):
+            return None, 0
+        layer = find_task_layer(self.viewer.layers, step.key, step.task, step.role)
+        if step.data is None:  # no longer asked for
+            return layer, 0 if layer is None else update_task_layer(layer, _empty_like(layer))
+        if layer is None:
+            return self._add_task_layer(step.image, step.key, step.task, step.role, step.data,
+                                        step.model_meta), int(np.prod(step.data.shape[:2]))  # fmt: skip
+        n = update_task_layer(layer, step.data)
+        meta = layer.metadata[METADATA_KEY]
+        meta.update(step.model_meta)
+        if n and meta.get("provenance") == "reviewed":
+            # new pseudo-labels nobody accepted: no longer reviewed (saved so)
+            meta["provenance"] = "corrected" if isinstance(layer, Labels) \
+                and corrected_mask(layer).any() else "pseudo"  # fmt: skip
+        return layer, n
 
     def _add_task_layer(self, image, key, task, role, data, model_meta) -> Layer:
         layer = new_task_layer(data, task=task, role=role, key=key,
@@ -483,17 +504,22 @@ class PredictWidget(QWidget):
         layer.metadata[METADATA_KEY].update(model_meta)
         return add_or_reuse(self.viewer, layer)
 
-    def _add_queued_layer(self) -> None:
-        if self._to_add:
-            image, key, task, role, data, model_meta = self._to_add.pop(0)
-            if shows(self.viewer, image, key):
-                existing = find_task_layer(self.viewer.layers, key, task, role)
-                if existing is None:
-                    self._add_task_layer(image, key, task, role, data, model_meta)
-                else:  # made meanwhile (a synchronous predict): update it instead
-                    update_task_layer(existing, data)
-        if self._to_add:
-            QTimer.singleShot(0, self._add_queued_layer)
+    def _show_queued(self) -> None:
+        # in-place updates until ~SHOW_TURN_S of work, then a turn of the event loop (a
+        # frame costs as much for one changed layer as for six: 0.1-0.35 s under a
+        # software renderer); a layer added has a turn of its own
+        t0 = time.perf_counter()
+        while self._to_show and time.perf_counter() - t0 < SHOW_TURN_S:
+            step = self._to_show.pop(0)
+            added = find_task_layer(self.viewer.layers, step.key, step.task, step.role) is None
+            _, n = self._show_step(step)
+            self._shown[1] += n
+            if not self._to_show:
+                self._say_shown(*self._shown)
+            if added:  # a layer napari makes (or shows anew) builds its visual on the next turns
+                break
+        if self._to_show:
+            QTimer.singleShot(0, self._show_queued)
         else:
             self._run_pending()
 
@@ -1029,6 +1055,17 @@ def _claim_palette(palette: Labels, key: str) -> None:
     meta = palette.metadata.setdefault(METADATA_KEY, {})
     if palette_image_key(palette) is None:
         meta["image_key"] = key
+
+
+class _ShowStep(NamedTuple):
+    """One task layer of a prediction to show: ``data`` None empties the layer."""
+
+    image: Image
+    key: str
+    task: str | None
+    role: str
+    data: np.ndarray | None
+    model_meta: dict
 
 
 def _empty_like(layer: Layer) -> np.ndarray:

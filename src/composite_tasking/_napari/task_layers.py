@@ -47,8 +47,9 @@ import numpy as np
 from napari.layers import Image, Labels, Layer
 from napari.utils.colormaps import Colormap, DirectLabelColormap
 
-from ..tasks import IGNORE, TASKS, Task, get_task
+from ..tasks import IGNORE, Task, get_task
 from .palette_layer import METADATA_KEY
+from .planes import confidence_map, normals_rgba, task_planes
 
 __all__ = [
     "TASK_KIND",
@@ -163,19 +164,6 @@ def probability_colormap(task: Task | str) -> Colormap:
     task = get_task(task)
     colors = np.array([[0, 0, 0, 0], _rgba(task.color)], dtype=np.float32)
     return Colormap(colors, name=f"ctn-{task.name}-probability", interpolation="linear")
-
-
-def normals_rgba(normals: np.ndarray) -> np.ndarray:
-    """(H, W, 3) unit normals (zeros = not predicted) -> (H, W, 4) float RGBA in [0, 1]:
-    ``(n + 1) / 2`` and alpha 1 where predicted, all 0 elsewhere. (napari draws NaN in
-    a one-channel image transparent, but NaN in an RGB image black: hence the alpha.)"""
-    n = np.asarray(normals, np.float32)
-    valid = np.any(n != 0, axis=-1)
-    rgba = np.zeros((*n.shape[:2], 4), np.float32)
-    rgba[..., :3] = (np.clip(n, -1.0, 1.0) + 1.0) * 0.5
-    rgba[..., 3] = valid
-    rgba[~valid, :3] = 0.0
-    return rgba
 
 
 def rgba_normals(rgba: np.ndarray) -> np.ndarray:
@@ -322,15 +310,6 @@ def image_digest(rgb: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(rgb).tobytes(), digest_size=12).hexdigest()
 
 
-def confidence_map(prediction, shape: tuple[int, int]) -> np.ndarray:
-    """One confidence map for all tasks (each pixel asks for one task); NaN elsewhere."""
-    conf = np.full(shape, np.nan, np.float32)
-    for t in prediction.tasks.values():
-        region = ~np.isnan(t.confidence)
-        conf[region] = t.confidence[region]
-    return conf
-
-
 def new_task_layer(data: np.ndarray, *, task: str | None, role: str, key: str, name: str,
                    like: Layer | None = None, provenance: str = "pseudo",
                    visible: bool = True) -> Layer:  # fmt: skip
@@ -420,27 +399,6 @@ def update_task_layer(layer: Layer, data: np.ndarray, *, keep_corrections: bool 
         n = int(np.prod(new.shape[:2]))
     layer.data = new
     return n
-
-
-def task_planes(prediction, thresholded: bool) -> list[tuple[str | None, str, np.ndarray]]:
-    """(task, role, data) of every layer a prediction shows, in TASKS order, then the
-    confidence: only tasks the palette asked for."""
-    out: list[tuple[str | None, str, np.ndarray]] = []
-    for task in TASKS:
-        t = prediction.tasks.get(task.name)
-        if t is None:
-            continue
-        if task.kind == "classes":
-            out.append((task.name, "label", t.label))
-        elif task.kind == "probability":
-            out.append((task.name, "prob", t.prob))
-            if thresholded:
-                out.append((task.name, "label", t.label))
-        else:
-            out.append((task.name, "normals", normals_rgba(t.label)))
-    shape = prediction.palette.shape
-    out.append((None, "confidence", confidence_map(prediction, shape)))
-    return out
 
 
 __all__ += ["confidence_map", "new_task_layer", "update_task_layer", "task_planes"]
