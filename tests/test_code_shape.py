@@ -11,7 +11,6 @@ LARGER = {
     "src/composite_tasking/_napari/predict_widget.py": "the widget's layers and live re-predict apart next",
     "src/composite_tasking/_napari/series_widget.py": "the navigator and the dock",
     "src/composite_tasking/_napari/palette_widget.py": "the widget and its layer combos",
-    "training/metrics.py": "the paper's five task metrics, each with its protocol",
 }
 MAX_LINES = 600
 
