@@ -8,11 +8,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = [ROOT / "src" / "composite_tasking", ROOT / "training"]
 #: modules over MAX_LINES, and why they still are (each is a split to make)
 LARGER = {
-    "src/composite_tasking/store/label_store.py": "LabelStore, one class: writing and reading apart next",
     "src/composite_tasking/_napari/predict_widget.py": "the widget's layers and live re-predict apart next",
     "src/composite_tasking/_napari/series_widget.py": "the navigator and the dock",
     "src/composite_tasking/_napari/palette_widget.py": "the widget and its layer combos",
-    "training/metrics.py": "the paper's five task metrics, each with its protocol",
 }
 MAX_LINES = 600
 

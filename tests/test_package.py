@@ -56,6 +56,9 @@ def test_built_wheel_ships_the_subpackage_manifest_and_rules(tmp_path):
     for init in sorted(src.rglob("__init__.py")):
         rel = init.relative_to(src.parent).as_posix()
         assert "__pycache__" in rel or rel in names, f"{rel} is not in the wheel: list its package in pyproject.toml"
+    for init in sorted((ROOT / "training").rglob("__init__.py")):  # composite_tasking.training's subpackages
+        rel = "composite_tasking/training/" + init.relative_to(ROOT / "training").as_posix()
+        assert "__pycache__" in rel or rel in names, f"{rel} is not in the wheel: list its package in pyproject.toml"
     for needed in ("composite_tasking/training/__init__.py", "composite_tasking/napari.yaml",
                    "composite_tasking/rules/r2.yaml", "composite_tasking/rules/r3.yaml",
                    "composite_tasking/model/ctn.py", "composite_tasking/_napari/__init__.py"):  # fmt: skip

@@ -295,12 +295,12 @@ def test_every_writer_records_the_bytes_the_reader_decoded(labelled_once, tmp_pa
     writer threads and writer processes alike (in this process the store cannot hash
     the file itself: a file changed meanwhile would get the new picture's sha256)."""
     from composite_tasking.label import label_images
-    from composite_tasking.store import label_store
+    from composite_tasking.store import writing
 
     def no_hashing(path):
         raise AssertionError(f"the store hashed {path} itself")
 
-    monkeypatch.setattr(label_store, "file_sha256", no_hashing)
+    monkeypatch.setattr(writing, "file_sha256", no_hashing)
     folder = tmp_path / "images"
     shutil.copytree(labelled_once / "images", folder)
     summary = label_images([folder], tmp_path / "S.zarr", rule="mosaic", model=str(model), device="cpu",

@@ -341,21 +341,24 @@ def test_chunks_whole_image_when_small_tiles_when_large(store, rng):
 
 def _fail_on_call(monkeypatch, n):
     """Make the n-th array write raise, as a crash or a full disk would (new images write
-    their arrays through ``_write_new_array``, corrections through ``_write_array``)."""
-    original, original_new = LabelStore._write_array, LabelStore._write_new_array
+    their arrays through ``writing._write_new_array``, corrections through
+    ``writing._write_array``)."""
+    from composite_tasking.store import writing
+
+    original, original_new = writing._write_array, writing._write_new_array
     calls = {"n": 0}
 
     def counted(fn):
-        def flaky(self, *args, **kwargs):
+        def flaky(*args, **kwargs):
             calls["n"] += 1
             if calls["n"] == n:
                 raise OSError("disk full (simulated)")
-            return fn(self, *args, **kwargs)
+            return fn(*args, **kwargs)
 
         return flaky
 
-    monkeypatch.setattr(LabelStore, "_write_array", counted(original))
-    monkeypatch.setattr(LabelStore, "_write_new_array", counted(original_new))
+    monkeypatch.setattr(writing, "_write_array", counted(original))
+    monkeypatch.setattr(writing, "_write_new_array", counted(original_new))
     return calls
 
 

@@ -6,7 +6,13 @@
 - :mod:`.sample`: :class:`StoredSample`, one image read back;
 - :mod:`.sources`: images kept by reference: what is recorded of their file, and whether
   the file still is it;
-- :mod:`.label_store`: :class:`LabelStore`;
+- :mod:`.root`: what a path holds (a label store, of which version), a new store's root;
+- :mod:`.label_store`: :class:`LabelStore`: opening, listing, and each job below;
+- :mod:`.writing`: writing a new image, or new maps of a stored one, behind the
+  image's completion marker;
+- :mod:`.corrections`: what a person checked: correction masks, corrections, review
+  marks;
+- :mod:`.reading`: an image read back, and its file when kept by reference;
 - :mod:`.fast_files`: new images written as plain files (zarr's own API as the fallback).
 """
 

@@ -20,14 +20,17 @@ unseen here, not by the pixels' sha256).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
+
 from ..files import file_sha256
 from .location import Remote
 
-__all__ = ["STATE_REASONS", "STAT_KEYS", "file_state", "stat_record"]
+__all__ = ["STATE_REASONS", "STAT_KEYS", "file_state", "stat_record", "pixels_digest"]
 
 #: what the ``image`` attribute records of a referenced file beside its sha256
 STAT_KEYS = ("size", "mtime_ns")
@@ -38,6 +41,12 @@ STATE_REASONS = {
     "changed": "changed since the image was labelled (its sha256 is not the one recorded)",
     "unreadable": "cannot be read to compare it with the one labelled",
 }
+
+
+def pixels_digest(hwc: np.ndarray) -> str:
+    """The sha256 of an image's pixels ((H, W, C) uint8), recorded (``sha256_of:
+    "pixels"``) when no file's bytes were hashed."""
+    return hashlib.sha256(np.ascontiguousarray(hwc).tobytes()).hexdigest()
 
 
 def stat_record(st: os.stat_result) -> dict:
