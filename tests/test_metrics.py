@@ -1,7 +1,6 @@
 """Metrics of training/metrics.py against hand-computed cases and the paper's tables."""
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -510,19 +509,22 @@ def test_task_metrics_images_flag_for_probability_tasks():
 
 
 def test_speed_200_images_256(rng):
-    """The whole suite of meters on 200 images of 256 x 256 takes a few seconds."""
+    """The whole suite of meters takes 200 images of 256 x 256 (~5 s on a laptop-class
+    CPU: the time is the benchmarks' to check, not a test's) and scores a perfect
+    prediction perfectly."""
     n, h, w = 20, 256, 256  # 10 batches of 20 = 200 images
     sem = torch.from_numpy(rng.integers(0, 21, (n, h, w)))
     prob = torch.from_numpy(rng.random((n, h, w)).astype(np.float32))
     binary = (prob > 0.9).to(torch.uint8)
     vec = torch.randn(n, 3, h, w)
     tm = TaskMetrics()
-    t0 = time.perf_counter()
     for _ in range(10):
         tm.update("semseg", sem, sem)
         tm.update("parts", sem % 7, sem % 7)
         tm.update("edges", prob, binary)
         tm.update("saliency", prob, binary)
         tm.update("normals", vec, vec)
-    tm.compute()
-    assert time.perf_counter() - t0 < 30  # ~5 s on a laptop-class CPU
+    results = tm.compute()
+    assert results["semseg"]["mIoU"] == pytest.approx(100)
+    assert results["parts"]["mIoU"] == pytest.approx(100)
+    assert results["normals"]["mean"] == pytest.approx(0, abs=1e-3)
