@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from pathlib import Path
-from typing import Hashable
+from typing import Hashable, Literal, cast, overload
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ import torch
 from .device import pick_device
 from .model import CompositeTaskingNet, Encoded, load_checkpoint
 from .model.checkpoint import CheckpointInfo
+from .model.ctn import PaletteModel
 from .model.resolve import resolve_model
 from .model.base import pad_to_stride
 from .model.region import Window, change_box, palette_reach, reach_box
@@ -65,8 +66,9 @@ class Predictor:
         #: the working resolution (:mod:`.scale`): ``none`` predicts at every pixel
         self.scale = parse_scale(scale)
         self.info: CheckpointInfo | None = None
+        self.model: PaletteModel
         if isinstance(model, torch.nn.Module):
-            self.model = model
+            self.model = cast(PaletteModel, model)  # a CTN, MHN or STN (a palette network: refused below)
         else:
             self.model, self.info = load_checkpoint(resolve_model(model))
         if getattr(getattr(self.model, "config", None), "kind", None) == "palette":
@@ -156,7 +158,7 @@ class Predictor:
         if tuple(shape) == np.asarray(image).shape[:2]:
             return np.asarray(image)
         x = self._image_tensor([np.asarray(image)])
-        y = resize_images(x, tuple(shape))
+        y = resize_images(x, (shape[0], shape[1]))
         return y[0].mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
     def _boxes(self, h: int, w: int) -> list[tuple[int, int, int, int]]:
@@ -166,8 +168,9 @@ class Predictor:
 
     # ------------------------------------------------------------------ encoder
     @torch.inference_mode()
-    def encode(self, image: np.ndarray, key: Hashable | None = None) -> list[tuple[tuple, Encoded]]:
-        """Encoder features of one image as (tile box, features) pairs, cached by ``key``."""
+    def encode(self, image: np.ndarray | None, key: Hashable | None = None) -> list[tuple[tuple, Encoded]]:
+        """Encoder features of one image as (tile box, features) pairs, cached by ``key``
+        (``image`` None: the cached ones, which must be there)."""
         if key is not None and key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
@@ -195,7 +198,7 @@ class Predictor:
                 del self._cache[k]
 
     # ------------------------------------------------------------------ decoder
-    def _region_arg(self, region, palette: np.ndarray):
+    def _region_arg(self, region: np.ndarray | str | None, palette: np.ndarray) -> np.ndarray | None:
         """What the model's decode takes as ``region`` (None: the whole image)."""
         if region is None or not self.region_decoding:
             return None
@@ -213,7 +216,7 @@ class Predictor:
         if region is None:
             return self.model.decode(enc, pal)
         r = torch.from_numpy(np.ascontiguousarray(region)).to(self.device)
-        return self.model.decode(enc, pal, region=r)
+        return self._ctn.decode(enc, pal, region=r)
 
     @torch.inference_mode()
     def decode(self, feats: list[tuple[tuple, Encoded]], palette: np.ndarray,
@@ -226,16 +229,16 @@ class Predictor:
         nothing was computed; :mod:`.model.region`); other models decode everything.
         """
         palette = validate_palette(palette)
-        region = self._region_arg(region, palette)
+        mask = self._region_arg(region, palette)
         h, w = palette.shape
         if len(feats) == 1:
             with self._ctx():
-                out = self._decode_one(feats[0][1], torch.from_numpy(palette).to(self.device)[None].long(), region)
+                out = self._decode_one(feats[0][1], torch.from_numpy(palette).to(self.device)[None].long(), mask)
             return out[0].float().cpu().numpy()
         acc = np.zeros((3, h, w), np.float32)
         wsum = np.zeros((h, w), np.float32)
         for (y0, y1, x0, x1), enc in feats:
-            sub = None if region is None else region[y0:y1, x0:x1]
+            sub = None if mask is None else mask[y0:y1, x0:x1]
             if sub is not None and not sub.any():
                 continue  # this tile holds none of the region
             pal = torch.from_numpy(np.ascontiguousarray(palette[y0:y1, x0:x1])).to(self.device)[None].long()
@@ -275,11 +278,13 @@ class Predictor:
         feats = self.encode(image, key)
         if len(feats) == 1:  # exactly what the change reaches (change_box), cropped back
             padded = pad_to_stride(torch.from_numpy(changed)[None])[0]  # as the palette pads
-            box = change_box(padded, self.model.decoder)
+            box = change_box(padded, self._ctn.decoder)
+            assert box is not None  # something changed (above)
             h, w = palette.shape
             box = Window(box.y0, min(box.y1, h), box.x0, min(box.x1, w))
         else:  # tiles blend: bound it by the reach
             box = reach_box(torch.from_numpy(changed), self.palette_reach)
+            assert box is not None
         region = np.zeros(palette.shape, bool)
         region[box.y0 : box.y1, box.x0 : box.x1] = True
         new = self.decode(feats, palette, region=region & (palette > 0))
@@ -347,9 +352,15 @@ class Predictor:
         return Prediction(palette, output, tasks)
 
     @property
+    def _ctn(self) -> CompositeTaskingNet:
+        """The model, where only a CTN gets there (``region_decoding``)."""
+        assert isinstance(self.model, CompositeTaskingNet)
+        return self.model
+
+    @property
     def palette_reach(self) -> int:
         """How far a palette change can reach in the output (:func:`~.model.region.palette_reach`)."""
-        return palette_reach(self.model.decoder)
+        return palette_reach(self._ctn.decoder)
 
     def decode_labels(self, output: np.ndarray, palette: np.ndarray) -> dict[str, TaskOutput]:
         """Per-task labels and confidences where the palette asks (numpy in, numpy out);
@@ -455,6 +466,18 @@ class Predictor:
         return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
 
     # ------------------------------------------------------------------ all in one
+    @overload
+    def predict(self, image: np.ndarray, palette: np.ndarray | None = None, rule: str | Rule | None = None,
+                key: Hashable | None = None, rng=None, decode: Literal[True] = True) -> Prediction: ...
+    @overload
+    def predict(self, image: np.ndarray, palette: np.ndarray | None = None, rule: str | Rule | None = None,
+                key: Hashable | None = None, rng=None, *,
+                decode: Literal[False]) -> tuple[np.ndarray, np.ndarray]: ...
+    @overload
+    def predict(self, image: np.ndarray, palette: np.ndarray | None = None, rule: str | Rule | None = None,
+                key: Hashable | None = None, rng=None,
+                decode: bool = True) -> Prediction | tuple[np.ndarray, np.ndarray]: ...
+
     def predict(self, image: np.ndarray, palette: np.ndarray | None = None, rule: str | Rule | None = None,
                 key: Hashable | None = None, rng=None,
                 decode: bool = True) -> Prediction | tuple[np.ndarray, np.ndarray]:  # fmt: skip
@@ -555,9 +578,10 @@ class Predictor:
             pals = [validate_palette(rule.palette(semantics=self.decode_labels(o, everywhere)["semseg"].label))
                     for o in sem_out]  # fmt: skip
             pt = self._to_device(np.stack(pals)).long()
+        assert pt is not None  # palettes or a rule (start_batch)
         with self._ctx():
             if self.region_decoding:  # the union of the palettes' requested pixels
-                out = self.model.decode(enc, pt, region=pt > 0)
+                out = self._ctn.decode(enc, pt, region=pt > 0)
             else:
                 out = self.model.decode(enc, pt)
             out = out.float()

@@ -54,24 +54,30 @@ class RuleError(ValueError):
 class Rule(Protocol):
     """What a rule is: a ``name``, whether it ``needs_semantics``, and ``palette()``, which
     returns a Task Palette (H, W) ``uint8`` of size ``shape`` (or of the ``semantics``
-    map's size); rules that draw at random draw from ``rng`` (a seed or a generator)."""
+    map's size); rules that draw at random draw from ``rng`` (a seed or a generator).
+    ``name`` and ``needs_semantics`` are read-only: a frozen dataclass's field, a class
+    attribute or a property satisfies them."""
 
-    name: str
-    #: True when :meth:`palette` needs a semantic label map
-    needs_semantics: bool
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def needs_semantics(self) -> bool:
+        """True when :meth:`palette` needs a semantic label map."""
+        ...
 
     def palette(
         self,
         shape: tuple[int, int] | None = None,
         semantics: np.ndarray | None = None,
-        rng: np.random.Generator | None = None,
+        rng: np.random.Generator | int | None = None,
     ) -> np.ndarray: ...
 
 
-def _shape(shape, semantics) -> tuple[int, int]:
-    if shape is None and semantics is None:
-        raise ValueError("give the palette's shape (H, W) or a semantic label map")
+def _shape(shape: Sequence[int] | None, semantics: np.ndarray | None) -> tuple[int, int]:
     if shape is None:
+        if semantics is None:
+            raise ValueError("give the palette's shape (H, W) or a semantic label map")
         shape = semantics.shape
     if len(shape) != 2 or min(shape) < 1:
         raise ValueError(f"a palette is 2-D (H, W) with H, W >= 1, got shape {tuple(shape)}")
@@ -99,7 +105,8 @@ class SingleTaskRule:
     def name(self) -> str:
         return f"S:{self.task.name}"
 
-    def palette(self, shape=None, semantics=None, rng=None) -> np.ndarray:
+    def palette(self, shape: tuple[int, int] | None = None, semantics: np.ndarray | None = None,
+                rng: np.random.Generator | int | None = None) -> np.ndarray:
         return np.full(_shape(shape, semantics), self.task.palette_value, dtype=np.uint8)
 
 
@@ -117,7 +124,8 @@ class MosaicRule:
     name: str = "mosaic"
     needs_semantics = False
 
-    def palette(self, shape=None, semantics=None, rng=None) -> np.ndarray:
+    def palette(self, shape: tuple[int, int] | None = None, semantics: np.ndarray | None = None,
+                rng: np.random.Generator | int | None = None) -> np.ndarray:
         h, w = _shape(shape, semantics)
         rng = np.random.default_rng(rng)
         values = _task_values(self.tasks)
@@ -143,7 +151,8 @@ class RandomRule:
     name: str = "random"
     needs_semantics = False
 
-    def palette(self, shape=None, semantics=None, rng=None) -> np.ndarray:
+    def palette(self, shape: tuple[int, int] | None = None, semantics: np.ndarray | None = None,
+                rng: np.random.Generator | int | None = None) -> np.ndarray:
         rng = np.random.default_rng(rng)
         values = _task_values(self.tasks)
         return rng.choice(values, size=_shape(shape, semantics)).astype(np.uint8)
@@ -203,7 +212,8 @@ class SemanticRule:
         """Every class with the task this rule requests on it (None = no task)."""
         return {c: self.assignments.get(c, self.default) for c in self.classes}
 
-    def palette(self, shape=None, semantics=None, rng=None) -> np.ndarray:
+    def palette(self, shape: tuple[int, int] | None = None, semantics: np.ndarray | None = None,
+                rng: np.random.Generator | int | None = None) -> np.ndarray:
         if semantics is None:
             raise ValueError(f"rule {self.name!r} needs a semantic label map")
         sem = np.asarray(semantics)
@@ -335,6 +345,7 @@ def rule_fingerprint(rule: Rule) -> str:
     (and the mosaic's ``distinct``), rule S's task. A label store records it beside the
     rule's name, so a rule file edited under the same ``name:`` is not mistaken for the
     one the store was labelled with."""
+    what: dict[str, object]
     if isinstance(rule, SemanticRule):
         what = {"kind": "semantic", "default": rule.default,
                 "assignments": sorted(rule.assignments.items()), "classes": list(rule.classes)}  # fmt: skip

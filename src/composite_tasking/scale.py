@@ -109,11 +109,15 @@ def trained_size(provenance: dict | None) -> tuple[int, float]:
     largest scale (``augment.scale``) widens the range of sizes the model knows;
     :data:`DEFAULT_AUGMENT_MAX` where none is recorded."""
     recipe = (provenance or {}).get("recipe") or {}
-    train = recipe.get("train") if isinstance(recipe.get("train"), dict) else {}
+    train = recipe.get("train")
+    if not isinstance(train, dict):
+        train = {}
     size = train.get("size") if train.get("kind", "synthetic") == "synthetic" else None
     if not (isinstance(size, (int, float)) and not isinstance(size, bool) and size >= 16):
         size = DEFAULT_TRAINED_SIZE
-    augment = recipe.get("augment") if isinstance(recipe.get("augment"), dict) else {}
+    augment = recipe.get("augment")
+    if not isinstance(augment, dict):
+        augment = {}
     aug = augment.get("scale")
     top = max(aug) if isinstance(aug, (list, tuple)) and aug else DEFAULT_AUGMENT_MAX
     return int(size), float(max(1.0, top))
@@ -131,10 +135,9 @@ def working_shape(shape: tuple[int, int], scale: Scale | str, trained: tuple[int
         if long <= size * top:
             return h, w
         f = size / long
-    elif scale.mode == "pixels":
-        f = scale.value / long
-    else:
-        f = float(scale.value)
+    else:  # pixels or a factor: these have a value
+        assert scale.value is not None
+        f = scale.value / long if scale.mode == "pixels" else float(scale.value)
     if abs(f - 1.0) < 1e-9:
         return h, w
     return max(1, round(h * f)), max(1, round(w * f))

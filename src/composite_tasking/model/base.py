@@ -67,9 +67,8 @@ class ModelConfig:
             bad = set(d["decoder"]) - dk
             if bad:
                 raise ValueError(f"unknown decoder config key(s): {sorted(bad)}")
-            d["decoder"] = DecoderSpec(
-                **{k: tuple(v) if isinstance(v, list) else v for k, v in d["decoder"].items()}
-            )
+            spec: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d["decoder"].items()}
+            d["decoder"] = DecoderSpec(**spec)
         return cls(**d)
 
 

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -222,6 +223,7 @@ class TaskCompositionBlock(nn.Module):
         self.shared = nn.Sequential(nn.Conv2d(emb_ch, hidden, 1), nn.LeakyReLU(0.01))
         self.gamma = nn.Conv2d(hidden, out_ch, 1)
         self.beta = nn.Conv2d(hidden, out_ch, 1)
+        assert self.gamma.bias is not None and self.beta.bias is not None  # bias=True above
         nn.init.ones_(self.gamma.bias)
         nn.init.zeros_(self.beta.bias)
         self.act = nn.LeakyReLU(0.01)
@@ -233,7 +235,8 @@ class TaskCompositionBlock(nn.Module):
 
     def _mlp(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`modulation` of embedding vectors (R, C): the 1x1 convs as matmuls."""
-        s = self.shared[1](F.linear(rows, self.shared[0].weight.flatten(1), self.shared[0].bias))
+        conv = cast(nn.Conv2d, self.shared[0])  # nn.Sequential's items type as nn.Module
+        s = self.shared[1](F.linear(rows, conv.weight.flatten(1), conv.bias))
         return (F.linear(s, self.gamma.weight.flatten(1), self.gamma.bias),
                 F.linear(s, self.beta.weight.flatten(1), self.beta.bias))  # fmt: skip
 
@@ -266,6 +269,7 @@ class TaskCompositionBlock(nn.Module):
         With a :class:`PureMap` of this level, E is not used (may be None)."""
         x = self.norm(self.conv(h))
         if pure is None:
+            assert e is not None, "the plain path needs E"
             gamma, beta = self.modulation(e)
             return self.act(x * gamma + beta)
         cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)

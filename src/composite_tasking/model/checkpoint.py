@@ -186,7 +186,9 @@ def _folder(path: str | Path) -> Path:
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.is_dir() and not (path / CONFIG_NAME).exists() and (path / "latest.json").is_file():
-        path = newest_in_run(path)  # a training run folder: its newest model, as the CLI takes it
+        newest = newest_in_run(path)  # a training run folder: its newest model, as the CLI takes it
+        if newest is not None:  # (None only if latest.json went away meanwhile)
+            path = newest
     if not path.is_dir():
         raise CheckpointError(
             f"{path} is not a checkpoint: expected a folder with {CONFIG_NAME} and {WEIGHTS_NAME}"
@@ -268,7 +270,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", verify
         raise CheckpointError(f"{weights} does not fit its config: {str(e)[:300]}") from None
     # how it was trained travels with the model: the working resolution of ``--scale
     # auto`` is its training size (composite_tasking.scale.trained_size)
-    model.provenance = info.provenance
+    # nn.Module.__setattr__ is typed for tensors and modules; it takes any value
+    model.provenance = info.provenance  # type: ignore[assignment]
     return model.to(device).eval(), info
 
 

@@ -19,6 +19,8 @@ output per pixel, so they are trained and evaluated exactly like the CTN.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,6 +52,14 @@ class PaletteModel(nn.Module):
     """Shared plumbing: padding, palette checks, feature broadcasting."""
 
     config: ModelConfig
+
+    def encode(self, image: torch.Tensor) -> Encoded:
+        """(N, 3, H, W) in [0, 1] -> the encoder features (each model its own)."""
+        raise NotImplementedError
+
+    def decode(self, encoded: Encoded, palette: torch.Tensor) -> torch.Tensor:
+        """The composite output (N, 3, H, W) of ``encoded`` under ``palette``."""
+        raise NotImplementedError
 
     @property
     def num_tasks(self) -> int:
@@ -177,6 +187,7 @@ class CompositeTaskingNet(PaletteModel):
             windows = self._windows(region, palette, padded.shape[-2:], tile)
             if sum(w.area for w in windows) >= FULL_DECODE_SHARE * padded[0].numel():
                 windows = None  # nearly everything: the plain decoder is cheaper
+        cond: dict[str, Any]  # the decoder's pure= or pyramid=
         if self.fast_conditioning:
             cond = {"pure": self.pure_maps(padded, feats[0].dtype)}
         else:
@@ -264,7 +275,7 @@ class SingleTaskNets(PaletteModel):
         self.encoders = nn.ModuleList(
             ResNetEncoder(config.encoder, pretrained, allow_download) for _ in config.tasks
         )
-        ch = self.encoders[0].channels
+        ch = cast(ResNetEncoder, self.encoders[0]).channels
         self.decoders = nn.ModuleList(
             Decoder(ch, conditioned=False, spec=config.decoder) for _ in config.tasks
         )

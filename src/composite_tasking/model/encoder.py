@@ -103,6 +103,10 @@ class ResNetEncoder(nn.Module):
     torchvision ResNet state dict.
     """
 
+    #: ImageNet mean and std, (1, 3, 1, 1) buffers (not saved)
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(
         self,
         name: str = "resnet34",

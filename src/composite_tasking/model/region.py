@@ -29,11 +29,13 @@ outside every window get no computation and are returned as 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from .blocks import PYRAMID_LEVELS, Decoder, PureMap, TaskCompositionBlock
+from .blocks import PYRAMID_LEVELS, Decoder, PlainBlock, PureMap, TaskCompositionBlock
 
 __all__ = [
     "Window",
@@ -147,6 +149,12 @@ class WindowPlan:
     feat0: tuple[Range, Range]
 
 
+def _half_kernel(block: nn.Module) -> int:
+    """k // 2 of a decoder block's k x k conv (``decs`` and ``skips`` are ModuleLists of
+    blocks, which the type checker sees as plain modules)."""
+    return cast("TaskCompositionBlock | PlainBlock", block).conv.kernel_size[0] // 2
+
+
 def plan_window(window: Window, size: tuple[int, int], decoder: Decoder,
                 global_level: int = DEFAULT_GLOBAL_LEVEL) -> WindowPlan:  # fmt: skip
     """The crops each level of ``decoder`` needs for ``window`` of a padded (H, W) output.
@@ -155,10 +163,8 @@ def plan_window(window: Window, size: tuple[int, int], decoder: Decoder,
     cells (clamped to the map: beyond it is the conv's zero padding), the x2 upsampling
     needs the source cells its sampling positions fall between.
     """
-    kd = decoder.decs[0].conv.kernel_size[0] // 2
-    ks = decoder.skips[0].conv.kernel_size[0] // 2
-    ka = decoder.image_a.conv.kernel_size[0] // 2
-    kb = decoder.image_b.conv.kernel_size[0] // 2
+    kd, ks = _half_kernel(decoder.decs[0]), _half_kernel(decoder.skips[0])
+    ka, kb = _half_kernel(decoder.image_a), _half_kernel(decoder.image_b)
     per_axis = []
     for r0, n in (((window.y0, window.y1), size[0]), ((window.x0, window.x1), size[1])):
         x = [r0]
@@ -217,6 +223,7 @@ def windows_for_region(region: torch.Tensor, tile: int = DEFAULT_TILE) -> list[W
     for r0, r1, c0, c1 in runs:  # each run shrunk to the region's bounding box inside it
         y0, x0 = r0 * tile, c0 * tile
         inner = _bbox(region[y0 : min(r1 * tile, h), x0 : min(c1 * tile, w)])
+        assert inner is not None  # a touched cell holds a pixel of the region
         out.append(Window(y0 + inner.y0, y0 + inner.y1, x0 + inner.x0, x0 + inner.x1))
     return out
 
@@ -231,9 +238,7 @@ def palette_reach(decoder: Decoder) -> int:
     stride-1 image blocks add their own two convs. The maximum over the levels (the
     stride-32 path: 31 + 3 * (16 + 8 + 4 + 2 + 1) = 124 px for 3x3 stages) bounds it.
     """
-    kd = decoder.decs[0].conv.kernel_size[0] // 2
-    ks = decoder.skips[0].conv.kernel_size[0] // 2
-    kb = decoder.image_b.conv.kernel_size[0] // 2
+    kd, ks, kb = _half_kernel(decoder.decs[0]), _half_kernel(decoder.skips[0]), _half_kernel(decoder.image_b)
     reach = [kb + kd]  # the image blocks at stride 1 (image_a's own change is per pixel)
     for level in range(1, PYRAMID_LEVELS):
         finer = sum((2 + kd) * (1 << j) for j in range(level))
@@ -257,11 +262,7 @@ def _up_targets(r: Range, n_in: int) -> Range:
     return int(idx[0]), int(idx[-1]) + 1
 
 
-def _union(a: Range | None, b: Range | None) -> Range | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
+def _union(a: Range, b: Range) -> Range:
     return min(a[0], b[0]), max(a[1], b[1])
 
 
@@ -280,9 +281,7 @@ def change_box(changed: torch.Tensor, decoder: Decoder) -> Window | None:
     box = _bbox(changed)
     if box is None:
         return None
-    kd = decoder.decs[0].conv.kernel_size[0] // 2
-    ks = decoder.skips[0].conv.kernel_size[0] // 2
-    kb = decoder.image_b.conv.kernel_size[0] // 2
+    kd, ks, kb = _half_kernel(decoder.decs[0]), _half_kernel(decoder.skips[0]), _half_kernel(decoder.image_b)
     out = []
     for (lo, hi), n in (((box.y0, box.y1), changed.shape[0]), ((box.x0, box.x1), changed.shape[1])):
         def cells(level):
