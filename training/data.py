@@ -24,7 +24,7 @@ def build_augment(cfg: dict | None, size: int):
     )
 
 
-def build_dataset(spec: DataSpec | str | dict, rule: str, augment: dict | None = None, seed: int = 0,
+def build_dataset(spec: DataSpec | str | dict, rule: str | None, augment: dict | None = None, seed: int = 0,
                   default_split: str = "train"):  # fmt: skip
     """The data set of a spec; ``default_split`` is the PASCAL-MT split when the spec
     names none (``train`` to train, ``val`` to evaluate). A store spec takes the images
@@ -54,13 +54,13 @@ def build_dataset(spec: DataSpec | str | dict, rule: str, augment: dict | None =
     raise ValueError(f"unknown data kind {spec.kind!r}")
 
 
-def check_palettes(dataset, rule: str, purpose: str = "train") -> None:
+def check_palettes(dataset, rule: str | None, purpose: str = "train") -> None:
     """Refuse ``rule`` when ``dataset`` is a label store whose stored palettes were made
     under another rule (they would win: :func:`composite_tasking.datasets.check_stored_palettes`).
     Rule S (and S:<task> for scoring) asks for no palette from the data: nothing to check."""
     from composite_tasking.datasets import StoreDataset, check_stored_palettes
 
-    if not isinstance(dataset, StoreDataset) or rule == "S":
+    if not isinstance(dataset, StoreDataset) or rule is None or rule == "S":  # None: the stored palettes
         return
     if purpose == "score" and rule.startswith("S:"):
         return

@@ -44,9 +44,12 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from composite_tasking.store.location import Remote
 
 __all__ = ["finetune", "FinetuneResult", "FinetuneCancelled", "checked_ids", "palette_ids",
            "split_holdout", "heldout_effort", "HOLDOUT_MIN_IMAGES", "HOLDOUT_FRACTION",
@@ -122,7 +125,7 @@ class FinetuneResult:
 # ------------------------------------------------------------------ choosing images
 
 
-def checked_ids(store: str | Path, select: str = "corrected") -> list[str]:
+def checked_ids(store: str | Path | Remote, select: str = "corrected") -> list[str]:
     """Images of a store holding labels a person checked (``select="all"``: every image);
     empty when there is none (:func:`composite_tasking.datasets.training_ids`)."""
     from composite_tasking.datasets import training_ids
@@ -130,7 +133,7 @@ def checked_ids(store: str | Path, select: str = "corrected") -> list[str]:
     return training_ids(store, select, required=False)
 
 
-def palette_ids(store: str | Path) -> list[str]:
+def palette_ids(store: str | Path | Remote) -> list[str]:
     """Images whose stored palette a person chose: the image holds a palette and was
     saved from napari (its ``"napari"`` attribute) or has a task a person checked.
     Palettes ``ctn label`` wrote and nobody looked at are a rule's or the network's own
@@ -179,7 +182,7 @@ def _scoring_model(checkpoint: str | Path, device: str):
     return model.to(dev).to(memory_format=torch.channels_last), dev
 
 
-def heldout_effort(checkpoint: str | Path, store: str | Path, ids: list[str], *,
+def heldout_effort(checkpoint: str | Path, store: str | Path | Remote, ids: list[str], *,
                    device: str = "auto", batch_size: int = 4) -> dict:  # fmt: skip
     """The CTN's effort on the checked pixels of ``ids``: per task ``{"share": % of the
     checked pixels whose label must change, "pixels"}`` and ``"mean"`` (the mean share
@@ -380,7 +383,7 @@ def _write_decision(out: Path, r: NetworkResult, init: Path) -> None:
     os.replace(tmp, out / DECISION)
 
 
-def finetune(store: str | Path, model: str | Path, out: str | Path, *,
+def finetune(store: str | Path | Remote, model: str | Path, out: str | Path, *,
              palette_model: str | Path | None = None, rule: str | None = None,
              select: str = "corrected", holdout: float = HOLDOUT_FRACTION,
              epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
@@ -409,7 +412,7 @@ def finetune(store: str | Path, model: str | Path, out: str | Path, *,
     store, out = locate(store), Path(out)  # a store: a Path, or an object store's URL
     if not store.exists():
         raise FileNotFoundError(f"label store {store} not found")
-    settings = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "config": config,
+    settings: dict[str, Any] = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "config": config,
                 "max_steps_per_epoch": max_steps_per_epoch, "device": device}  # fmt: skip
     init = resolve_model(model)
     pal_init, pal_ids, note = None, [], None

@@ -32,7 +32,7 @@ loss above, unchanged), studied in docs/results.md ("Why semantics learn slowly"
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -106,7 +106,7 @@ def composite_loss(
     keys it leaves out; None: the paper's loss); with an ``output_penalty`` the result
     also holds ``output_penalty`` (unweighted, summed over the tasks present)."""
     weights = DEFAULT_WEIGHTS if weights is None else weights
-    opts = {**LOSS_DEFAULTS, **(loss or {})}
+    opts: dict[str, Any] = {**LOSS_DEFAULTS, **(loss or {})}
     penalty_weight = float(opts["output_penalty"])
     penalty = None
     o = output.float().permute(0, 2, 3, 1)  # (N, H, W, 3)
@@ -125,20 +125,20 @@ def composite_loss(
         n = int(mask.sum())
         result.pixels[task.name] = n
         if n == 0:
-            loss = zero
+            task_loss = zero
         elif task.kind == "classes":
-            loss = focal_anchor_loss(o[mask], target[mask].long(), task.anchors(o.device), focal_gamma,
-                                     str(opts["semantic"]), float(opts["temperature"]))  # fmt: skip
+            task_loss = focal_anchor_loss(o[mask], target[mask].long(), task.anchors(o.device), focal_gamma,
+                                          str(opts["semantic"]), float(opts["temperature"]))  # fmt: skip
         elif task.kind == "vector":
-            loss = (1.0 - F.cosine_similarity(o[mask], y[mask], dim=-1, eps=1e-8)).mean()
+            task_loss = (1.0 - F.cosine_similarity(o[mask], y[mask], dim=-1, eps=1e-8)).mean()
         elif task.name == "edges":
-            loss = _weighted_bce(o[mask], target[mask].float(), 0.95, 0.05)
+            task_loss = _weighted_bce(o[mask], target[mask].float(), 0.95, 0.05)
         else:  # saliency: inverse class frequency in the batch, normalised to sum to 1
             y = target[mask].float()
             pos = y.mean()
-            loss = _weighted_bce(o[mask], y, 1.0 - pos, pos)
-        result[task.name] = loss
-        total = total + float(weights.get(task.name, 0.0)) * loss
+            task_loss = _weighted_bce(o[mask], y, 1.0 - pos, pos)
+        result[task.name] = task_loss
+        total = total + float(weights.get(task.name, 0.0)) * task_loss
         if penalty_weight > 0:
             p = zero if n == 0 else F.relu(o[mask].abs() - OUTPUT_BOUND).square().mean()
             penalty = p if penalty is None else penalty + p

@@ -103,7 +103,7 @@ def parse_data_spec(spec: str | dict | DataSpec, default_split: str = "train", k
     text = spec.strip()
     if text.startswith("synthetic:") or text == "synthetic":
         opts = _options(text.partition(":")[2], text, DATA_KEYS["synthetic"], where)
-        vals = {}
+        vals: dict[str, Any] = {}
         for k, v in opts.items():
             if k == "world":
                 vals[k] = v
@@ -166,7 +166,7 @@ def _data_from_dict(spec: dict, default_split: str, key: str, where: str) -> Dat
     return DataSpec(kind=kind, **values)
 
 
-def _options(text: str, whole: str, allowed: tuple[str, ...], where: str) -> dict[str, str]:
+def _options(text: str, whole: str, allowed: tuple[str, ...], where: str) -> dict[str, Any]:  # str values, to convert
     out = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         k, eq, v = part.partition("=")

@@ -34,7 +34,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -80,7 +80,8 @@ def _flat(d, prefix: str = "") -> dict:
 
 
 def _param_groups(model: torch.nn.Module, lr_encoder: float, lr_decoder: float):
-    enc, rest = [], []
+    enc: list[torch.nn.Parameter] = []
+    rest: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -130,7 +131,8 @@ class _Schedule:
 
 def _optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     sd = opt.state_dict()
-    tensors, scalars = {}, {}
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict] = {}
     for pid, st in sd["state"].items():
         for k, v in st.items():
             if torch.is_tensor(v):
@@ -270,7 +272,7 @@ class Trainer:
             return ordered_loader(dataset, int(self.recipe.batch_size), workers,
                                    pin_memory=self.device.type == "cuda")  # fmt: skip
         g = torch.Generator().manual_seed(self.recipe.seed * 1_000_003 + epoch)
-        sampler = None
+        sampler: torch.utils.data.DistributedSampler | None = None
         if self.world > 1:
             sampler = torch.utils.data.DistributedSampler(dataset, self.world, self.rank,
                                                           shuffle=True, seed=self.recipe.seed)  # fmt: skip
@@ -361,7 +363,7 @@ class Trainer:
                     f"{', ...' if len(bad_params) > 3 else ''}); stopped before writing anything, the "
                     f"last good checkpoint in {self.out} is intact. Lower the learning rate or check the data."
                 )
-            record = {"epoch": epoch + 1, "train_loss": {k: sums[k] / counts[k] for k in sums},
+            record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": {k: sums[k] / counts[k] for k in sums},
                       "lr": [g["lr"] for g in self.optimizer.param_groups],
                       "images_per_s": images * self.world / max(seconds, 1e-9), "seconds": seconds}  # fmt: skip
             if self.rank == 0:
@@ -420,14 +422,14 @@ class Trainer:
         for m, mom in zip(bns, momenta):
             m.momentum = mom
 
-    def _batchnorms(self) -> list[torch.nn.Module]:
+    def _batchnorms(self) -> list[torch.nn.modules.batchnorm._BatchNorm]:
         return [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
 
     @property
     def is_palette_net(self) -> bool:
         return self.model.config.kind == "palette"
 
-    def _losses(self, net, image, palette, targets) -> dict:
+    def _losses(self, net, image, palette, targets) -> LossResult:
         """The CTN's composite loss, or the palette network's cross-entropy against the
         rule's palette (the dataset's palette is the target, not an input, then)."""
         r = self.recipe

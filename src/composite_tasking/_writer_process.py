@@ -34,6 +34,7 @@ import numpy as np
 
 from .prediction import Prediction, decode_labels
 from .store import LabelStore
+from .store.location import Remote
 
 
 def write_prediction(store: LabelStore, image_id: str, image: np.ndarray, pred: Prediction,
@@ -191,7 +192,8 @@ def _forget_removed() -> None:
     buffer's file has no links left)."""
     for name, shm in list(_ATTACHED.items()):
         try:
-            gone = os.fstat(shm._fd).st_nlink == 0
+            # POSIX SharedMemory's file descriptor: private, not in the stubs (AttributeError is caught)
+            gone = os.fstat(shm._fd).st_nlink == 0  # type: ignore[attr-defined]
         except (OSError, AttributeError, ValueError):
             continue
         if gone:
@@ -202,7 +204,7 @@ def _forget_removed() -> None:
             del _ATTACHED[name]
 
 
-def _unpack(a):
+def _unpack(a: np.ndarray | SharedArray) -> np.ndarray:
     """An argument as the writer process uses it: a :class:`SharedArray` as a view of its
     buffer, anything else as it is."""
     if not isinstance(a, SharedArray):
@@ -226,7 +228,7 @@ def _unpack(a):
 _WORKER: dict = {}
 
 
-def init_writer_process(store_path: str, attrs: dict, store_image: bool, tasks: tuple[str, ...],
+def init_writer_process(store_path: str | Remote, attrs: dict, store_image: bool, tasks: tuple[str, ...],
                          barrier) -> None:  # fmt: skip
     """The initializer of a writer process: ignore Ctrl-C (the labelling process stops
     the writers, each after the image it is writing), no compression threads (the
@@ -276,9 +278,9 @@ def process_write(path: str, image_id: str, image: np.ndarray | SharedArray, pal
     t0 = time.perf_counter()
     try:
         with _WORKER["lock"]:
-            image, palette, output = (_unpack(a) for a in (image, palette, output))
-            pred = Prediction(palette, output, decode_labels(output, palette, _WORKER["tasks"], thin_edges))
-            write_prediction(_WORKER["store"], image_id, image, pred, _WORKER["attrs"],
+            img, pal, out = (_unpack(a) for a in (image, palette, output))
+            pred = Prediction(pal, out, decode_labels(out, pal, _WORKER["tasks"], thin_edges))
+            write_prediction(_WORKER["store"], image_id, img, pred, _WORKER["attrs"],
                               _WORKER["store_image"], path, source)  # fmt: skip
     except Exception as e:
         try:  # it goes back pickled: one that does not come back whole, as text

@@ -43,7 +43,7 @@ from __future__ import annotations
 import abc
 
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence, cast
 
 import numpy as np
 
@@ -205,9 +205,12 @@ def _as_uint8(x: np.ndarray) -> np.ndarray:
 def _range(value, name: str, centre: float | None = None) -> tuple[float, float]:
     """A (low, high) pair; a scalar ``d`` means ``(centre - d, centre + d)``."""
     if np.isscalar(value):
+        # np.isscalar's TypeGuard narrows to numpy's generic, complex and bytes, which float()
+        # is not typed for; a range's scalar is a real number (anything else raises here)
+        d = float(value)  # type: ignore[arg-type]
         if centre is None:
-            return float(value), float(value)
-        return centre - float(value), centre + float(value)
+            return d, d
+        return centre - d, centre + d
     lo, hi = (float(v) for v in value)
     if lo > hi:
         raise ValueError(f"{name}: expected low <= high, got {value}")
@@ -297,8 +300,9 @@ class RandomCrop:
 
     @property
     def hw(self) -> tuple[int, int]:
-        h, w = (self.size, self.size) if np.isscalar(self.size) else self.size
-        return int(h), int(w)
+        # np.isscalar's TypeGuard: numpy's generic (no int() in its stubs), no narrowing of the other branch
+        h, w = (self.size, self.size) if np.isscalar(self.size) else self.size  # type: ignore[misc]
+        return int(h), int(w)  # type: ignore[arg-type]
 
     def __post_init__(self):
         if min(self.hw) < 1:
@@ -510,7 +514,7 @@ def default_augment(
     if flip:
         ops.append(HFlip())
     if scale is not None:
-        ops.append(RandomScale(tuple(scale)))
+        ops.append(RandomScale(cast("tuple[float, float]", tuple(scale))))  # a recipe's list too; a pair (_range)
     if size is not None:
         ops.append(RandomCrop(size, image_fill=image_fill))
     if photometric:

@@ -75,6 +75,7 @@ from .store import (
     StoredSample,
     StoreError,
 )
+from .store.location import Remote
 from .tasks import IGNORE, TASK_NAMES, get_task
 
 __all__ = [
@@ -317,7 +318,7 @@ def _write_image(path: Path, image: np.ndarray, fmt: str, jpeg_source: Path | No
 # --------------------------------------------------------------------- the out folder
 
 
-def _check_out(out: Path, store_path: Path, overwrite: bool) -> None:
+def _check_out(out: Path, store_path: Path | Remote, overwrite: bool) -> None:
     """Refuse an ``out`` that would lose data: a file, a non-empty folder without
     ``overwrite``, a non-empty folder that is not an earlier export, the store or a
     folder holding it."""

@@ -12,7 +12,7 @@ import os
 import re
 import unicodedata
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -76,7 +76,7 @@ def _ascii_id(whole: str) -> str:
     return base if len(base) <= _ID_MAX else _tagged(base, _hash8(whole))
 
 
-def _wholes(files: list[Path], inputs: Iterable[str | os.PathLike]) -> list[str]:
+def _wholes(files: Sequence[Path | Remote], inputs: Iterable[str | os.PathLike]) -> list[str]:
     """Each file's path below its input folder, '/' -> '__'."""
     roots = input_roots(inputs)
     return ["__".join(relative_to_inputs(f, roots).parts) for f in files]
@@ -90,10 +90,10 @@ def input_roots(inputs: Iterable) -> list:
     return [locate(i) if is_url(i) else Path(i) for i in inputs if is_url(i) or os.path.isdir(i)]
 
 
-def image_ids(files: list[Path], inputs: Iterable[str | os.PathLike],
+def image_ids(files: Sequence[Path | Remote], inputs: Iterable[str | os.PathLike],
               store: LabelStore | dict[str, dict] | None = None,
               shard: tuple[int, int] | None = None, *,
-              store_path: str | os.PathLike | None = None) -> list[str]:  # fmt: skip
+              store_path: str | os.PathLike | Remote | None = None) -> list[str]:  # fmt: skip
     """Store ids from paths, one per file, unique: the path below its input folder, '/'
     -> '__', characters other than letters, digits (of any script: ``café.jpg``,
     ``東京.png`` keep theirs), '.', '_' and '-' -> '_' (an id of over 200 characters, or
@@ -163,18 +163,19 @@ def image_ids(files: list[Path], inputs: Iterable[str | os.PathLike],
             continue
         b, old = bases[k], legacy[k]
         if holds(b, k, groups[b]):
-            ids[k] = b
+            chosen = b
         elif old != b and holds(old, k, old_groups[old]):  # stored under an earlier version's id
-            ids[k] = old
+            chosen = old
         elif b not in taken and b not in records:
-            ids[k] = b
+            chosen = b
         else:
-            ids[k] = alts[k]
-        taken.add(ids[k])
+            chosen = alts[k]
+        ids[k] = chosen
+        taken.add(chosen)
     return ids  # type: ignore[return-value]
 
 
-def _source_path(source: str | None, store_path: str | os.PathLike | None) -> str | None:
+def _source_path(source: str | None, store_path: str | os.PathLike | Remote | None) -> str | None:
     """A recorded image source as a resolved path: absolute as recorded, relative below
     the store folder (None without one: it cannot be told)."""
     if not source:
@@ -183,14 +184,14 @@ def _source_path(source: str | None, store_path: str | os.PathLike | None) -> st
         return source
     if store_path is None:
         return None
-    if is_url(store_path):  # below a store in an object store
+    if isinstance(store_path, Remote) or is_url(store_path):  # below a store in an object store
         from .store.location import locate
 
         return str(locate(store_path) / source)
     return str(Path(os.path.abspath(store_path), source).resolve())
 
 
-def _same_image(path: Path, record: dict) -> bool:
+def _same_image(path: Path | Remote, record: dict) -> bool:
     """Whether the stored image ``record`` (its attributes) holds the file ``path``'s
     image: its sha256 of the file's bytes, or of the decoded pixels, is the file's."""
     info = record.get("image") or {}
@@ -210,16 +211,16 @@ def _same_image(path: Path, record: dict) -> bool:
         raise
 
 
-def relative_to_inputs(path: Path, roots: list[Path]) -> Path:
+def relative_to_inputs(path: Path | Remote, roots: Sequence[Path | Remote]) -> Path:
     """``path`` below the input folder it was found in, as found (through a symbolic
     link to a folder too), else as resolved; its name, for a file given as such. An
     object of an object store: its key below the URL prefix it was found under."""
     if isinstance(path, Remote):
-        rel = next((path.relative_to(r) for r in roots if isinstance(r, Remote) and path.is_relative_to(r)), None)
-        return Path(str(rel)) if rel is not None else Path(path.name)
-    roots = [r for r in roots if not isinstance(r, Remote)]
-    for f, rs in ((Path(path).absolute(), [Path(r).absolute() for r in roots]),
-                  (Path(path).resolve(), [Path(r).resolve() for r in roots])):  # fmt: skip
+        key = next((path.relative_to(r) for r in roots if isinstance(r, Remote) and path.is_relative_to(r)), None)
+        return Path(str(key)) if key is not None else Path(path.name)
+    local = [r for r in roots if not isinstance(r, Remote)]
+    for f, rs in ((Path(path).absolute(), [Path(r).absolute() for r in local]),
+                  (Path(path).resolve(), [Path(r).resolve() for r in local])):  # fmt: skip
         rel = next((f.relative_to(r) for r in rs if f.is_relative_to(r)), None)
         if rel is not None:
             return rel

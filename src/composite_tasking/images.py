@@ -22,10 +22,15 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs  # typing's from Python 3.13
+
+    from .store.location import Remote
 
 __all__ = ["ImageReadError", "read_image", "read_image_hashed", "scan_inputs", "IMAGE_FORMATS", "SUPPORTED_SUFFIXES",
            "MAX_PIXELS", "ScanResult", "suffixes_of", "is_zarr_folder"]  # fmt: skip
@@ -56,7 +61,7 @@ class ImageReadError(ValueError):
         self.reason = reason
 
 
-def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, data: bytes | None = None) -> np.ndarray:
+def read_image(path: str | os.PathLike | Remote, max_pixels: int = MAX_PIXELS, data: bytes | None = None) -> np.ndarray:
     """Read an image file as uint8 RGB (H, W, 3) with EXIF orientation applied. ``data``:
     the file's bytes, already read (decoded instead of reading ``path`` again, so that
     the pixels are those of the bytes a caller hashed); ``path`` then names it in errors.
@@ -64,14 +69,20 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, data: byte
     if data is None and _is_remote(path):
         data = _remote_bytes(path)
     path = path if _is_remote(path) else Path(path)
-    try:
-        size = path.stat().st_size if data is None else len(data)
-    except FileNotFoundError:
-        reason = "broken symbolic link" if path.is_symlink() else "no such file"
-        raise ImageReadError(path, reason) from None
-    except OSError as e:
-        reason = "symbolic link loop" if e.errno == errno.ELOOP else f"cannot read: {e.strerror or e}"
-        raise ImageReadError(path, reason) from None
+    source: Path | io.BytesIO
+    if data is not None:
+        size, source = len(data), io.BytesIO(data)
+    else:
+        assert isinstance(path, Path)  # an object's bytes were read above
+        source = path
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            reason = "broken symbolic link" if path.is_symlink() else "no such file"
+            raise ImageReadError(path, reason) from None
+        except OSError as e:
+            reason = "symbolic link loop" if e.errno == errno.ELOOP else f"cannot read: {e.strerror or e}"
+            raise ImageReadError(path, reason) from None
     if size == 0:
         raise ImageReadError(path, "empty file (0 bytes)")
     try:
@@ -80,15 +91,14 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, data: byte
             old = Image.MAX_IMAGE_PIXELS
             Image.MAX_IMAGE_PIXELS = max_pixels
             try:
-                with Image.open(path if data is None else io.BytesIO(data)) as im:
+                with Image.open(source) as im:
                     if im.format not in _FORMATS:
                         raise ImageReadError(path, f"unsupported image format {im.format}")
                     if im.width * im.height > max_pixels:
                         raise ImageReadError(path, f"{im.width}x{im.height} pixels exceeds the limit of "
                                                    f"{max_pixels} (decompression bomb guard)")  # fmt: skip
                     im.load()
-                    im = ImageOps.exif_transpose(im)
-                    return _to_rgb8(im, path)
+                    return _to_rgb8(ImageOps.exif_transpose(im), path)
             finally:
                 Image.MAX_IMAGE_PIXELS = old
     except ImageReadError:
@@ -105,7 +115,8 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, data: byte
         raise ImageReadError(path, f"corrupt or truncated image: {e}") from None
 
 
-def read_image_hashed(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str, os.stat_result]:
+def read_image_hashed(path: str | os.PathLike | Remote, max_pixels: int = MAX_PIXELS,
+                      ) -> tuple[np.ndarray, str, os.stat_result | SimpleNamespace]:  # fmt: skip
     """:func:`read_image` of the file's bytes read once, their sha256 (hex), and the file's
     ``os.stat`` taken before they were read: the pixels are those of the bytes hashed (a
     label store that keeps an image by reference records the hash and the stat). Of an
@@ -121,8 +132,8 @@ def read_image_hashed(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> 
         except Exception as e:  # noqa: BLE001 - refused, unreachable: this image is skipped
             raise ImageReadError(path, f"cannot read: {e}") from None
         data = _remote_bytes(path)
-        st = SimpleNamespace(st_size=rec["size"], st_mtime_ns=rec["mtime_ns"])
-        return read_image(path, max_pixels, data=data), hashlib.sha256(data).hexdigest(), st
+        rst = SimpleNamespace(st_size=rec["size"], st_mtime_ns=rec["mtime_ns"])
+        return read_image(path, max_pixels, data=data), hashlib.sha256(data).hexdigest(), rst
     path = Path(path)
     try:
         st = path.stat()
@@ -133,7 +144,7 @@ def read_image_hashed(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> 
     return read_image(path, max_pixels, data=data), hashlib.sha256(data).hexdigest(), st
 
 
-def _is_remote(path) -> bool:
+def _is_remote(path: object) -> TypeIs[Remote]:
     from .store.location import Remote
 
     return isinstance(path, Remote)
@@ -149,7 +160,7 @@ def _remote_bytes(path) -> bytes:
         raise ImageReadError(path, f"cannot read: {e}") from None
 
 
-def _to_rgb8(im: Image.Image, path: Path) -> np.ndarray:
+def _to_rgb8(im: Image.Image, path: Path | Remote) -> np.ndarray:
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im, dtype=np.float64)
         finite = np.isfinite(a)
@@ -174,7 +185,7 @@ def _to_rgb8(im: Image.Image, path: Path) -> np.ndarray:
 
 @dataclass
 class ScanResult:
-    files: list[Path]
+    files: list[Path | Remote]  # a Remote: an object in a bucket (scan_any)
     skipped: list[tuple[str, str]]  # (path, reason)
     #: files inside the folders whose suffix is no image format's: not read, not counted
     #: as skipped (a README beside the images does not make every run "partial")
@@ -246,7 +257,7 @@ def scan_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = True, *,
     another name (a symbolic link to an image listed already) is listed once, under the
     name found first, and named in :attr:`ScanResult.duplicates`.
     """
-    files: list[Path] = []
+    files: list[Path | Remote] = []
     skipped: list[tuple[str, str]] = []
     ignored: list[str] = []
     zarr_folders: list[str] = []
@@ -349,12 +360,13 @@ def scan_locations(inputs: Iterable, recursive: bool = True, *, exclude: Iterabl
     res = scan_inputs(local, recursive, exclude=[e for e in exclude if not is_url(e)])
     if len(local) == len(inputs):
         return res
-    excluded = [locate(e, storage_options) for e in exclude if is_url(e)]
+    excluded = [r for e in exclude if is_url(e) and isinstance(r := locate(e, storage_options), Remote)]
     listed = {str(f) for f in res.files if isinstance(f, Remote)}
     for item in inputs:
         if not is_url(item):
             continue
         where = locate(item, storage_options)
+        assert isinstance(where, Remote)  # item is a URL
         try:
             where.check()
             fs = where.fs

@@ -226,6 +226,7 @@ def _scan(root: Path, layout: str, chosen: tuple[str, ...], summary: ImportSumma
     summary.skipped += scan.skipped
     by_key: dict[str, list[Path]] = {}
     for f in scan.files:
+        assert isinstance(f, Path)  # scan_inputs: local files
         by_key.setdefault(f.relative_to(images_dir).with_suffix("").as_posix(), []).append(f)
     for key, files in by_key.items():
         if len(files) > 1:
@@ -482,6 +483,7 @@ def _import_one(item: _Item, image_id: str, ls: LabelStore | None, records: dict
     prov = dict.fromkeys((t for t in TASK_NAMES if t in labels), summary.as_)
     record = records.get(image_id)
     if record is not None:
+        assert ls is not None  # records are the store's (_existing)
         if _same_as_stored(ls, image_id, record, sample, prov):
             summary.unchanged.append(image_id)
             return ls

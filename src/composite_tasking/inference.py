@@ -107,7 +107,7 @@ class Predictor:
         #: coverage on an H200 (docs/benchmarks.md, "region"); on CPUs it pays.
         self.region_decoding = isinstance(self.model, CompositeTaskingNet) and self.device.type != "cuda"
         self._palette_spec = palette_model
-        self._palette_net = None
+        self._palette_net: torch.nn.Module | None = None
         self.palette_info: CheckpointInfo | None = None
 
     # ------------------------------------------------------------------ identity
@@ -447,7 +447,8 @@ class Predictor:
             else:
                 path = resolve_model("palette") if str(spec) == "default" else resolve_model(spec)
                 net, self.palette_info = load_checkpoint(path)
-            if getattr(net, "config", None) is None or net.config.kind != "palette":
+            config = getattr(net, "config", None)
+            if config is None or config.kind != "palette":
                 raise ValueError(f"{spec!r} is not a palette network checkpoint")
             self._palette_net = net.eval().to(self.device).to(memory_format=torch.channels_last)
         return self._palette_net
@@ -578,7 +579,7 @@ class Predictor:
             pals = [validate_palette(rule.palette(semantics=self.decode_labels(o, everywhere)["semseg"].label))
                     for o in sem_out]  # fmt: skip
             pt = self._to_device(np.stack(pals)).long()
-        assert pt is not None  # palettes or a rule (start_batch)
+        assert pals is not None and pt is not None  # palettes or a rule (start_batch)
         with self._ctx():
             if self.region_decoding:  # the union of the palettes' requested pixels
                 out = self._ctn.decode(enc, pt, region=pt > 0)

@@ -31,13 +31,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 
 from .image_ids import image_ids
 from .images import SUPPORTED_SUFFIXES, is_zarr_folder, read_image, scan_inputs
 from .store import CHECKED_PROVENANCES, LabelStore, StoreError
+
+if TYPE_CHECKING:
+    from .store.location import Remote
 
 __all__ = ["AnnotationSession", "SeriesItem", "SessionError", "ORDERS", "default_store_for"]
 
@@ -55,7 +58,7 @@ class SeriesItem:
     (None: the store holds its pixels, or its source, itself)."""
 
     image_id: str
-    source: Path | None = None
+    source: Path | Remote | None = None
 
     @property
     def name(self) -> str:
@@ -128,20 +131,20 @@ class AnnotationSession:
         to (made on the first save); a store among ``inputs`` is it; default:
         :func:`default_store_for`. Inputs that give nothing are in :attr:`problems`.
         """
-        inputs = [Path(p) for p in inputs]
-        is_store = {p: _is_store(p) for p in inputs}
-        stores = [p for p in inputs if is_store[p]]
+        paths = [Path(p) for p in inputs]
+        is_store = {p: _is_store(p) for p in paths}
+        stores = [p for p in paths if is_store[p]]
         if store is not None:
             stores = [Path(store)] + [s for s in stores if s.resolve() != Path(store).resolve()]
         if len(stores) > 1:
             raise SessionError("one label store at a time: " + ", ".join(map(str, stores)))
-        others = [p for p in inputs if not is_store[p]]
+        others = [p for p in paths if not is_store[p]]
         problems: list[tuple[str, str]] = []
         for p in list(others):
             if is_zarr_folder(p):
                 problems.append((str(p), "a zarr folder that is not a label store of this package: not opened"))
                 others.remove(p)
-        target = stores[0] if stores else default_store_for(others or inputs)
+        target = stores[0] if stores else default_store_for(others or paths)
         if target.suffix != ".zarr":
             target = target.with_name(target.name + ".zarr")
         records: dict[str, dict] = {}

@@ -126,10 +126,12 @@ def set_storage_options(args: argparse.Namespace) -> None:
 
 def check_bucket(url: str) -> None:
     """:class:`Usage` (one line, naming the URL) unless the bucket of ``url`` can be used."""
-    from ..store.location import LocationError, locate
+    from ..store.location import LocationError, Remote, locate
 
     try:
-        locate(url).check()
+        where = locate(url)
+        assert isinstance(where, Remote)  # url is an object store's
+        where.check()
     except LocationError as e:
         raise Usage(str(e)) from None
 

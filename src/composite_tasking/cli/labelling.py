@@ -140,6 +140,7 @@ def cmd_label(args: argparse.Namespace) -> int:
 
     remote = is_url(args.out)  # an object store's URL: kept as given (store.location)
     out = args.out if remote else Path(args.out)
+    preview: Path | None
     if args.preview:
         preview = Path(args.preview)
     else:  # beside a local store; none by default beside a bucket's (--preview PATH makes one here)
@@ -165,7 +166,7 @@ def cmd_label(args: argparse.Namespace) -> int:
             raise Usage(str(e)) from None
         check_inputs([i for i in args.inputs if not is_url(i)], any(map(is_url, args.inputs)))
         if remote:  # the bucket checked at once (one line when it is missing, refused or unreachable)
-            check_bucket(out)
+            check_bucket(args.out)
             check_outputs(None, preview)
         else:
             check_outputs(out, preview)

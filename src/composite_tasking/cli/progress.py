@@ -10,7 +10,7 @@ class Bar:
         from tqdm import tqdm
 
         self._tqdm = tqdm
-        self.bar = None
+        self.bar: tqdm | None = None
         self.desc, self.unit = desc, unit
 
     def __call__(self, done: int, total: int) -> None:

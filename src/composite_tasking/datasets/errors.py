@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..store.location import Remote
 
 __all__ = ["DatasetError", "StoreRuleError", "DatasetNotFoundError", "not_found"]
 
@@ -20,11 +23,11 @@ class StoreRuleError(DatasetError):
 class DatasetNotFoundError(DatasetError, FileNotFoundError):
     """A folder, list or per-image file of a data set does not exist (``.path``)."""
 
-    def __init__(self, message: str, path: str | os.PathLike):
+    def __init__(self, message: str, path: str | os.PathLike | Remote):
         super().__init__(message)
         self.path = str(path)
 
 
-def not_found(what: str, path: Path) -> DatasetNotFoundError:
+def not_found(what: str, path: str | os.PathLike | Remote) -> DatasetNotFoundError:
     return DatasetNotFoundError(f"{what} not found: {path}", path)
 

@@ -4,7 +4,7 @@ augmentation (:func:`prepare_item`), the data sets' shared machinery
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ def to_tensors(sample: Mapping, image_id: str) -> dict:
         img = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
     else:
         img = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))
-    item = {"image": img}
+    item: dict[str, Any] = {"image": img}
     palette = sample.get("palette")
     if palette is None:
         palette = np.zeros((h, w), np.uint8)
@@ -58,7 +58,7 @@ def prepare_item(sample: Mapping, rule: Rule | None, augment: Augment | None,
     if "image" not in s:
         raise DatasetError(f"image {image_id!r}: the sample has no image")
     h, w = np.asarray(s["image"]).shape[:2]
-    draw_after = False
+    draw_after: Rule | None = None  # a rule that needs no semantics: drawn after the augmentation
     if s.get("palette") is not None:
         s["palette"] = validate_palette(s["palette"], f"palette of {image_id!r}")
     elif rule is None:
@@ -71,12 +71,12 @@ def prepare_item(sample: Mapping, rule: Rule | None, augment: Augment | None,
         s["palette"] = rule.palette(semantics=np.asarray(sem))
     else:
         s["palette"] = np.ones((h, w), np.uint8)  # marks real pixels through the padding
-        draw_after = True
+        draw_after = rule
     if augment is not None:
         s = augment(s, rng)
-    if draw_after:
+    if draw_after is not None:
         real = s["palette"] != NO_TASK
-        drawn = rule.palette(shape=real.shape, rng=rng)
+        drawn = draw_after.palette(shape=real.shape, rng=rng)
         s["palette"] = np.where(real, drawn, NO_TASK).astype(np.uint8)
     return to_tensors(s, image_id)
 
@@ -98,6 +98,10 @@ class ItemDataset(torch.utils.data.Dataset):
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    def __len__(self) -> int:
+        """The number of items (each data set its own)."""
+        raise NotImplementedError
 
     @property
     def epoch(self) -> int:
@@ -132,7 +136,7 @@ def batches_by_shape(shapes: Sequence[tuple[int, int]], batch_size: int) -> list
     """Indices ``0..len(shapes)-1`` in batches of at most ``batch_size`` whose items share
     one (H, W): the shapes in the order they first appear, each one's items in order.
     Items of one size give exactly the batches of ``DataLoader(batch_size=...)``."""
-    groups: dict[tuple[int, int], list[int]] = {}
+    groups: dict[tuple[int, ...], list[int]] = {}
     for i, shape in enumerate(shapes):
         groups.setdefault(tuple(shape), []).append(i)
     b = max(1, int(batch_size))

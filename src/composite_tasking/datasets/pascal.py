@@ -165,6 +165,7 @@ class PascalMT:
                 sample["parts"] = fit("parts", read_pascal_parts(path, shape=hw))
         if "edges" in self.tasks:
             if edges_from_mat:
+                assert labelmap is not None  # read above
                 sample["edges"] = edges_from_labelmap(labelmap)
             else:  # the PNG form of an export
                 sample["edges"] = fit("edges", read_index_map(edges_png, 2))
@@ -173,6 +174,7 @@ class PascalMT:
         if "normals" in self.tasks:
             n = fit("normals", read_normals_png(self.root / "normals_distill" / f"{image_id}.png"))
             if self.normals_mask == "nyu":
+                assert labelmap is not None  # read above
                 keep = np.isin(labelmap, NYU_LABELS)
                 n = np.where(keep[..., None], n, np.float32(0.0)).astype(np.float32)
             sample["normals"] = n

@@ -125,9 +125,11 @@ def read_pascal_parts(path: str | os.PathLike, shape: tuple[int, int] | None = N
             persons.append(obj)
     # the annotation's own size (the first 2-D person mask), else the given one
     own = next((np.asarray(o.mask).shape for o in persons if np.asarray(o.mask).ndim == 2), None)
-    if own is None and shape is None:
-        raise DatasetError(f"{path}: cannot tell the image size from the annotation; pass shape")
-    shape = own if own is not None else (int(shape[0]), int(shape[1]))
+    if own is None:
+        if shape is None:
+            raise DatasetError(f"{path}: cannot tell the image size from the annotation; pass shape")
+        own = (int(shape[0]), int(shape[1]))
+    shape = own
     out = np.zeros(shape, np.uint8)
     any_person = False
     annotated = []

@@ -5,7 +5,7 @@ contradict the rule."""
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence, cast
 
 import numpy as np
 
@@ -14,6 +14,10 @@ from ..store import PERSON_PROVENANCES
 from ..tasks import IGNORE
 from .errors import DatasetError, DatasetNotFoundError, StoreRuleError, not_found
 from .items import Augment, ItemDataset, prepare_item
+
+if TYPE_CHECKING:
+    from ..store import LabelStore
+    from ..store.location import Remote
 
 __all__ = ["StoreDataset", "check_sources", "TRAINING_PROVENANCES", "training_ids", "check_stored_palettes"]
 
@@ -35,7 +39,7 @@ class StoreDataset(ItemDataset):
     :func:`check_stored_palettes` refuses a rule the stored palettes contradict).
     """
 
-    def __init__(self, store_path: str | os.PathLike, rule=None, augment: Augment | None = None,
+    def __init__(self, store_path: str | os.PathLike | Remote, rule=None, augment: Augment | None = None,
                  seed: int = 0, ids: Sequence[str] | None = None, checked_only: bool = False):  # fmt: skip
         from ..store import LabelStore
         from ..store.location import locate
@@ -56,8 +60,8 @@ class StoreDataset(ItemDataset):
             if missing:
                 raise DatasetError(f"image(s) {missing[:5]} not in label store {self.store_path}")
             self.ids = list(ids)
-        self._store = None  # opened lazily in each process
-        self._shapes = None
+        self._store: LabelStore | None = None  # opened lazily in each process
+        self._shapes: list[tuple[int, int]] | None = None
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -79,7 +83,8 @@ class StoreDataset(ItemDataset):
         """From each image's attributes (``shape``): no pixels are read."""
         if self._shapes is None:
             records = self.store.image_records(complete_only=False)  # one pass over the store
-            self._shapes = [tuple(int(v) for v in records[i]["shape"]) for i in self.ids]
+            self._shapes = [cast("tuple[int, int]", tuple(int(v) for v in records[i]["shape"]))  # [H, W]
+                            for i in self.ids]  # fmt: skip
         return self._shapes
 
     def sample(self, index: int) -> dict:
@@ -121,7 +126,7 @@ class StoreDataset(ItemDataset):
 # ------------------------------------------------------------- choosing store images
 
 
-def check_sources(store_path: str | os.PathLike, ids: Sequence[str] | None = None) -> None:
+def check_sources(store_path: str | os.PathLike | Remote, ids: Sequence[str] | None = None) -> None:
     """Refuse a label store whose images ``ids`` (default: all) stored by reference have
     a file that is missing or no longer the one labelled
     (:meth:`~composite_tasking.store.LabelStore.source_problem`: the file's size and
@@ -161,7 +166,7 @@ def check_sources(store_path: str | os.PathLike, ids: Sequence[str] | None = Non
 TRAINING_PROVENANCES = PERSON_PROVENANCES
 
 
-def training_ids(store_path: str | os.PathLike, select: str = "corrected", required: bool = True) -> list[str]:
+def training_ids(store_path: str | os.PathLike | Remote, select: str = "corrected", required: bool = True) -> list[str]:
     """The images of a label store to train on.
 
     ``select="corrected"``: the images holding, for at least one task, labels a person
@@ -200,7 +205,7 @@ def training_ids(store_path: str | os.PathLike, select: str = "corrected", requi
     return list(chosen)
 
 
-def check_stored_palettes(store_path: str | os.PathLike, rule, ids: Sequence[str] | None = None,
+def check_stored_palettes(store_path: str | os.PathLike | Remote, rule, ids: Sequence[str] | None = None,
                           purpose: str = "train") -> None:  # fmt: skip
     """Refuse a rule that contradicts the stored palettes of ``ids`` (default: all).
 

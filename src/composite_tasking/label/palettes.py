@@ -5,7 +5,6 @@ reader makes (no model needed) and what the labelling thread makes."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -47,7 +46,7 @@ class _Source:
     rule: Rule | None = None
     model_sha256: str | None = None
     folder: Path | None = None
-    rule_palette = None
+    rule_palette: Callable[[tuple[int, int], str], np.ndarray] | None = None
     semantic_rule: Rule | None = None
 
     def palette(self, item: ReadItem) -> np.ndarray | None:
@@ -70,11 +69,12 @@ class RulePalettes(_Source):
     origin = "rule"
 
     def __init__(self, rule: Rule, seed: int):
-        self.rule, self._seed = rule, seed
+        self.rule = self._rule = rule
+        self._seed = seed
         self.rule_palette = self._palette
 
     def _palette(self, shape: tuple[int, int], image_id: str) -> np.ndarray:
-        return self.rule.palette(shape, rng=image_rng(self._seed, image_id))
+        return self._rule.palette(shape, rng=image_rng(self._seed, image_id))
 
 
 class SemanticPalettes(_Source):
@@ -100,6 +100,7 @@ class NetPalettes(_Source):
         self._predictor, self.rule, self.model_sha256 = predictor, rule, model_sha256
 
     def palette(self, item: ReadItem) -> np.ndarray:
+        assert item.image is not None  # read without an error (the pipeline)
         return self._predictor.palette_from_net(item.image)
 
 
@@ -115,7 +116,7 @@ def palette_folder(palette_from: str) -> Path | None:
     return folder
 
 
-def palette_source(palette_from: str, rule: str | os.PathLike | None, predictor: Predictor,
+def palette_source(palette_from: str, rule: str | Path | None, predictor: Predictor,
                    seed: int = 0) -> PaletteSource:  # fmt: skip
     """The source ``--palette-from`` and ``--rule`` ask for (``rule`` None: R2, or the
     palette network's own); a conflict, a bad rule or a missing network: a usage error,
@@ -128,7 +129,7 @@ def palette_source(palette_from: str, rule: str | os.PathLike | None, predictor:
             raise LabelError(f"--palette-from net: {e}") from None
         info = predictor.palette_info
         learned = ((info.provenance.get("recipe") or {}).get("rule") if info is not None else None)
-        if learned is not None:  # the network makes its rule's palettes, whatever is asked
+        if info is not None and learned is not None:  # the network makes its rule's palettes, whatever is asked
             if rule is not None and load_rule(rule).name != load_rule(learned).name:
                 raise LabelError(f"--palette-from net: the palette network ({info.path}) was trained "
                                  f"for rule {learned}, so its palettes follow {learned}, not "

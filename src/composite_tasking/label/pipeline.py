@@ -5,7 +5,7 @@ flight on the device, the writers it is handed over to, and the count of images 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, cast
 
 import numpy as np
 
@@ -13,7 +13,7 @@ from .._writer_process import write_prediction
 from ..images import ImageReadError
 from ..inference import Prediction, Predictor
 from ..store import StoreError
-from ..store.location import source_name
+from ..store.location import Remote, source_name
 from .claims import Claims
 from .palettes import PaletteSource
 from .plan import LabelPlan
@@ -24,7 +24,7 @@ from .writers import PROCESS_MIN_IMAGES, ProcessWriter, ThreadWriter, default_wr
 __all__ = ["Pipeline"]
 
 #: an image of a batch: (its file, id, pixels, palette)
-Image = tuple[Path, str, np.ndarray, np.ndarray]
+Image = tuple[Path | Remote, str, np.ndarray, np.ndarray | None]
 
 
 class Pipeline:
@@ -150,10 +150,12 @@ class Pipeline:
         run is labelling and those that cannot be read are counted, not batched."""
         summary, clock = self.summary, self.clock
         batch: list[Image] = []
+        reader = self.reader
+        assert reader is not None  # _open made it
         while self.position < self.total and len(batch) < self.batch_size:
             if self.pending is None:
                 with clock("read"):
-                    item = self.reader.get()
+                    item = reader.get()
             else:
                 item, self.pending = self.pending, None
             if item.elsewhere:  # another run of this store is labelling it
@@ -161,7 +163,7 @@ class Pipeline:
                 self.position += 1
                 self._count()
                 continue
-            if item.error is None and batch and item.image.shape != batch[0][2].shape:
+            if item.error is None and batch and item.image is not None and item.image.shape != batch[0][2].shape:
                 self.pending = item
                 break
             try:
@@ -174,6 +176,7 @@ class Pipeline:
                 self.position += 1
                 self._count()
                 continue
+            assert item.image is not None  # read without an error
             if item.source is not None:
                 self.sources[item.image_id] = item.source
             batch.append((item.path, item.image_id, item.image, palette))
@@ -185,7 +188,8 @@ class Pipeline:
         """Start ``batch`` on the device, then hand the batch in flight before it over."""
         images = [b[2] for b in batch]
         rule = self.source.semantic_rule  # semantic rules: palettes from the same pass
-        palettes = None if rule is not None else [b[3] for b in batch]
+        # without a semantic rule, every image has its palette (the source's)
+        palettes = None if rule is not None else cast("list[np.ndarray]", [b[3] for b in batch])
         with self.clock("predict"):
             started = self.predictor.start_batch(images, palettes, decode=not self.processes, rule=rule)
         previous, self.inflight = self.inflight, (batch, started)
@@ -203,6 +207,7 @@ class Pipeline:
     def _hand_over(self, batch: list[Image], pending) -> None:
         """A started batch's outputs (waited for) to the writers."""
         clock, writer = self.clock, self.writer
+        assert writer is not None  # _open made it
         with clock("wait"):
             results = pending.result()
         for (path, image_id, image, _), res in zip(batch, results):
@@ -217,17 +222,19 @@ class Pipeline:
             if not self.writers:
                 self._collect()
 
-    def _write(self, path: Path, image_id: str, image: np.ndarray, pred: Prediction) -> None:
+    def _write(self, path: Path | Remote, image_id: str, image: np.ndarray, pred: Prediction) -> None:
         plan = self.plan
         write_prediction(plan.store, image_id, image, pred, plan.write_attrs, self.store_image,
                          source_name(path), self.sources.pop(image_id, None))  # fmt: skip
 
     def _collect(self) -> None:
         """The images the writers have finished, then their error if any."""
-        for image_id in self.writer.written():
+        writer = self.writer
+        assert writer is not None  # _open made it
+        for image_id in writer.written():
             self.claims.release(image_id)
             self._count(image_id)
-        self.writer.check()
+        writer.check()
 
     def _count(self, image_id: str | None = None) -> None:
         if image_id is not None:

@@ -8,7 +8,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from ..image_ids import image_ids, input_roots, relative_to_inputs
 from ..images import scan_locations
@@ -19,6 +19,9 @@ from .palettes import PaletteSource
 from .settings import (describe_differences, file_changed, image_settings, open_store, person_made,
                        settings_differ, slim_record)  # fmt: skip
 from .summary import LabelError, LabelSummary
+
+if TYPE_CHECKING:
+    from ..store.location import Remote
 
 __all__ = ["LabelPlan", "NEW", "KEPT", "KEPT_CHANGED", "CHANGED", "OTHER_SETTINGS", "AGAIN", "COMPLETE",
            "LABELLED", "wanted_settings", "image_decision", "plan_run"]  # fmt: skip
@@ -48,7 +51,7 @@ def wanted_settings(predictor: Predictor, source: PaletteSource) -> dict:
     return wanted
 
 
-def image_decision(record: dict | None, path: Path, image_wanted: dict, overwrite: bool,
+def image_decision(record: dict | None, path: Path | Remote, image_wanted: dict, overwrite: bool,
                    unfinished: str | None) -> str:  # fmt: skip
     """What becomes of the image at ``path`` whose store record is ``record`` (None: not
     in the store), for a run wanting ``image_wanted``: one of :data:`NEW`, :data:`KEPT`,
@@ -72,11 +75,11 @@ def image_decision(record: dict | None, path: Path, image_wanted: dict, overwrit
 class LabelPlan:
     """A run's store, its images and what it writes; :func:`plan_run` makes it."""
 
-    store_path: Path
+    store_path: Path | Remote
     store: LabelStore
     summary: LabelSummary
     #: (file, id, path below its input folder) of each image to label, in input order
-    todo: list[tuple[Path, str, Path]]
+    todo: list[tuple[Path | Remote, str, Path]]
     #: every input's id (every shard's), in input order: the preview's
     all_ids: list[str]
     #: the store's images when the run started (:func:`.settings.slim_record`), by id
@@ -98,7 +101,7 @@ class LabelPlan:
         summary.done.sort(key=order.__getitem__)  # writers finish in any order: report input order
 
 
-def plan_run(inputs: list[str | os.PathLike], store_path: Path, predictor: Predictor, source: PaletteSource, *,
+def plan_run(inputs: list[str | os.PathLike], store_path: Path | Remote, predictor: Predictor, source: PaletteSource, *,
              overwrite: bool = False, shard: tuple[int, int] | None = None,
              exclude: Iterable[Path] = (), storage_options: dict | None = None) -> LabelPlan:  # fmt: skip
     """Scan ``inputs`` (never ``store_path`` nor ``exclude``), open (or create) the store
@@ -136,12 +139,13 @@ def plan_run(inputs: list[str | os.PathLike], store_path: Path, predictor: Predi
     roots = input_roots(inputs)
     rels = [relative_to_inputs(f, roots) for f in files]
     if shard is not None:
-        i, n = shard
-        files, ids, rels = files[i::n], ids[i::n], rels[i::n]
+        k, n = shard
+        files, ids, rels = files[k::n], ids[k::n], rels[k::n]
     image_wanted = {"model_sha256": wanted["model_sha256"], "rule": wanted["rule"],
                     "rule_sha256": wanted["rule_sha256"], "palette_from": source.origin,
                     "palette_model_sha256": source.model_sha256, "scale": wanted["scale"]}  # fmt: skip
-    todo, other = [], []
+    todo: list[tuple[Path | Remote, str, Path]] = []
+    other: list[str] = []
     named = {KEPT_CHANGED: summary.kept_changed, CHANGED: summary.changed, OTHER_SETTINGS: other,
              COMPLETE: summary.skipped_complete}  # fmt: skip
     for f, i, rel in zip(files, ids, rels):

@@ -96,7 +96,9 @@ def _pictures(image: np.ndarray, palette: np.ndarray | None, labels: Mapping[str
 
     image = _rgb(image)
     size = _box_size(image.shape[:2], thumb)
-    small = np.asarray(Image.fromarray(image).resize(size[::-1], Image.LANCZOS, reducing_gap=3.0))
+    # Image.LANCZOS: set by a loop in PIL.Image, so not in its annotations (Image.Resampling
+    # needs Pillow >= 9.1; pyproject allows 9.0)
+    small = np.asarray(Image.fromarray(image).resize(size[::-1], Image.LANCZOS, reducing_gap=3.0))  # type: ignore[attr-defined]
     if palette is None:  # a stored image without a palette: nothing was asked
         pal, composite = np.zeros(size, np.uint8), np.zeros((*size, 3), np.uint8)
     else:
@@ -141,7 +143,7 @@ def contact_sheet(rows: Iterable[tuple[str, np.ndarray, np.ndarray | None, Mappi
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default()
-    line = max(font.getbbox("Ag")[3], 10) + 2 * _MARGIN  # one line of text and its margins
+    line = int(max(font.getbbox("Ag")[3], 10)) + 2 * _MARGIN  # one line of text and its margins (pixels)
     width = 3 * thumb + 2 * _PAD
     pictures, names, present = [], [], set()
     for image_id, image, palette, labels in rows:

@@ -13,11 +13,12 @@ import numpy as np
 
 from ..images import ImageReadError, read_image, read_image_hashed
 from ..palette import validate_palette
+from ..store.location import Remote
 
 __all__ = ["ReadItem", "Reader", "put_waiting"]
 
 
-def _palette_file(folder: Path, image_path: Path, rel: Path, shape) -> np.ndarray:
+def _palette_file(folder: Path, image_path: Path | Remote, rel: Path, shape) -> np.ndarray:
     """The palette PNG of the image ``image_path`` (``rel``: its path below its input
     folder) in ``folder``: ``<rel>.png`` (``sub/a.jpg`` -> ``sub/a.jpg.png``), then with
     the image's suffix replaced (``sub/a.png``), then the same two names at the top of
@@ -52,7 +53,7 @@ def _palette_file(folder: Path, image_path: Path, rel: Path, shape) -> np.ndarra
 class ReadItem:
     """One image as the reader hands it over: pixels (and palette file), or why not."""
 
-    path: Path
+    path: Path | Remote
     image_id: str
     image: np.ndarray | None = None
     palette: np.ndarray | None = None  # from a palette folder, or a rule that needs no model
@@ -65,7 +66,7 @@ class ReadItem:
     source: dict | None = None
 
 
-def _read(path: Path, image_id: str, rel: Path, palette_dir: Path | None,
+def _read(path: Path | Remote, image_id: str, rel: Path, palette_dir: Path | None,
           rule_palette: Callable[[tuple[int, int], str], np.ndarray] | None = None,
           claim: Callable[[str], bool] | None = None, hashed: bool = False) -> ReadItem:  # fmt: skip
     if claim is not None and not claim(image_id):
@@ -107,7 +108,7 @@ class Reader:
     (``ahead=0``) on demand in the calling thread. ``hashed``: each with the sha256 of
     the bytes decoded and the file's stat (:attr:`ReadItem.source`)."""
 
-    def __init__(self, todo: list[tuple[Path, str, Path]], palette_dir: Path | None, ahead: int,
+    def __init__(self, todo: list[tuple[Path | Remote, str, Path]], palette_dir: Path | None, ahead: int,
                  rule_palette: Callable[[tuple[int, int], str], np.ndarray] | None = None,
                  claim: Callable[[str], bool] | None = None, hashed: bool = False):  # fmt: skip
         self._todo, self._palette_dir, self._rule_palette = todo, palette_dir, rule_palette

@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 
 from ..inference import Predictor
 from ..shards import ShardError, shard_from_environment
-from ..store.location import locate
+from ..store.location import Remote, locate
 from .palettes import palette_folder, palette_source
 from .pipeline import Pipeline
 from .plan import plan_run
@@ -23,7 +23,7 @@ __all__ = ["label_images"]
 
 def label_images(
     inputs: Iterable[str | os.PathLike],
-    store_path: str | os.PathLike,
+    store_path: str | os.PathLike | Remote,
     *,
     rule: str | None = None,
     palette_from: str = "semantics",

@@ -98,7 +98,7 @@ def person_made(record: dict) -> bool:
     return "napari" in record or any(v in PERSON_PROVENANCES for v in prov.values())
 
 
-def file_changed(record: dict, path: Path) -> bool:
+def file_changed(record: dict, path: Path | Remote) -> bool:
     """Whether ``path``, the file of an image the store keeps by reference, is no longer
     the file labelled (:func:`composite_tasking.store.sources.file_state`: its size and
     mtime compared with the recorded ones, its sha256 only when they differ or, in a

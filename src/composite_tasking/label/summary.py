@@ -6,6 +6,10 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..store.location import Remote
 
 __all__ = ["TIMINGS", "Clock", "format_timings", "LabelError", "LabelSummary"]
 
@@ -66,7 +70,7 @@ class LabelError(ValueError):
 
 @dataclass
 class LabelSummary:
-    store: Path
+    store: Path | Remote
     done: list[str] = field(default_factory=list)
     skipped_complete: list[str] = field(default_factory=list)
     #: images in the store a person had a hand in (corrected, or saved from napari):

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from .._writer_process import SharedSlots, init_writer_process, process_write, writer_process_ready
-from ..store.location import is_url, source_name
+from ..store.location import Remote, source_name
 from .reading import put_waiting
 
 __all__ = ["PROCESS_MIN_IMAGES", "WriterBase", "ThreadWriter", "ProcessWriter", "default_writers",
@@ -170,7 +170,7 @@ class ProcessWriter(WriterBase):
     :meth:`close` (``shared=False``: through the pool's pipe, pickled).
     """
 
-    def __init__(self, store_path: Path, attrs: dict, store_image: bool, tasks, limit: int, processes: int,
+    def __init__(self, store_path: Path | Remote, attrs: dict, store_image: bool, tasks, limit: int, processes: int,
                  shared: bool = True):  # fmt: skip
         ctx = multiprocessing.get_context("spawn")  # the parent has threads (and maybe CUDA)
         self._shared = shared  # False: every image's arrays through the pool's pipe
@@ -183,7 +183,7 @@ class ProcessWriter(WriterBase):
         self._slots = SharedSlots()  # the arrays of the images in flight, in shared memory
         self._executor = concurrent.futures.ProcessPoolExecutor(
             max_workers=processes, mp_context=ctx, initializer=init_writer_process,
-            initargs=(store_path if is_url(store_path) else str(store_path), attrs, store_image, tuple(tasks), ctx.Barrier(processes)))  # fmt: skip
+            initargs=(store_path if isinstance(store_path, Remote) else str(store_path), attrs, store_image, tuple(tasks), ctx.Barrier(processes)))  # fmt: skip
         try:  # one task per process, each waiting for all: every process is started now
             self._starting = [self._executor.submit(writer_process_ready, 300.0) for _ in range(processes)]
         except BaseException:
@@ -240,8 +240,9 @@ class ProcessWriter(WriterBase):
         packed = self._slots.pack(arrays) if self._shared else None  # None: through the pipe
         args, slot = packed if packed is not None else (arrays, None)
         try:
-            fut = self._executor.submit(process_write, source_name(path), image_id, *args, thin,
-                                        rest[0] if rest else None)  # fmt: skip
+            image_a, palette_a, output_a = args
+            fut = self._executor.submit(process_write, source_name(path), image_id, image_a, palette_a, output_a,
+                                        thin, rest[0] if rest else None)  # fmt: skip
         except BaseException:  # a broken pool: its futures hold why
             if slot is not None:
                 self._slots.release(slot)

@@ -4,7 +4,7 @@ pass, with an error naming the image, the key and the problem (nothing is writte
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, NoReturn
 
 import numpy as np
 
@@ -30,7 +30,7 @@ class Checker:
         self.image_id = image_id
         self.verb = verb
 
-    def fail(self, key: str, problem: str):
+    def fail(self, key: str, problem: str) -> NoReturn:
         raise StoreError(f"image {self.image_id!r}: {key}: {problem}; nothing was {self.verb}")
 
     def array(self, key: str, value) -> np.ndarray:

@@ -33,6 +33,7 @@ import numpy as np
 import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.group import GroupMetadata
+from zarr.core.metadata import ArrayV3Metadata
 from zarr.storage import MemoryStore
 
 __all__ = ["Unsupported", "group_document", "prepare_array", "write_group", "write_array", "array_files",
@@ -82,14 +83,15 @@ def _template(key: str) -> tuple[bytes, str, tuple[int, ...], Any, tuple]:
     kw["compressors"] = tuple(_zarr_codec(c) for c in kw["compressors"])
     arr = zarr.create_array(store=MemoryStore(), **kw)
     meta = arr.metadata
+    assert isinstance(meta, ArrayV3Metadata)  # zarr_format 3, create_array's default
     doc = meta.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes()
-    spec = meta.to_dict()
+    spec: dict[str, Any] = meta.to_dict()  # JSON
     if spec.get("chunk_key_encoding") != {"name": "default", "configuration": {"separator": "/"}}:
         raise Unsupported(f"chunk key encoding {spec.get('chunk_key_encoding')}")
     if spec.get("chunk_grid", {}).get("name") != "regular" or spec.get("storage_transformers"):
         raise Unsupported("a chunk grid other than regular")
     codecs = list(meta.codecs)
-    first = codecs[0].to_dict()
+    first: dict[str, Any] = codecs[0].to_dict()  # JSON
     if first["name"] != "bytes" or len(codecs) > 2:  # sharding and filters are not written here
         raise Unsupported(f"codecs {[c.to_dict()['name'] for c in codecs]}")
     dtype = np.dtype(kw["dtype"])

@@ -394,6 +394,7 @@ def label_group_attrs(name: str, with_source: bool) -> dict:
                                    "properties": props}  # fmt: skip
     if with_source:
         image_label["source"] = {"image": "../../"}
+    own: dict[str, Any]
     if name == "palette":
         own = {"task": None, "kind": "palette", "no_task": NO_TASK,
                "values": {str(t.palette_value): t.name for t in TASKS}}  # fmt: skip
@@ -424,6 +425,7 @@ def image_ome(image_id: str) -> dict:
 
 def map_attrs(name: str, channels: list[str] | None = None) -> dict:
     if name == SCORES:
+        assert channels is not None, "the scores map's attributes name its channels"
         kinds = [map_attrs(c)[NS]["kind"] for c in channels]
         return {NS: {"kind": "scores", "layout": "(c, y, x)", "channels": list(channels),
                      "channel_kinds": kinds, "invalid": "NaN"}}  # fmt: skip

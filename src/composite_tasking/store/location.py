@@ -59,7 +59,7 @@ def is_url(value: Any) -> bool:
     if not isinstance(value, str):
         return False
     m = _URL.match(value)
-    return bool(m) and m.group(1).lower() not in ("file", "local")
+    return m is not None and m.group(1).lower() not in ("file", "local")
 
 
 def _value(text: str) -> Any:
@@ -164,7 +164,7 @@ class Remote:
         self.url = f"{self.protocol}://{self.path}"
         self.storage_options = dict(default_storage_options() if storage_options is None else storage_options)
         self._fs = None
-        self._fs_pid = None
+        self._fs_pid: int | None = None
 
     # --------------------------------------------------------------- path-like
     def __str__(self) -> str:

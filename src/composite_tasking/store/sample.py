@@ -33,7 +33,7 @@ class StoredSample:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return tuple(self.attrs["shape"])  # type: ignore[return-value]
+        return tuple(self.attrs["shape"])
 
     @property
     def image_source(self) -> str | None:

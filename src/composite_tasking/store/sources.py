@@ -54,7 +54,7 @@ def stat_record(st: os.stat_result) -> dict:
     return {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
 
 
-def file_state(info: Mapping, path: str | os.PathLike | None) -> str | None:
+def file_state(info: Mapping, path: str | os.PathLike | Remote | None) -> str | None:
     """Why the file at ``path`` is not the file an image's ``image`` attribute (``info``)
     recorded: ``"missing"``, ``"changed"`` or ``"unreadable"`` (:data:`STATE_REASONS`);
     None when it still is, or when no file's sha256 was recorded to compare with

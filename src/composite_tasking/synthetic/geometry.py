@@ -141,8 +141,8 @@ def _box(o, d, half):
         inv = 1.0 / d
         t1 = (-half - o) * inv
         t2 = (half - o) * inv
-    tmin = np.nan_to_num(np.minimum(t1, t2), nan=-_INF).max(axis=1)
-    tmax = np.nan_to_num(np.maximum(t1, t2), nan=_INF).min(axis=1)
+    tmin = np.nan_to_num(np.minimum(t1, t2), nan=float(-_INF)).max(axis=1)  # (inf either way)
+    tmax = np.nan_to_num(np.maximum(t1, t2), nan=float(_INF)).min(axis=1)
     hit = (tmax >= tmin) & (tmin > 1e-4)
     return np.where(hit, tmin, _INF).astype(np.float32)
 
