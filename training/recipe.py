@@ -166,7 +166,7 @@ def _data_from_dict(spec: dict, default_split: str, key: str, where: str) -> Dat
     return DataSpec(kind=kind, **values)
 
 
-def _options(text: str, whole: str, allowed: tuple[str, ...], where: str) -> dict[str, Any]:  # str values, to convert
+def _options(text: str, whole: str, allowed: tuple[str, ...], where: str) -> dict[str, Any]:  # str values
     out = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         k, eq, v = part.partition("=")

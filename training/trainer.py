@@ -80,12 +80,9 @@ def _flat(d, prefix: str = "") -> dict:
 
 
 def _param_groups(model: torch.nn.Module, lr_encoder: float, lr_decoder: float):
-    enc: list[torch.nn.Parameter] = []
-    rest: list[torch.nn.Parameter] = []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (enc if name.startswith("encoder") else rest).append(p)
+    trained = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    enc = [p for name, p in trained if name.startswith("encoder")]
+    rest = [p for name, p in trained if not name.startswith("encoder")]
     return [{"params": enc, "lr": lr_encoder, "name": "encoder"},
             {"params": rest, "lr": lr_decoder, "name": "decoder"}]  # fmt: skip
 

@@ -264,8 +264,9 @@ def low_confidence_regions(confidence, threshold: float = LOW_CONFIDENCE) -> lis
     index = np.arange(1, n + 1)
     pixels = ndimage.sum_labels(low, ids, index)
     expected = ndimage.sum_labels(np.where(low, 1.0 - conf, 0.0), ids, index)
-    regions: list[dict[str, Any]] = [{"bbox": [sl[0].start, sl[1].start, sl[0].stop, sl[1].stop], "pixels": int(p),
-                "expected": float(e)} for sl, p, e in zip(ndimage.find_objects(ids), pixels, expected)]  # fmt: skip
+    regions: list[dict[str, Any]] = [
+        {"bbox": [sl[0].start, sl[1].start, sl[0].stop, sl[1].stop], "pixels": int(p), "expected": float(e)}
+        for sl, p, e in zip(ndimage.find_objects(ids), pixels, expected)]  # fmt: skip
     regions.sort(key=lambda r: (-r["expected"], r["bbox"]))
     return regions
 

@@ -22,7 +22,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, cast
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -61,7 +61,8 @@ class ImageReadError(ValueError):
         self.reason = reason
 
 
-def read_image(path: str | os.PathLike | Remote, max_pixels: int = MAX_PIXELS, data: bytes | None = None) -> np.ndarray:
+def read_image(path: str | os.PathLike | Remote, max_pixels: int = MAX_PIXELS,
+               data: bytes | None = None) -> np.ndarray:  # fmt: skip
     """Read an image file as uint8 RGB (H, W, 3) with EXIF orientation applied. ``data``:
     the file's bytes, already read (decoded instead of reading ``path`` again, so that
     the pixels are those of the bytes a caller hashed); ``path`` then names it in errors.
@@ -185,7 +186,7 @@ def _to_rgb8(im: Image.Image, path: Path | Remote) -> np.ndarray:
 
 @dataclass
 class ScanResult:
-    files: list[Path | Remote]  # a Remote: an object in a bucket (scan_any)
+    files: list[Path | Remote]  # a Remote: an object in a bucket (scan_locations)
     skipped: list[tuple[str, str]]  # (path, reason)
     #: files inside the folders whose suffix is no image format's: not read, not counted
     #: as skipped (a README beside the images does not make every run "partial")
@@ -360,7 +361,7 @@ def scan_locations(inputs: Iterable, recursive: bool = True, *, exclude: Iterabl
     res = scan_inputs(local, recursive, exclude=[e for e in exclude if not is_url(e)])
     if len(local) == len(inputs):
         return res
-    excluded = [r for e in exclude if is_url(e) and isinstance(r := locate(e, storage_options), Remote)]
+    excluded = [cast(Remote, locate(e, storage_options)) for e in exclude if is_url(e)]  # URLs: Remotes
     listed = {str(f) for f in res.files if isinstance(f, Remote)}
     for item in inputs:
         if not is_url(item):

@@ -22,15 +22,14 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from pathlib import Path
-from typing import Hashable, Literal, cast, overload
+from typing import Hashable, cast
 
 import numpy as np
 import torch
 
 from .device import pick_device
-from .model import CompositeTaskingNet, Encoded, load_checkpoint
+from .model import CompositeTaskingNet, Encoded, PaletteModel, load_checkpoint
 from .model.checkpoint import CheckpointInfo
-from .model.ctn import PaletteModel
 from .model.resolve import resolve_model
 from .model.base import pad_to_stride
 from .model.region import Window, change_box, palette_reach, reach_box
@@ -66,9 +65,8 @@ class Predictor:
         #: the working resolution (:mod:`.scale`): ``none`` predicts at every pixel
         self.scale = parse_scale(scale)
         self.info: CheckpointInfo | None = None
-        self.model: PaletteModel
-        if isinstance(model, torch.nn.Module):
-            self.model = cast(PaletteModel, model)  # a CTN, MHN or STN (a palette network: refused below)
+        if isinstance(model, torch.nn.Module):  # a CTN, MHN or STN (a palette network: refused below)
+            self.model: PaletteModel = cast(PaletteModel, model)
         else:
             self.model, self.info = load_checkpoint(resolve_model(model))
         if getattr(getattr(self.model, "config", None), "kind", None) == "palette":
@@ -169,8 +167,7 @@ class Predictor:
     # ------------------------------------------------------------------ encoder
     @torch.inference_mode()
     def encode(self, image: np.ndarray | None, key: Hashable | None = None) -> list[tuple[tuple, Encoded]]:
-        """Encoder features of one image as (tile box, features) pairs, cached by ``key``
-        (``image`` None: the cached ones, which must be there)."""
+        """Encoder features of one image (None: the cached) as (tile box, features) pairs, cached by ``key``."""
         if key is not None and key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
@@ -216,7 +213,7 @@ class Predictor:
         if region is None:
             return self.model.decode(enc, pal)
         r = torch.from_numpy(np.ascontiguousarray(region)).to(self.device)
-        return self._ctn.decode(enc, pal, region=r)
+        return cast(CompositeTaskingNet, self.model).decode(enc, pal, region=r)  # region_decoding: a CTN
 
     @torch.inference_mode()
     def decode(self, feats: list[tuple[tuple, Encoded]], palette: np.ndarray,
@@ -267,18 +264,18 @@ class Predictor:
         palette = validate_palette(palette)
         scaled = bool(self.upscale(palette.shape))
         if previous is None or previous.palette.shape != palette.shape or (previous.working is not None) != scaled:
-            return self.predict(image, palette, key=key)  # (the working resolution changed)
+            return cast(Prediction, self.predict(image, palette, key=key))  # (the working resolution changed)
         if scaled:
             return self._repredict_scaled(image, palette, previous, key)
-        if not self.region_decoding:
-            return self.predict(image, palette, key=key)
+        if not self.region_decoding:  # (predict decodes: a Prediction)
+            return cast(Prediction, self.predict(image, palette, key=key))
         changed = palette != previous.palette
         if not changed.any():
             return previous
         feats = self.encode(image, key)
         if len(feats) == 1:  # exactly what the change reaches (change_box), cropped back
             padded = pad_to_stride(torch.from_numpy(changed)[None])[0]  # as the palette pads
-            box = change_box(padded, self._ctn.decoder)
+            box = change_box(padded, cast(CompositeTaskingNet, self.model).decoder)  # (region_decoding)
             assert box is not None  # something changed (above)
             h, w = palette.shape
             box = Window(box.y0, min(box.y1, h), box.x0, min(box.x1, w))
@@ -352,15 +349,9 @@ class Predictor:
         return Prediction(palette, output, tasks)
 
     @property
-    def _ctn(self) -> CompositeTaskingNet:
-        """The model, where only a CTN gets there (``region_decoding``)."""
-        assert isinstance(self.model, CompositeTaskingNet)
-        return self.model
-
-    @property
     def palette_reach(self) -> int:
         """How far a palette change can reach in the output (:func:`~.model.region.palette_reach`)."""
-        return palette_reach(self._ctn.decoder)
+        return palette_reach(cast(CompositeTaskingNet, self.model).decoder)  # a CTN's
 
     def decode_labels(self, output: np.ndarray, palette: np.ndarray) -> dict[str, TaskOutput]:
         """Per-task labels and confidences where the palette asks (numpy in, numpy out);
@@ -447,8 +438,7 @@ class Predictor:
             else:
                 path = resolve_model("palette") if str(spec) == "default" else resolve_model(spec)
                 net, self.palette_info = load_checkpoint(path)
-            config = getattr(net, "config", None)
-            if config is None or config.kind != "palette":
+            if (config := getattr(net, "config", None)) is None or config.kind != "palette":
                 raise ValueError(f"{spec!r} is not a palette network checkpoint")
             self._palette_net = net.eval().to(self.device).to(memory_format=torch.channels_last)
         return self._palette_net
@@ -467,18 +457,6 @@ class Predictor:
         return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
 
     # ------------------------------------------------------------------ all in one
-    @overload
-    def predict(self, image: np.ndarray, palette: np.ndarray | None = None, rule: str | Rule | None = None,
-                key: Hashable | None = None, rng=None, decode: Literal[True] = True) -> Prediction: ...
-    @overload
-    def predict(self, image: np.ndarray, palette: np.ndarray | None = None, rule: str | Rule | None = None,
-                key: Hashable | None = None, rng=None, *,
-                decode: Literal[False]) -> tuple[np.ndarray, np.ndarray]: ...
-    @overload
-    def predict(self, image: np.ndarray, palette: np.ndarray | None = None, rule: str | Rule | None = None,
-                key: Hashable | None = None, rng=None,
-                decode: bool = True) -> Prediction | tuple[np.ndarray, np.ndarray]: ...
-
     def predict(self, image: np.ndarray, palette: np.ndarray | None = None, rule: str | Rule | None = None,
                 key: Hashable | None = None, rng=None,
                 decode: bool = True) -> Prediction | tuple[np.ndarray, np.ndarray]:  # fmt: skip
@@ -582,7 +560,7 @@ class Predictor:
         assert pals is not None and pt is not None  # palettes or a rule (start_batch)
         with self._ctx():
             if self.region_decoding:  # the union of the palettes' requested pixels
-                out = self._ctn.decode(enc, pt, region=pt > 0)
+                out = cast(CompositeTaskingNet, self.model).decode(enc, pt, region=pt > 0)
             else:
                 out = self.model.decode(enc, pt)
             out = out.float()

@@ -166,7 +166,8 @@ def check_sources(store_path: str | os.PathLike | Remote, ids: Sequence[str] | N
 TRAINING_PROVENANCES = PERSON_PROVENANCES
 
 
-def training_ids(store_path: str | os.PathLike | Remote, select: str = "corrected", required: bool = True) -> list[str]:
+def training_ids(store_path: str | os.PathLike | Remote, select: str = "corrected",
+                 required: bool = True) -> list[str]:  # fmt: skip
     """The images of a label store to train on.
 
     ``select="corrected"``: the images holding, for at least one task, labels a person

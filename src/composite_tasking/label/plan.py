@@ -101,7 +101,8 @@ class LabelPlan:
         summary.done.sort(key=order.__getitem__)  # writers finish in any order: report input order
 
 
-def plan_run(inputs: list[str | os.PathLike], store_path: Path | Remote, predictor: Predictor, source: PaletteSource, *,
+def plan_run(inputs: list[str | os.PathLike], store_path: Path | Remote, predictor: Predictor,
+             source: PaletteSource, *,
              overwrite: bool = False, shard: tuple[int, int] | None = None,
              exclude: Iterable[Path] = (), storage_options: dict | None = None) -> LabelPlan:  # fmt: skip
     """Scan ``inputs`` (never ``store_path`` nor ``exclude``), open (or create) the store

@@ -98,7 +98,8 @@ def _pictures(image: np.ndarray, palette: np.ndarray | None, labels: Mapping[str
     size = _box_size(image.shape[:2], thumb)
     # Image.LANCZOS: set by a loop in PIL.Image, so not in its annotations (Image.Resampling
     # needs Pillow >= 9.1; pyproject allows 9.0)
-    small = np.asarray(Image.fromarray(image).resize(size[::-1], Image.LANCZOS, reducing_gap=3.0))  # type: ignore[attr-defined]
+    lanczos = Image.LANCZOS  # type: ignore[attr-defined]
+    small = np.asarray(Image.fromarray(image).resize(size[::-1], lanczos, reducing_gap=3.0))
     if palette is None:  # a stored image without a palette: nothing was asked
         pal, composite = np.zeros(size, np.uint8), np.zeros((*size, 3), np.uint8)
     else:

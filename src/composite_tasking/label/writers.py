@@ -170,8 +170,8 @@ class ProcessWriter(WriterBase):
     :meth:`close` (``shared=False``: through the pool's pipe, pickled).
     """
 
-    def __init__(self, store_path: Path | Remote, attrs: dict, store_image: bool, tasks, limit: int, processes: int,
-                 shared: bool = True):  # fmt: skip
+    def __init__(self, store_path: Path | Remote, attrs: dict, store_image: bool, tasks, limit: int,
+                 processes: int, shared: bool = True):  # fmt: skip
         ctx = multiprocessing.get_context("spawn")  # the parent has threads (and maybe CUDA)
         self._shared = shared  # False: every image's arrays through the pool's pipe
         self._limit = max(1, limit)

@@ -21,7 +21,7 @@ from .checkpoint import (
     read_checkpoint_info,
     save_checkpoint,
 )
-from .ctn import CompositeTaskingNet, MultiHeadNet, SingleTaskNets
+from .ctn import CompositeTaskingNet, MultiHeadNet, PaletteModel, SingleTaskNets
 from .encoder import (
     ENCODERS,
     EncoderWeightsUnavailable,
@@ -34,7 +34,7 @@ from .registry import PRESETS, build_model, count_parameters, preset_config
 __all__ = [
     "CheckpointError", "CheckpointInfo", "CompositeTaskingNet", "Decoder", "DecoderSpec",
     "ENCODERS", "Encoded", "EncoderWeightsUnavailable", "MODEL_KINDS", "ModelConfig",
-    "MultiHeadNet", "PRESETS", "PaletteNet", "PlainBlock", "ResNetEncoder", "STRIDE", "SingleTaskNets",
+    "MultiHeadNet", "PRESETS", "PaletteModel", "PaletteNet", "PlainBlock", "ResNetEncoder", "STRIDE", "SingleTaskNets",
     "TaskCompositionBlock", "TaskRepresentationBlock", "build_model", "count_parameters",
     "embedding_pyramid", "imagenet_weights_path", "load_checkpoint", "palette_embedding",
     "preset_config", "read_checkpoint_info", "save_checkpoint",

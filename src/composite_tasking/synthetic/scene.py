@@ -267,7 +267,8 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 def _size(size) -> tuple[int, int]:
     h, w = (size, size) if np.isscalar(size) else size
-    h, w = int(h), int(w)  # type: ignore[arg-type]  # np.isscalar's TypeGuard: numpy's generic, no int() in its stubs
+    # np.isscalar's TypeGuard narrows to numpy's generic, which has no int() in its stubs
+    h, w = int(h), int(w)  # type: ignore[arg-type]
     if h < 1 or w < 1:
         raise ValueError(f"image size must be positive, got {(h, w)}")
     return h, w
