@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The static checks, run by .ci/run before the tests (and by .pre-commit-config.yaml):
 #
-#   ruff  pyflakes' rules and syntax errors (F, E9) in src/ and training/, as
-#         tests/test_code_shape.py::test_the_package_passes_pyflakes checks
+#   ruff    pyflakes' rules and syntax errors (F, E9) in src/ and training/, as
+#           tests/test_code_shape.py::test_the_package_passes_pyflakes checks
+#   format  `ruff format --check` on src/ and training/ (pyproject's [tool.ruff]; a
+#           `# fmt: skip` keeps a hand-aligned statement as it is)
 #   mypy  the core (composite_tasking without _napari, with composite_tasking.training)
 #         with pyproject.toml's [tool.mypy]
 #
 #   bash scripts/lint.sh             # both
-#   bash scripts/lint.sh mypy        # one (ruff or mypy)
+#   bash scripts/lint.sh mypy        # one (ruff, format or mypy)
 #
 # Exits non-zero when a check finds anything, and says which failed. Environment:
 # CTN_VENV (the venv with ruff and mypy, default <repo>/.venv; scripts/setup.sh makes it).
@@ -21,6 +23,10 @@ say() { printf '[lint] %s\n' "$*"; }
 
 run_ruff() {
     "$VENV/bin/ruff" check --no-cache --select F,E9 src training
+}
+
+run_format() {
+    "$VENV/bin/ruff" format --no-cache --check src training
 }
 
 run_mypy() {
@@ -42,15 +48,17 @@ run_mypy() {
 }
 
 checks=("$@")
-[ "${#checks[@]}" -eq 0 ] && checks=(ruff mypy)
+[ "${#checks[@]}" -eq 0 ] && checks=(ruff format mypy)
 failed=()
 for check in "${checks[@]}"; do
     case "$check" in
-        ruff | mypy) ;;
-        *) say "unknown check '$check' (ruff, mypy)" >&2; exit 2 ;;
+        ruff | format | mypy) ;;
+        *) say "unknown check '$check' (ruff, format, mypy)" >&2; exit 2 ;;
     esac
-    if [ ! -x "$VENV/bin/$check" ]; then
-        say "$check: not in $VENV (bash scripts/setup.sh installs the dev extras)" >&2
+    tool="$check"
+    [ "$check" = format ] && tool=ruff
+    if [ ! -x "$VENV/bin/$tool" ]; then
+        say "$tool: not in $VENV (bash scripts/setup.sh installs the dev extras)" >&2
         failed+=("$check")
         continue
     fi

@@ -84,6 +84,7 @@ class _Scaled:
             out = self.model.decode(self.enc, torch.from_numpy(small).to(palette.device).long()).float().cpu().numpy()
         full = []
         for i in range(len(pal)):
+
             def more(extra, region, i=i):  # a stroke thinner than a working pixel: this image again
                 with self.ctx():
                     enc = self.model.encode(self.small[i : i + 1])

@@ -116,7 +116,7 @@ def parse_data_spec(spec: str | dict | DataSpec, default_split: str = "train", k
             raise RecipeError(f"data spec {text!r}{where}: give n=N (number of scenes, >= 1)")
         return _data_from_dict({"kind": "synthetic", **vals}, default_split, f"data spec {text!r}", where)
     if text.startswith("pascal-mt:"):
-        root, _, rest = text[len("pascal-mt:"):].partition(",")
+        root, _, rest = text[len("pascal-mt:") :].partition(",")
         opts = _options(rest, text, ("split", "size"), where)
         if "size" in opts:
             try:
@@ -240,7 +240,9 @@ class Recipe:
     model: dict[str, Any] = field(default_factory=lambda: {"preset": "ctn-resnet34", "pretrained": False})
     init: str | None = None  # a checkpoint to start from (fine-tuning)
     train: dict[str, Any] = field(default_factory=lambda: {"kind": "synthetic", "seed": 0, "n": 2000, "size": 128})
-    val: dict[str, Any] | None = field(default_factory=lambda: {"kind": "synthetic", "seed": 10_000, "n": 100, "size": 128})
+    val: dict[str, Any] | None = field(
+        default_factory=lambda: {"kind": "synthetic", "seed": 10_000, "n": 100, "size": 128}
+    )
     rule: str | None = "mosaic"  # or S: complete labels, every task's loss at every pixel (the MHN/STN baselines)
     val_rule: str = "S"  # S = every task everywhere, one encoding decoded five times
     loss_weights: dict[str, float] | None = None
@@ -248,10 +250,13 @@ class Recipe:
     #: variants of the loss (training/losses.py, LOSS_DEFAULTS): ``{semantic: paper |
     #: distance, temperature: T, output_penalty: w}``; null or a key left out: the paper's
     loss: dict[str, Any] | None = None
-    optimizer: dict[str, Any] = field(default_factory=lambda: {
-        "lr_decoder": 1e-3, "lr_encoder": 1e-5, "weight_decay": 1e-5, "betas": [0.9, 0.999]})
+    optimizer: dict[str, Any] = field(
+        default_factory=lambda: {"lr_decoder": 1e-3, "lr_encoder": 1e-5, "weight_decay": 1e-5, "betas": [0.9, 0.999]}
+    )
     schedule: dict[str, Any] = field(default_factory=lambda: {"kind": "plateau", "factor": 0.3, "patience": 12})
-    augment: dict[str, Any] | None = field(default_factory=lambda: {"hflip": True, "scale": [0.8, 1.25], "photometric": True})
+    augment: dict[str, Any] | None = field(
+        default_factory=lambda: {"hflip": True, "scale": [0.8, 1.25], "photometric": True}
+    )
     epochs: int = 100
     batch_size: int = 10
     workers: int = 2

@@ -235,7 +235,8 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
         if self.world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
 
     def _check_out(self, resume: bool) -> None:
         """``out`` must be new, empty or a run (with ``resume``, a run); never a folder of
@@ -384,8 +385,7 @@ class Trainer:
                 s = torch.tensor([self.schedule.scale, self.schedule.best, self.schedule.bad_epochs],
                                  dtype=torch.float64, device=self.device)  # fmt: skip
                 torch.distributed.broadcast(s, src=0)
-                self.schedule.scale, self.schedule.best, self.schedule.bad_epochs = \
-                    float(s[0]), float(s[1]), int(s[2])
+                self.schedule.scale, self.schedule.best, self.schedule.bad_epochs = float(s[0]), float(s[1]), int(s[2])
                 torch.distributed.barrier()
         return self.history
 

@@ -37,8 +37,16 @@ from .store import LabelStore
 from .store.location import Remote
 
 
-def write_prediction(store: LabelStore, image_id: str, image: np.ndarray, pred: Prediction,
-                      attrs: dict, store_image: bool, image_source: str, source: dict | None = None) -> None:
+def write_prediction(
+    store: LabelStore,
+    image_id: str,
+    image: np.ndarray,
+    pred: Prediction,
+    attrs: dict,
+    store_image: bool,
+    image_source: str,
+    source: dict | None = None,
+) -> None:
     """One labelled image into the store: what every writer (thread or process) does.
     ``source``: ``{"sha256", "size", "mtime_ns"}`` of the file's bytes the image was
     decoded from (the reader's, :func:`~composite_tasking.images.read_image_hashed`),

@@ -483,11 +483,17 @@ def export_store(
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "exporter": f"napari-composite-tasking {__version__}",
             "store": {"path": str(store.path.resolve()), "attrs": store.attrs},
-            "layout": {k: f"{d}/<id>{suffix}" for k, (d, suffix) in LAYOUTS[format].items()
-                       if k == "images" or k in (chosen if format == "pascal-mt" else summary.tasks)},
+            "layout": {
+                k: f"{d}/<id>{suffix}"
+                for k, (d, suffix) in LAYOUTS[format].items()
+                if k == "images" or k in (chosen if format == "pascal-mt" else summary.tasks)
+            },
             "ignore": IGNORE,
-            "normals": ("float32 (H, W, 3), invalid = 0" if format == "tiff"
-                        else "RGB uint8 round((n + 1) / 2 * 255), invalid = (0, 0, 0)"),
+            "normals": (
+                "float32 (H, W, 3), invalid = 0"
+                if format == "tiff"
+                else "RGB uint8 round((n + 1) / 2 * 255), invalid = (0, 0, 0)"
+            ),
             "normals_masked": True,
             "tasks": summary.tasks,
             "images": manifest_images,

@@ -191,7 +191,9 @@ class Predictor:
             self._cache.clear()
         else:
             self._cache.pop(key, None)
-            for k in [k for k in self._cache if isinstance(k, tuple) and len(k) == 3 and k[0] == "scaled" and k[1] == key]:
+            for k in [
+                k for k in self._cache if isinstance(k, tuple) and len(k) == 3 and k[0] == "scaled" and k[1] == key
+            ]:
                 del self._cache[k]
 
     # ------------------------------------------------------------------ decoder
@@ -390,7 +392,6 @@ class Predictor:
 
         out = upsample_composite(more, palette, working[0], working[1], self.tasks, window=window)
         return out, working
-
 
     # ------------------------------------------------------------------ palettes
     def semantics(self, image: np.ndarray, key: Hashable | None = None) -> np.ndarray:

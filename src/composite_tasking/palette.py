@@ -105,8 +105,12 @@ class SingleTaskRule:
     def name(self) -> str:
         return f"S:{self.task.name}"
 
-    def palette(self, shape: tuple[int, int] | None = None, semantics: np.ndarray | None = None,
-                rng: np.random.Generator | int | None = None) -> np.ndarray:
+    def palette(
+        self,
+        shape: tuple[int, int] | None = None,
+        semantics: np.ndarray | None = None,
+        rng: np.random.Generator | int | None = None,
+    ) -> np.ndarray:
         return np.full(_shape(shape, semantics), self.task.palette_value, dtype=np.uint8)
 
 
@@ -124,8 +128,12 @@ class MosaicRule:
     name: str = "mosaic"
     needs_semantics = False
 
-    def palette(self, shape: tuple[int, int] | None = None, semantics: np.ndarray | None = None,
-                rng: np.random.Generator | int | None = None) -> np.ndarray:
+    def palette(
+        self,
+        shape: tuple[int, int] | None = None,
+        semantics: np.ndarray | None = None,
+        rng: np.random.Generator | int | None = None,
+    ) -> np.ndarray:
         h, w = _shape(shape, semantics)
         rng = np.random.default_rng(rng)
         values = _task_values(self.tasks)
@@ -151,8 +159,12 @@ class RandomRule:
     name: str = "random"
     needs_semantics = False
 
-    def palette(self, shape: tuple[int, int] | None = None, semantics: np.ndarray | None = None,
-                rng: np.random.Generator | int | None = None) -> np.ndarray:
+    def palette(
+        self,
+        shape: tuple[int, int] | None = None,
+        semantics: np.ndarray | None = None,
+        rng: np.random.Generator | int | None = None,
+    ) -> np.ndarray:
         rng = np.random.default_rng(rng)
         values = _task_values(self.tasks)
         return rng.choice(values, size=_shape(shape, semantics)).astype(np.uint8)
@@ -180,8 +192,7 @@ class SemanticRule:
         for cls, task in self.assignments.items():
             if cls not in self.classes:
                 raise RuleError(
-                    f"rule {self.name!r}{where}: unknown class {cls!r}; "
-                    f"known classes: {', '.join(self.classes)}"
+                    f"rule {self.name!r}{where}: unknown class {cls!r}; known classes: {', '.join(self.classes)}"
                 )
             try:
                 get_task(task)
@@ -212,8 +223,12 @@ class SemanticRule:
         """Every class with the task this rule requests on it (None = no task)."""
         return {c: self.assignments.get(c, self.default) for c in self.classes}
 
-    def palette(self, shape: tuple[int, int] | None = None, semantics: np.ndarray | None = None,
-                rng: np.random.Generator | int | None = None) -> np.ndarray:
+    def palette(
+        self,
+        shape: tuple[int, int] | None = None,
+        semantics: np.ndarray | None = None,
+        rng: np.random.Generator | int | None = None,
+    ) -> np.ndarray:
         if semantics is None:
             raise ValueError(f"rule {self.name!r} needs a semantic label map")
         sem = np.asarray(semantics)
@@ -254,8 +269,7 @@ class SemanticRule:
                 task = get_task(str(task_name)).name
             except KeyError:
                 raise RuleError(
-                    f"rule {name!r}{where}: unknown task {task_name!r}; "
-                    f"known tasks: {', '.join(TASK_NAMES)}"
+                    f"rule {name!r}{where}: unknown task {task_name!r}; known tasks: {', '.join(TASK_NAMES)}"
                 ) from None
             if isinstance(class_list, str):
                 class_list = [class_list]
@@ -265,8 +279,7 @@ class SemanticRule:
                 c = str(c)
                 if c in assignments:
                     raise RuleError(
-                        f"rule {name!r}{where}: class {c!r} is given two tasks "
-                        f"({assignments[c]!r} and {task!r})"
+                        f"rule {name!r}{where}: class {c!r} is given two tasks ({assignments[c]!r} and {task!r})"
                     )
                 assignments[c] = task
         default = data.get("default")
@@ -371,8 +384,7 @@ def validate_palette(palette: np.ndarray, source: str = "palette") -> np.ndarray
     if arr.size and (arr.min() < 0 or arr.max() > len(TASKS)):
         bad = arr[(arr < 0) | (arr > len(TASKS))]
         raise ValueError(
-            f"{source}: palette values must be 0 (no task) or 1..{len(TASKS)} (task id + 1), "
-            f"found {int(bad.flat[0])}"
+            f"{source}: palette values must be 0 (no task) or 1..{len(TASKS)} (task id + 1), found {int(bad.flat[0])}"
         )
     return arr.astype(np.uint8, copy=False)
 

@@ -205,6 +205,7 @@ def upsample_composite(
     ix0, ix1, tx = _bilinear(W, w, x0, x1)
     cy, cx = _centres(H, h)[y0:y1], _centres(W, w)[x0:x1]
     wanted = [t for t in TASKS if t.name in set(tasks) and (pal == t.palette_value).any()]
+
     # per task: its values at working resolution and where they are defined
     def space(out: np.ndarray) -> dict[str, np.ndarray]:
         """An output in the spaces tasks interpolate in: raw (normals), sigmoid (the others)."""

@@ -369,8 +369,7 @@ def decode_output(output: torch.Tensor, palette: torch.Tensor) -> dict[str, Task
     """
     if palette.shape != output.shape[:1] + output.shape[2:]:
         raise ValueError(
-            f"palette shape {tuple(palette.shape)} does not match output "
-            f"{tuple(output.shape)} (expected (N, H, W))"
+            f"palette shape {tuple(palette.shape)} does not match output {tuple(output.shape)} (expected (N, H, W))"
         )
     import torch
 

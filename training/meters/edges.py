@@ -160,4 +160,3 @@ class EdgeMeter:
             "recall": pct(c["recall"][best]),
             "threshold": float(self.thresholds[best]),
         }
-

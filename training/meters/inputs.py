@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["as_numpy", "map_batch", "vector_batch", "valid_batch", "image_selection", "check_same",
-           "count_at_least", "pct"]
+__all__ = [
+    "as_numpy",
+    "map_batch",
+    "vector_batch",
+    "valid_batch",
+    "image_selection",
+    "check_same",
+    "count_at_least",
+    "pct",
+]
 
 
 def as_numpy(x) -> np.ndarray:

@@ -111,4 +111,3 @@ class NormalsMeter:
         for j, key in enumerate(("11.25", "22.5", "30")):
             out[key] = pct(self._below[j] / self.count)
         return out
-

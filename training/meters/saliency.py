@@ -105,4 +105,3 @@ class SaliencyMeter:
             "max_mIoU": pct(c["iou"][best]),
             "threshold": float(self.thresholds[best]),
         }
-

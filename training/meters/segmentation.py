@@ -120,4 +120,3 @@ class SegmentationMeter:
             "IoU": [pct(x) for x in iou],
             "pixel_acc": pct(tp.sum() / total) if total else math.nan,
         }
-

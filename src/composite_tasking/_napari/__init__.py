@@ -20,8 +20,15 @@ from ._compat import prevent_llvm_clash
 
 prevent_llvm_clash()
 
-__all__ = ["TaskPaletteWidget", "PredictWidget", "FinetuneWidget", "make_palette_layer",
-           "is_palette_layer", "task_colormap", "open_annotator"]
+__all__ = [
+    "TaskPaletteWidget",
+    "PredictWidget",
+    "FinetuneWidget",
+    "make_palette_layer",
+    "is_palette_layer",
+    "task_colormap",
+    "open_annotator",
+]
 
 _WHERE = {
     "PredictWidget": "predict_widget",

@@ -39,8 +39,14 @@ from __future__ import annotations
 import importlib.abc
 import sys
 
-__all__ = ["TritonGuard", "install_triton_guard", "keep_gl_programs", "kept_gl_programs",
-           "llvm_mapped", "prevent_llvm_clash"]
+__all__ = [
+    "TritonGuard",
+    "install_triton_guard",
+    "keep_gl_programs",
+    "kept_gl_programs",
+    "llvm_mapped",
+    "prevent_llvm_clash",
+]
 
 #: the module kept out of a process that already holds an LLVM
 BLOCKED = "triton"

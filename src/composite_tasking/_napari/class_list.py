@@ -123,7 +123,7 @@ def _short_list(names: dict[int, str]) -> str:
         if j - i >= 2:
             parts.append(f"{items[i][0]} {items[i][1]} .. {items[j][0]} {items[j][1]}")
         else:
-            parts.extend(f"{v} {n}" for v, n in items[i:j + 1])
+            parts.extend(f"{v} {n}" for v, n in items[i : j + 1])
         i = j + 1
     return ", ".join(parts)
 

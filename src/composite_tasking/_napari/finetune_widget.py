@@ -279,8 +279,11 @@ class FinetuneWidget(QWidget):
         store = self.store_edit.text().strip()
         if not store and pw is not None:
             image = pw.image_layer
-            store = pw.store_edit.text().strip() or (
-                image is not None and image.metadata.get("composite_tasking", {}).get("store")) or ""
+            store = (
+                pw.store_edit.text().strip()
+                or (image is not None and image.metadata.get("composite_tasking", {}).get("store"))
+                or ""
+            )
         if not store:
             raise ValueError("give the label store holding the corrections (Store)")
         store = resolve_path_text(store)  # "~", and relative to napari's current folder

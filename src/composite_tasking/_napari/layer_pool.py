@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["SPARE_KIND", "add_or_reuse", "is_spare", "retire", "shows", "slot_of", "spares"]
 
+
 def slot_of(layer: Layer) -> tuple | None:
     """What a layer can be reused for: (type, role...) or None (not one of the plugin's
     image, palette or task layers)."""

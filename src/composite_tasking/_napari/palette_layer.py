@@ -166,8 +166,7 @@ def make_palette_layer(
         name=name,
         colormap=task_colormap(),
         features=palette_features(),
-        metadata={METADATA_KEY: {"kind": PALETTE_KIND}
-                  | ({"image_key": image_key} if image_key else {})},
+        metadata={METADATA_KEY: {"kind": PALETTE_KIND} | ({"image_key": image_key} if image_key else {})},
         opacity=0.5,
         **kwargs,
     )

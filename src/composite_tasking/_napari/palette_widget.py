@@ -195,9 +195,7 @@ class TaskPaletteWidget(QWidget):
         self.palette_combo = LayerCombo(self.viewer, is_palette_layer, "(no palette yet)")
         self.palette_combo.setToolTip("The Task Palette layer that painting and fills change.")
         self.new_button = QPushButton("New palette")
-        self.new_button.setToolTip(
-            "Add an empty Task Palette (Labels layer, uint8) of the image's height and width."
-        )
+        self.new_button.setToolTip("Add an empty Task Palette (Labels layer, uint8) of the image's height and width.")
 
         self.layers_box = layers_box = QGroupBox("Palette")
         form = QFormLayout(layers_box)
@@ -240,7 +238,8 @@ class TaskPaletteWidget(QWidget):
             if isinstance(spec, str) and spec.startswith("S:"):
                 self.rule_combo.setItemIcon(i, QIcon(swatch_pixmap(get_task(spec[2:]).color)))
         self.semantic_combo = LayerCombo(
-            self.viewer, lambda ly: semantic_map_fits(ly, self.target_image()),
+            self.viewer,
+            lambda ly: semantic_map_fits(ly, self.target_image()),
             "(no semantic map of this image)",
         )
         self.semantic_combo.setToolTip(
@@ -303,9 +302,7 @@ class TaskPaletteWidget(QWidget):
         for layer in self.viewer.layers:
             self._watch_layer(layer)
         name_cbs, palette_cbs = self._layer_name_callbacks, self._palette_watch
-        self.destroyed.connect(
-            lambda *_: disconnect_all(viewer_callbacks + name_cbs + palette_cbs)
-        )
+        self.destroyed.connect(lambda *_: disconnect_all(viewer_callbacks + name_cbs + palette_cbs))
 
         self._on_rule_changed()
         self._on_palette_changed()
@@ -615,9 +612,7 @@ class TaskPaletteWidget(QWidget):
         layer = event.value
         self._watched_layers.discard(id(layer))
         layer.events.name.disconnect(self._refresh_layer_choices)
-        self._layer_name_callbacks[:] = [
-            (e, cb) for e, cb in self._layer_name_callbacks if e is not layer.events.name
-        ]
+        self._layer_name_callbacks[:] = [(e, cb) for e, cb in self._layer_name_callbacks if e is not layer.events.name]
         self._refresh_layer_choices()
 
     def _refresh_layer_choices(self, *_) -> None:

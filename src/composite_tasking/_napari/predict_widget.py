@@ -282,7 +282,8 @@ class PredictWidget(QWidget):
         # way to "512" would be a factor of 5)
         self.scale_combo.activated.connect(lambda *_: self._on_scale_changed(self.scale_combo.currentText()))
         self.scale_combo.lineEdit().editingFinished.connect(
-            lambda: self._on_scale_changed(self.scale_combo.currentText()))
+            lambda: self._on_scale_changed(self.scale_combo.currentText())
+        )
         self.fill_button.clicked.connect(lambda: self.start_fill_palette())
         self.predict_button.clicked.connect(lambda: self.start_predict())
         self.cancel_button.clicked.connect(self.cancel)
@@ -308,8 +309,7 @@ class PredictWidget(QWidget):
         #: (deleted mid-job) must not call into its deleted Qt objects
         self._worker_callbacks: list = []
         name_cbs, palette_cbs, worker_cbs = self._name_callbacks, self._palette_callbacks, self._worker_callbacks
-        self.destroyed.connect(
-            lambda *_: disconnect_all(viewer_callbacks + name_cbs + palette_cbs + worker_cbs))
+        self.destroyed.connect(lambda *_: disconnect_all(viewer_callbacks + name_cbs + palette_cbs + worker_cbs))
         self._show_model_status()
         self._watch_palette()
         self._on_image_changed()
@@ -569,7 +569,8 @@ class PredictWidget(QWidget):
         img_meta.update({"store": str(path), "image_id": image_id})
         self.store_edit.setText(str(path))
         text = f"Saved {image_id!r} to {path}" + (
-            f"; corrected pixels: {', '.join(counts)}." if counts else "; no corrections.")
+            f"; corrected pixels: {', '.join(counts)}." if counts else "; no corrections."
+        )
         self.save_status.setText(text)
         self.save_status.setStyleSheet("")
         show_info(text)

@@ -36,7 +36,9 @@ def _print_review(items: list, shown: list) -> None:
         rows.append((item, f"{item.expected_share:.2f}", str(item.expected_regions), tasks, worst))
     wid = max([len(r.image_id) for r in shown] + [5])
     wtask = max([len(r[3]) for r in rows if r[4]] + [5])
-    print(f"{'rank':>4}  {'image':<{wid}} {'expected %':>10} {'regions':>7}  {'tasks (expected %)':<{wtask}}  worst region")
+    print(
+        f"{'rank':>4}  {'image':<{wid}} {'expected %':>10} {'regions':>7}  {'tasks (expected %)':<{wtask}}  worst region"
+    )
     for item, share, regions, tasks, worst in rows:
         print(f"{item.rank:>4}  {item.image_id:<{wid}} {share:>10} {regions:>7}  {tasks:<{wtask}}  {worst}".rstrip())
     if len(shown) < len(items):

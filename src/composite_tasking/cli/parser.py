@@ -56,8 +56,9 @@ def _add_label(sub) -> None:
         description="Predict pseudo-labels for every image under a Task Palette made by a rule, "
         "and write them into a zarr label store. Re-running continues an interrupted run.",
     )
-    p.add_argument("inputs", nargs="+", help="image files or folders (searched recursively), or s3:// URLs "
-                                             "of images or prefixes")
+    p.add_argument(
+        "inputs", nargs="+", help="image files or folders (searched recursively), or s3:// URLs of images or prefixes"
+    )
     p.add_argument("--out", required=True, help="the label store (e.g. labels.zarr, or s3://bucket/labels.zarr)")
     p.add_argument("--rule", default=None,
                    help="R2 (default), R3, S:<task>, mosaic, random or a YAML rule file; with "
@@ -70,17 +71,24 @@ def _add_label(sub) -> None:
                    help="only with --palette-from net: the palette network ('default' = bundled, "
                         "the default; or a folder)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else cpu), cpu, cuda, cuda:I, mps")
-    p.add_argument("--batch-size", type=nonneg, default=4,
-                   help="images of one size predicted together (default 4; a GPU gains from more)")
+    p.add_argument(
+        "--batch-size",
+        type=nonneg,
+        default=4,
+        help="images of one size predicted together (default 4; a GPU gains from more)",
+    )
     p.add_argument("--writers", type=nonneg, default=None, metavar="N",
                    help="writers of the store when the model runs on a GPU: processes that also "
                         "decode the labels from 64 images on (default min(12, cores - 2)), "
                         "threads below (default min(4, cores - 1)); 0: write in the "
                         "labelling thread")  # fmt: skip
     _scale_arg(p, default="auto")
-    p.add_argument("--tile", type=nonneg, default=1024,
-                   help="tile images larger than this many pixels per side at the working "
-                        "resolution (64 or more; default 1024)")
+    p.add_argument(
+        "--tile",
+        type=nonneg,
+        default=1024,
+        help="tile images larger than this many pixels per side at the working resolution (64 or more; default 1024)",
+    )
     p.add_argument("--overlap", type=nonneg, default=None,
                    help="pixels neighbouring tiles share, blended across (0 to TILE/2 - 1; default "
                         "min(128, TILE/4))")  # fmt: skip
@@ -115,11 +123,9 @@ def _add_demo(sub) -> None:
                    help="default mosaic: four rectangles around a random point, each a different "
                         "task (four of the five tasks per image); R2 needs semantics the bundled "
                         "model predicts only in part")  # fmt: skip
-    p.add_argument("--model", default="default",
-                   help="'default' (bundled), a checkpoint folder or a run folder")
+    p.add_argument("--model", default="default", help="'default' (bundled), a checkpoint folder or a run folder")
     p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else cpu), cpu, cuda, cuda:I, mps")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="as for ctn label")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="as for ctn label")
     _scale_arg(p, default="auto")
     p.add_argument("--overwrite", action="store_true", help="relabel an existing demo store")
 
@@ -129,8 +135,7 @@ def _add_train(sub, recipes: str) -> None:
                        description="Train a CTN, an MHN, STNs or a palette network as a recipe says "
                        "(model, data, rule, losses, optimiser, schedule; docs/finetune.md), writing a "
                        f"checkpoint per epoch into OUT. Built-in recipes: {recipes}.")  # fmt: skip
-    p.add_argument("--config", required=True,
-                   help=f"a recipe file, or a built-in recipe by name: {recipes}")
+    p.add_argument("--config", required=True, help=f"a recipe file, or a built-in recipe by name: {recipes}")
     p.add_argument("--out", required=True,
                    help="run folder (newest checkpoint, history, curves): a new or empty folder, "
                         "or the run to continue with --resume")  # fmt: skip
@@ -141,9 +146,13 @@ def _add_train(sub, recipes: str) -> None:
                         "STORE.zarr")  # fmt: skip
     p.add_argument("--epochs", type=nonneg, default=None, help="override the recipe's epochs")
     p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else cpu), cpu, cuda, cuda:I, mps")
-    p.add_argument("--max-minutes", type=minutes, default=None, metavar="M",
-                   help="stop after M minutes of wall time, keeping the last finished epoch "
-                        "(continue with --resume)")
+    p.add_argument(
+        "--max-minutes",
+        type=minutes,
+        default=None,
+        metavar="M",
+        help="stop after M minutes of wall time, keeping the last finished epoch (continue with --resume)",
+    )
 
 
 def _add_finetune(sub, recipes: str) -> None:
@@ -176,15 +185,24 @@ def _add_finetune(sub, recipes: str) -> None:
     p.add_argument("--all-images", action="store_true",
                    help="with a store: also train on the images holding only pseudo-labels "
                         "(a model's output nobody checked): self-training")  # fmt: skip
-    p.add_argument("--out", required=True,
-                   help="run folder: a new or empty folder, or the run to continue with --resume")
-    p.add_argument("--config", default=None,
-                   help=f"a recipe file or built-in recipe to start from (default: finetune; built-in: {recipes})")
+    p.add_argument(
+        "--out", required=True, help="run folder: a new or empty folder, or the run to continue with --resume"
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        help=f"a recipe file or built-in recipe to start from (default: finetune; built-in: {recipes})",
+    )
     p.add_argument("--epochs", type=nonneg, default=None, help="override the recipe's epochs")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else cpu), cpu, cuda, cuda:I, mps")
-    p.add_argument("--max-minutes", type=minutes, default=None, metavar="M",
-                   help="stop after M minutes of wall time, keeping the last finished epoch")
+    p.add_argument(
+        "--max-minutes",
+        type=minutes,
+        default=None,
+        metavar="M",
+        help="stop after M minutes of wall time, keeping the last finished epoch",
+    )
     _add_storage_option(p)
 
 
@@ -245,8 +263,13 @@ def _add_review(sub) -> None:
     p.add_argument("store", help="the label store (e.g. labels.zarr)")
     p.add_argument("--top", type=nonneg, default=None, metavar="K", help="show only the first K images")
     p.add_argument("--tasks", default=None, help="comma-separated tasks to weigh (default: all)")
-    p.add_argument("--regions", type=nonneg, default=5, metavar="R",
-                   help="low-confidence regions listed per image in --json (default 5)")
+    p.add_argument(
+        "--regions",
+        type=nonneg,
+        default=5,
+        metavar="R",
+        help="low-confidence regions listed per image in --json (default 5)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
@@ -273,8 +296,11 @@ def _add_export(sub) -> None:
                    help="class maps as palette PNGs (VOC colour map; edges and saliency black / "
                         "white) holding the same values")  # fmt: skip
     p.add_argument("--tasks", default=None, help="comma-separated tasks to export (default: all)")
-    p.add_argument("--split", default="train",
-                   help="pascal-mt: the name of the list file ImageSets/Context/SPLIT.txt (default train)")
+    p.add_argument(
+        "--split",
+        default="train",
+        help="pascal-mt: the name of the list file ImageSets/Context/SPLIT.txt (default train)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace OUT when it holds an earlier export")
     _add_storage_option(p)
 

@@ -30,4 +30,3 @@ class DatasetNotFoundError(DatasetError, FileNotFoundError):
 
 def not_found(what: str, path: str | os.PathLike | Remote) -> DatasetNotFoundError:
     return DatasetNotFoundError(f"{what} not found: {path}", path)
-

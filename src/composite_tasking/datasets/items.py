@@ -42,7 +42,8 @@ def to_tensors(sample: Mapping, image_id: str) -> dict:
         item["normals"] = torch.zeros((3, h, w), dtype=torch.float32)
     else:
         item["normals"] = torch.from_numpy(
-            np.ascontiguousarray(np.asarray(normals, dtype=np.float32).transpose(2, 0, 1)))
+            np.ascontiguousarray(np.asarray(normals, dtype=np.float32).transpose(2, 0, 1))
+        )
     item["id"] = str(image_id)
     return item
 
@@ -140,4 +141,4 @@ def batches_by_shape(shapes: Sequence[tuple[int, int]], batch_size: int) -> list
     for i, shape in enumerate(shapes):
         groups.setdefault(tuple(shape), []).append(i)
     b = max(1, int(batch_size))
-    return [idx[k:k + b] for idx in groups.values() for k in range(0, len(idx), b)]
+    return [idx[k : k + b] for idx in groups.values() for k in range(0, len(idx), b)]

@@ -80,8 +80,7 @@ class PascalMT:
         if "semseg" in self.tasks:
             dirs = [self.root / "semseg" / "VOC12", self.root / "semseg" / "pascal-context"]
             if not any(d.is_dir() for d in dirs):
-                raise DatasetNotFoundError(
-                    f"PASCAL-MT folder not found: {dirs[0]} (nor {dirs[1]})", dirs[0])
+                raise DatasetNotFoundError(f"PASCAL-MT folder not found: {dirs[0]} (nor {dirs[1]})", dirs[0])
         if "parts" in self.tasks:
             self._require_dir(self.root / "human_parts")
         if "normals" in self.tasks:

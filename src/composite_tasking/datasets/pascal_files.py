@@ -257,4 +257,3 @@ def nearest_resize(arr: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     ys = np.minimum(((np.arange(h) + 0.5) * arr.shape[0] / h).astype(np.intp), arr.shape[0] - 1)
     xs = np.minimum(((np.arange(w) + 0.5) * arr.shape[1] / w).astype(np.intp), arr.shape[1] - 1)
     return np.ascontiguousarray(arr[ys][:, xs])
-

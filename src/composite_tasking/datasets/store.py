@@ -161,6 +161,7 @@ def check_sources(store_path: str | os.PathLike | Remote, ids: Sequence[str] | N
         raise DatasetNotFoundError(message, path)
     raise DatasetError(message)
 
+
 #: provenances of labels that teach a model: a person's corrections and ground truth
 #: (never ``pseudo``: a model's own output nobody checked)
 TRAINING_PROVENANCES = PERSON_PROVENANCES

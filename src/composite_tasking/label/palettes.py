@@ -128,7 +128,7 @@ def palette_source(palette_from: str, rule: str | Path | None, predictor: Predic
         except (ValueError, OSError) as e:
             raise LabelError(f"--palette-from net: {e}") from None
         info = predictor.palette_info
-        learned = ((info.provenance.get("recipe") or {}).get("rule") if info is not None else None)
+        learned = (info.provenance.get("recipe") or {}).get("rule") if info is not None else None
         if info is not None and learned is not None:  # the network makes its rule's palettes, whatever is asked
             if rule is not None and load_rule(rule).name != load_rule(learned).name:
                 raise LabelError(f"--palette-from net: the palette network ({info.path}) was trained "

@@ -94,7 +94,12 @@ class LabelPlan:
         """After the run: an ``--overwrite`` run that relabelled every image it was asked
         to unmarks the store; ``summary.done`` in input order."""
         summary = self.summary
-        if "overwrite" in self.wanted and not summary.stopped and not summary.failed and len(summary.done) == len(self.todo):
+        if (
+            "overwrite" in self.wanted
+            and not summary.stopped
+            and not summary.failed
+            and len(summary.done) == len(self.todo)
+        ):
             finished = {k: v for k, v in self.wanted.items() if k != "overwrite"}  # every image relabelled
             self.store.update_attrs({"labelling": finished})
         order = {image_id: k for k, (_, image_id, _) in enumerate(self.todo)}

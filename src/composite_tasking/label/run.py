@@ -101,9 +101,19 @@ def label_images(
     except ShardError as e:
         raise LabelError(str(e)) from None
 
-    predictor = model if isinstance(model, Predictor) else Predictor(
-        model, device=device, tile=tile, overlap=min(128, tile // 4) if overlap is None else overlap,
-        precision=precision, palette_model=palette_model if palette_from == "net" else None, scale=scale)
+    predictor = (
+        model
+        if isinstance(model, Predictor)
+        else Predictor(
+            model,
+            device=device,
+            tile=tile,
+            overlap=min(128, tile // 4) if overlap is None else overlap,
+            precision=precision,
+            palette_model=palette_model if palette_from == "net" else None,
+            scale=scale,
+        )
+    )
     source = palette_source(palette_from, rule, predictor, seed)
     # never the store or the preview (an output inside an input folder)
     plan = plan_run(inputs, store_path, predictor, source, overwrite=overwrite, shard=shard,

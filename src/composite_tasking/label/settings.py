@@ -30,13 +30,19 @@ SETTINGS_IF_RECORDED = ("rule_sha256", "palette_model_sha256", "scale")
 
 def _normal_setting(key: str, value):
     if key == "palette_from" and isinstance(value, str) and value.startswith("folder:"):
-        return f"folder:{Path(value[len('folder:'):]).resolve()}"
+        return f"folder:{Path(value[len('folder:') :]).resolve()}"
     return value
 
 
 #: the command-line flag of each setting, for messages
-FLAGS = {"model_sha256": "--model", "rule": "--rule", "rule_sha256": "--rule (its content)",
-         "palette_from": "--palette-from", "palette_model_sha256": "--palette-model", "scale": "--scale"}
+FLAGS = {
+    "model_sha256": "--model",
+    "rule": "--rule",
+    "rule_sha256": "--rule (its content)",
+    "palette_from": "--palette-from",
+    "palette_model_sha256": "--palette-model",
+    "scale": "--scale",
+}
 
 
 def differs(key: str, have: dict, wanted: dict) -> bool:
@@ -80,8 +86,16 @@ def slim_record(record: dict) -> dict:
     """What labelling needs of a stored image's attributes: its source, sha256 (and the
     file's size and mtime), its settings, its provenance and whether napari saved it (a
     large folder's records stay small in memory)."""
-    keep = ("model_sha256", "rule", "rule_sha256", "palette_origin", "palette_model_sha256", "provenance",
-            "scale", "run")
+    keep = (
+        "model_sha256",
+        "rule",
+        "rule_sha256",
+        "palette_origin",
+        "palette_model_sha256",
+        "provenance",
+        "scale",
+        "run",
+    )
     out = {k: record[k] for k in keep if k in record}
     out["image"] = {k: (record.get("image") or {}).get(k)
                     for k in ("stored", "source", "sha256", "sha256_of", *STAT_KEYS)}  # fmt: skip

@@ -338,15 +338,13 @@ class Decoder(nn.Module):
         self.image_b = block(spec.image_width, so[0], 3, emb_ch, hid[1])
         # skips 1..5 on the encoder stages, 1x1 (Table 8 / section 5.2)
         self.skips = nn.ModuleList(
-            block(encoder_channels[i], so[i], spec.skip_kernel, emb_ch, hid[1 + i])
-            for i in range(1, 6)
+            block(encoder_channels[i], so[i], spec.skip_kernel, emb_ch, hid[1 + i]) for i in range(1, 6)
         )
         # dec4 at s16 ... dec0 at s1; input = upsampled previous + skip of that level
         dec_in = [so[5] + so[4], spec.dec_out[0] + so[3], spec.dec_out[1] + so[2],
                   spec.dec_out[2] + so[1], spec.dec_out[3] + so[0]]  # fmt: skip
         self.decs = nn.ModuleList(
-            block(dec_in[j], spec.dec_out[j], spec.dec_kernel, emb_ch, hid[7 + j])
-            for j in range(5)
+            block(dec_in[j], spec.dec_out[j], spec.dec_kernel, emb_ch, hid[7 + j]) for j in range(5)
         )
         self.last = nn.Conv2d(spec.dec_out[4], spec.out_channels, 1)
 
@@ -362,11 +360,14 @@ class Decoder(nn.Module):
             raise ValueError("a conditioned decoder needs the palette embedding pyramid")
         p = pyramid if pyramid is not None else [None] * PYRAMID_LEVELS
         if pure is None or not self.conditioned:
+
             def run(blk, x, level):
                 return blk(x, p[level])
         else:
+
             def run(blk, x, level):
                 return blk(x, p[level], pure[level])
+
         s0 = run(self.image_b, run(self.image_a, feats[0], 0), 0)  # (N, 64, H, W)
         skips = [s0] + [run(blk, feats[i], i) for i, blk in enumerate(self.skips, start=1)]
         x = skips[5]  # (N, 512, H/32, W/32)

@@ -190,9 +190,7 @@ def _folder(path: str | Path) -> Path:
         if newest is not None:  # (None only if latest.json went away meanwhile)
             path = newest
     if not path.is_dir():
-        raise CheckpointError(
-            f"{path} is not a checkpoint: expected a folder with {CONFIG_NAME} and {WEIGHTS_NAME}"
-        )
+        raise CheckpointError(f"{path} is not a checkpoint: expected a folder with {CONFIG_NAME} and {WEIGHTS_NAME}")
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (path / name).is_file():
             raise CheckpointError(f"checkpoint {path} has no {name}")
@@ -234,8 +232,7 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
     for name, entry in expected.items():
         if name in stored and stored[name] != entry:
             raise CheckpointError(
-                f"{cfg_path}: task {name!r} was trained with a different class table or "
-                "anchors than this package uses"
+                f"{cfg_path}: task {name!r} was trained with a different class table or anchors than this package uses"
             )
     return CheckpointInfo(folder, config, meta, meta.get("weights_sha256", ""),
                           meta.get("provenance", {}))  # fmt: skip
@@ -290,7 +287,7 @@ def newest_in_run(run: str | Path) -> Path | None:
         raise CheckpointError(f"{latest}: not a readable JSON file ({e}); the run's newest "
                               "checkpoint is its highest epoch-NNNN/model folder") from None  # fmt: skip
     if not isinstance(pointer, dict) or not isinstance(pointer.get("model"), str):
-        raise CheckpointError(f"{latest}: names no model (expected {{\"model\": \"epoch-NNNN/model\"}})")
+        raise CheckpointError(f'{latest}: names no model (expected {{"model": "epoch-NNNN/model"}})')
     _refuse_rolled_back(run, run / pointer["model"])
     return run / pointer["model"]
 

@@ -48,6 +48,7 @@ from .region import (
 
 __all__ = ["CompositeTaskingNet", "MultiHeadNet", "SingleTaskNets", "PaletteModel"]
 
+
 class PaletteModel(nn.Module):
     """Shared plumbing: padding, palette checks, feature broadcasting."""
 
@@ -83,8 +84,7 @@ class PaletteModel(nn.Module):
         lo, hi = int(palette.min()), int(palette.max())
         if lo < 0 or hi > self.num_tasks:
             raise ValueError(
-                f"palette values must be 0 (no task) or 1..{self.num_tasks} (task id + 1); "
-                f"found values in [{lo}, {hi}]"
+                f"palette values must be 0 (no task) or 1..{self.num_tasks} (task id + 1); found values in [{lo}, {hi}]"
             )
         return palette
 
@@ -236,8 +236,7 @@ class MultiHeadNet(PaletteModel):
         self.config = config
         self.encoder = ResNetEncoder(config.encoder, pretrained, allow_download)
         self.decoders = nn.ModuleList(
-            Decoder(self.encoder.channels, conditioned=False, spec=config.decoder)
-            for _ in config.tasks
+            Decoder(self.encoder.channels, conditioned=False, spec=config.decoder) for _ in config.tasks
         )
 
     def encode(self, image: torch.Tensor) -> Encoded:
@@ -272,13 +271,9 @@ class SingleTaskNets(PaletteModel):
         if config.kind != "stn":
             raise ValueError(f"SingleTaskNets needs kind 'stn', got {config.kind!r}")
         self.config = config
-        self.encoders = nn.ModuleList(
-            ResNetEncoder(config.encoder, pretrained, allow_download) for _ in config.tasks
-        )
+        self.encoders = nn.ModuleList(ResNetEncoder(config.encoder, pretrained, allow_download) for _ in config.tasks)
         ch = cast(ResNetEncoder, self.encoders[0]).channels
-        self.decoders = nn.ModuleList(
-            Decoder(ch, conditioned=False, spec=config.decoder) for _ in config.tasks
-        )
+        self.decoders = nn.ModuleList(Decoder(ch, conditioned=False, spec=config.decoder) for _ in config.tasks)
 
     def encode(self, image: torch.Tensor) -> Encoded:
         check_image(image)

@@ -86,9 +86,7 @@ def _up_scale(n_in: int) -> torch.Tensor:
     n_out = 2 * n_in
     if n_out <= 1:
         return torch.zeros((), dtype=torch.float32)
-    return torch.tensor(float(n_in - 1), dtype=torch.float32) / torch.tensor(
-        float(n_out - 1), dtype=torch.float32
-    )
+    return torch.tensor(float(n_in - 1), dtype=torch.float32) / torch.tensor(float(n_out - 1), dtype=torch.float32)
 
 
 def _up_indices(r: Range, n_in: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -284,6 +282,7 @@ def change_box(changed: torch.Tensor, decoder: Decoder) -> Window | None:
     kd, ks, kb = _half_kernel(decoder.decs[0]), _half_kernel(decoder.skips[0]), _half_kernel(decoder.image_b)
     out = []
     for (lo, hi), n in (((box.y0, box.y1), changed.shape[0]), ((box.x0, box.x1), changed.shape[1])):
+
         def cells(level):
             return lo >> level, ((hi - 1) >> level) + 1
 
@@ -345,6 +344,7 @@ def _crop(t: torch.Tensor, r: tuple[Range, Range]) -> torch.Tensor:
 
 def _global_part(decoder: Decoder, feats, cond: _Conditioning, global_level: int) -> torch.Tensor:
     """The stride-32 skip and the decoder stages down to ``global_level``, on the whole map."""
+
     def whole(level):
         t = feats[level]
         return (0, t.shape[-2]), (0, t.shape[-1])

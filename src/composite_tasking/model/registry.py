@@ -47,4 +47,3 @@ def build_model(config: ModelConfig | str | dict = "ctn-resnet34", pretrained=Fa
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
-

@@ -36,8 +36,15 @@ from zarr.core.group import GroupMetadata
 from zarr.core.metadata import ArrayV3Metadata
 from zarr.storage import MemoryStore
 
-__all__ = ["Unsupported", "group_document", "prepare_array", "write_group", "write_array", "array_files",
-           "replace_group_attrs"]
+__all__ = [
+    "Unsupported",
+    "group_document",
+    "prepare_array",
+    "write_group",
+    "write_array",
+    "array_files",
+    "replace_group_attrs",
+]
 
 
 class Unsupported(Exception):

@@ -228,9 +228,7 @@ CORRECTED_PREFIX = "corrected_"
 #: integer label maps under ``labels/``, in the order they are listed
 LABEL_NAMES: tuple[str, ...] = ("palette",) + tuple(t.name for t in TASKS if t.kind != "vector")
 #: float maps under ``maps/`` other than ``normals``
-MAP_NAMES: tuple[str, ...] = (
-    ("edges_prob", "saliency_prob") + tuple(f"confidence_{t.name}" for t in TASKS)
-)
+MAP_NAMES: tuple[str, ...] = ("edges_prob", "saliency_prob") + tuple(f"confidence_{t.name}" for t in TASKS)
 
 #: chunk edge of maps of images larger than :data:`WHOLE_IMAGE_MAX_PIXELS`
 TILE = 512
@@ -245,9 +243,7 @@ FLOAT_CODECS = (BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=4
 # Names an image id may not take (compared case-insensitively): the store's own groups
 # and files, and names Windows cannot hold as a folder.
 _RESERVED_IDS = {"labels", "maps", "zarr.json"}
-_WINDOWS_DEVICES = {"con", "prn", "aux", "nul"} | {
-    f"{p}{i}" for p in ("com", "lpt") for i in range(1, 10)
-}
+_WINDOWS_DEVICES = {"con", "prn", "aux", "nul"} | {f"{p}{i}" for p in ("com", "lpt") for i in range(1, 10)}
 _BAD_ID_CHARS = re.compile(r'[/\\<>:"|?*\x00-\x1f\x7f]')
 _MAX_ID_LENGTH = 200
 
@@ -310,8 +306,7 @@ def validate_image_id(image_id: object) -> str:
         problem = "it is a device name on Windows"
     if problem:
         raise StoreError(
-            f"image id {image_id!r} is not allowed: {problem} (an id names a folder: use "
-            "e.g. the image file's name)"
+            f"image id {image_id!r} is not allowed: {problem} (an id names a folder: use e.g. the image file's name)"
         )
     return image_id
 
@@ -328,8 +323,7 @@ def json_attrs(attrs: Mapping | None, where: str, reserved: set[str]) -> dict:
     clash = sorted(set(attrs) & reserved)
     if clash:
         raise StoreError(
-            f"{where}: attribute(s) {clash} are set by the store and cannot be given; "
-            f"reserved: {sorted(reserved)}"
+            f"{where}: attribute(s) {clash} are set by the store and cannot be given; reserved: {sorted(reserved)}"
         )
     try:
         text = json.dumps(dict(attrs), allow_nan=False)
@@ -435,5 +429,5 @@ def map_attrs(name: str, channels: list[str] | None = None) -> dict:
     if name.endswith("_prob"):
         task = name[: -len("_prob")]
         return {NS: {"kind": "probability", "task": task, "invalid": "NaN"}}
-    task = name[len("confidence_"):]
+    task = name[len("confidence_") :]
     return {NS: {"kind": "confidence", "task": task, "invalid": "NaN"}}

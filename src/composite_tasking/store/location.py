@@ -157,7 +157,7 @@ class Remote:
         if not m:
             raise LocationError(f"{url!r} is not a URL (protocol://bucket/path)")
         self.protocol = m.group(1).lower()
-        parts = [p for p in posixpath.normpath("/" + m.group(2)).split("/") if p]  # no '.', '..' or '//' 
+        parts = [p for p in posixpath.normpath("/" + m.group(2)).split("/") if p]  # no '.', '..' or '//'
         if not parts:
             raise LocationError(f"{url}: no bucket in the URL (e.g. s3://bucket/labels.zarr)")
         self.path = "/".join(parts)  # the file system's path: bucket/key
@@ -226,7 +226,7 @@ class Remote:
         """This object's key below the prefix ``root`` (:class:`ValueError` when not below)."""
         if self.protocol != root.protocol or not self.path.startswith(root.path + "/"):
             raise ValueError(f"{self} is not below {root}")
-        return PurePosixPath(self.path[len(root.path) + 1:])
+        return PurePosixPath(self.path[len(root.path) + 1 :])
 
     def is_relative_to(self, root: "Remote") -> bool:
         return self.protocol == root.protocol and self.path.startswith(root.path + "/")
@@ -248,12 +248,15 @@ class Remote:
             return fsspec.filesystem(self.protocol, **{**self.fs_options(), **extra})
         except ImportError as e:
             package = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}.get(
-                self.protocol, f"the fsspec package for {self.protocol}://")
-            raise LocationError(f"{self.url}: reading {self.protocol}:// needs {package} "
-                                f"(pip install {package}): {e}") from None
+                self.protocol, f"the fsspec package for {self.protocol}://"
+            )
+            raise LocationError(
+                f"{self.url}: reading {self.protocol}:// needs {package} (pip install {package}): {e}"
+            ) from None
         except TypeError as e:
-            raise LocationError(f"{self.url}: a storage option the {self.protocol}:// file system does not "
-                                f"take: {e}") from None
+            raise LocationError(
+                f"{self.url}: a storage option the {self.protocol}:// file system does not take: {e}"
+            ) from None
 
     def fs_options(self) -> dict:
         """The file system's keyword arguments: the storage options, and no listings cache
@@ -286,15 +289,20 @@ class Remote:
         text = str(e).strip().splitlines()[0] if str(e).strip() else name
         if isinstance(e, FileNotFoundError) and doing == "checking the bucket":
             return LocationError(f"{self.url}: the bucket {self.bucket!r} does not exist at {self.endpoint()}")
-        if isinstance(e, PermissionError) or name in ("NoCredentialsError", "PartialCredentialsError",
-                                                       "ClientError") and "denied" in text.lower():
+        if (
+            isinstance(e, PermissionError)
+            or name in ("NoCredentialsError", "PartialCredentialsError", "ClientError")
+            and "denied" in text.lower()
+        ):
             return LocationError(f"{self.url}: the object store at {self.endpoint()} refused access{what}: {text} "
                                  "(credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or "
                                  "--storage-option key=... secret=...)")  # fmt: skip
         if name in ("NoCredentialsError", "PartialCredentialsError"):
-            return LocationError(f"{self.url}: no credentials for the object store at {self.endpoint()}{what}: "
-                                 "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), give "
-                                 "--storage-option key=... secret=..., or anon=true for a public bucket")
+            return LocationError(
+                f"{self.url}: no credentials for the object store at {self.endpoint()}{what}: "
+                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), give "
+                "--storage-option key=... secret=..., or anon=true for a public bucket"
+            )
         if name in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError",
                     "ClientConnectorError", "ServerDisconnectedError", "ReadTimeoutError") \
                 or isinstance(e, (ConnectionError, TimeoutError)):  # fmt: skip

@@ -121,6 +121,9 @@ def image_pixels(store_path: Path | Remote, sample: StoredSample) -> np.ndarray:
         raise ImageReadError(path, changed)
     shape = tuple(sample.attrs.get("shape") or ())
     if shape and pixels.shape[:2] != shape:
-        raise ImageReadError(path, f"the image file is {pixels.shape[0]}x{pixels.shape[1]} pixels, its "
-                                   f"labels {shape[0]}x{shape[1]}: it changed since the image was labelled")
+        raise ImageReadError(
+            path,
+            f"the image file is {pixels.shape[0]}x{pixels.shape[1]} pixels, its "
+            f"labels {shape[0]}x{shape[1]}: it changed since the image was labelled",
+        )
     return pixels

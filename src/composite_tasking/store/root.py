@@ -49,8 +49,10 @@ def judge(meta: Any) -> str:
         return "a zarr group that is not a label store"
     version = own.get("format_version")
     if not isinstance(version, int) or version > STORE_FORMAT_VERSION:
-        return (f"a label store of format version {version!r}, newer than this package "
-                f"reads ({STORE_FORMAT_VERSION}); update napari-composite-tasking")
+        return (
+            f"a label store of format version {version!r}, newer than this package "
+            f"reads ({STORE_FORMAT_VERSION}); update napari-composite-tasking"
+        )
     return "store"
 
 

@@ -138,8 +138,7 @@ def _write_new_array(store: Any, folder: Path, kwargs: dict, data: np.ndarray, t
     else:
         rel = folder.relative_to(store.path).as_posix()
         parent, _, name = rel.rpartition("/")
-        arr = store.zarr_group("r+", path=parent).create_array(
-            name, **kwargs)
+        arr = store.zarr_group("r+", path=parent).create_array(name, **kwargs)
         arr[...] = data
 
 
@@ -220,10 +219,17 @@ def _image_info(chk: Checker, prep: Prepared, sample: Mapping, store_image: bool
         chk.fail("image_source", "store_image=False keeps a reference to the image: "
                                  "give image_source (its path)")  # fmt: skip
     if stat is not None:
-        if sha256 is None or not isinstance(stat, Mapping) or set(stat) != set(STAT_KEYS) or not all(
-                isinstance(stat[k], int) and not isinstance(stat[k], bool) and stat[k] >= 0 for k in STAT_KEYS):
-            chk.fail("image_stat", f"{{'size': int, 'mtime_ns': int}} of the file image_sha256 hashes, "
-                                   f"got {stat!r}" + ("" if sha256 is not None else " without image_sha256"))
+        if (
+            sha256 is None
+            or not isinstance(stat, Mapping)
+            or set(stat) != set(STAT_KEYS)
+            or not all(isinstance(stat[k], int) and not isinstance(stat[k], bool) and stat[k] >= 0 for k in STAT_KEYS)
+        ):
+            chk.fail(
+                "image_stat",
+                f"{{'size': int, 'mtime_ns': int}} of the file image_sha256 hashes, "
+                f"got {stat!r}" + ("" if sha256 is not None else " without image_sha256"),
+            )
         stat = {k: int(stat[k]) for k in STAT_KEYS}
     if sha256 is not None:
         if not (isinstance(sha256, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha256)):

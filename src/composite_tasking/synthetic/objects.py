@@ -25,8 +25,7 @@ from .materials import Material, hsv
 __all__ = ["ObjectSpec", "OBJECTS", "Builder"]
 
 HEAD, TORSO, UPPER_ARM, LOWER_ARM, UPPER_LEG, LOWER_LEG = (
-    PARTS_CLASSES.index(n)
-    for n in ("head", "torso", "upper_arm", "lower_arm", "upper_leg", "lower_leg")
+    PARTS_CLASSES.index(n) for n in ("head", "torso", "upper_arm", "lower_arm", "upper_leg", "lower_leg")
 )
 _I = np.eye(3)
 

@@ -425,8 +425,13 @@ def _labels(scene: Scene, image, ctx, part, inst, normals) -> dict:
         "edges": edges,
         "saliency": saliency,
         "normals": np.ascontiguousarray(normals, dtype=np.float32),
-        "meta": {"source": "synthetic", "seed": scene.seed, "index": scene.index,
-                 "size": [h, w], "objects": objects},  # fmt: skip
+        "meta": {
+            "source": "synthetic",
+            "seed": scene.seed,
+            "index": scene.index,
+            "size": [h, w],
+            "objects": objects,
+        },  # fmt: skip
     }
 
 
