@@ -83,6 +83,9 @@ def test_finetune_widget_runs_in_a_worker_and_swaps_the_model(corrected_store, q
 
     from qtpy.QtCore import QTimer
 
+    from _gui import load_factor, wait_bound
+
+    load = load_factor()  # the machine's pace: the bound follows its load
     ticks: list[float] = []  # the GUI thread's turns (a 10 ms timer): the longest gap is reported
     timer = QTimer()
     timer.setInterval(10)
@@ -94,11 +97,11 @@ def test_finetune_widget_runs_in_a_worker_and_swaps_the_model(corrected_store, q
     timer.stop()
     gaps = np.diff(ticks) if len(ticks) > 1 else np.zeros(1)
     print(f"\nlongest GUI-thread gap during the fine-tune: {gaps.max() * 1000:.0f} ms "
-          f"(median {np.median(gaps) * 1000:.0f} ms, {len(ticks)} ticks)")  # fmt: skip
+          f"(median {np.median(gaps) * 1000:.0f} ms, {len(ticks)} ticks; load factor {load:.1f})")  # fmt: skip
     qtbot.waitUntil(lambda: not predict.busy, timeout=120_000)  # the re-prediction
 
     assert errors == []
-    assert gaps.max() < 2.0  # grossly: this 2-core CI machine is busy
+    assert gaps.max() < wait_bound(2.0, load)  # grossly: this 2-core CI machine is busy
     assert widget.last_model is not None and widget.last_model.is_relative_to(tmp_path / "ft-run")
     assert widget.loss_label.text().startswith("Epoch 1/1")
     assert len(widget.history) == 1

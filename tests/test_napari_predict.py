@@ -19,6 +19,7 @@ pytest.importorskip("pytestqt")
 # the model stack (torch, torchvision, triton) before any canvas: triton's LLVM crashes
 # when Mesa's software OpenGL has mapped its own first (see composite_tasking._napari._compat)
 import composite_tasking.model  # noqa: E402, F401
+from _gui import load_factor, wait_bound  # noqa: E402
 from napari.layers import Image, Labels  # noqa: E402
 
 from composite_tasking._napari import predict_jobs as pjm  # noqa: E402
@@ -311,6 +312,7 @@ def test_predict_in_worker_keeps_gui_responsive(setup, qtbot, errors, monkeypatc
         return w
 
     monkeypatch.setattr(nqt, "create_worker", create_worker)
+    load = load_factor()  # the machine's pace: a bound follows its load
     watch = _LoopWatch()
     worker = widget.start_predict()
     assert worker is not None and widget.busy and widget.cancel_button.isEnabled()
@@ -323,7 +325,8 @@ def test_predict_in_worker_keeps_gui_responsive(setup, qtbot, errors, monkeypatc
     # up to the last step: the worker's part; after it the layers are made and shown
     in_worker, overall = watch.longest_gap(until=steps[-1]), watch.longest_gap()
     print(f"\nfirst predict (model load, encode, decode in the worker): longest event-loop gap "
-          f"{in_worker * 1000:.0f} ms; with the new layers added: {overall * 1000:.0f} ms")  # fmt: skip
+          f"{in_worker * 1000:.0f} ms; with the new layers added: {overall * 1000:.0f} ms "
+          f"(load factor {load:.1f})")  # fmt: skip
     assert errors == []
     assert {layer_meta(ly)["task"] for ly in _task_layers(viewer)} >= {"semseg", "parts"}
     assert widget.device_label.text().startswith("Device: cpu")
@@ -332,10 +335,10 @@ def test_predict_in_worker_keeps_gui_responsive(setup, qtbot, errors, monkeypatc
     # worker holding the GIL gave 0.22-0.26 s here); a gross bound catches a job that
     # blocks the loop outright
     assert threads and threading.main_thread().ident not in threads
-    assert in_worker < 1.0, f"the event loop was blocked for {in_worker * 1000:.0f} ms"
+    assert in_worker < wait_bound(1.0, load), f"the event loop was blocked for {in_worker * 1000:.0f} ms"
     # napari makes each new layer (its controls, its visual) in the GUI thread, one per
     # loop turn: 0.1-0.5 s each here (2 busy cores, software OpenGL)
-    assert overall < 1.5, f"the event loop was blocked for {overall * 1000:.0f} ms"
+    assert overall < wait_bound(1.5, load), f"the event loop was blocked for {overall * 1000:.0f} ms"
 
     # a re-run with the layers in place (another palette): nothing long in the GUI thread
     with palette.block_history():
@@ -352,9 +355,9 @@ def test_predict_in_worker_keeps_gui_responsive(setup, qtbot, errors, monkeypatc
           f"{overall * 1000:.0f} ms with the layers updated in place")  # fmt: skip
     assert errors == []
     assert threading.main_thread().ident not in threads
-    assert in_worker < 1.0, f"the event loop was blocked for {in_worker * 1000:.0f} ms"
+    assert in_worker < wait_bound(1.0, load), f"the event loop was blocked for {in_worker * 1000:.0f} ms"
     # the in-place update of the layers (GUI thread): 30-340 ms on the busy 2-core machine
-    assert overall < 1.0, f"the event loop was blocked for {overall * 1000:.0f} ms"
+    assert overall < wait_bound(1.0, load), f"the event loop was blocked for {overall * 1000:.0f} ms"
 
 
 def test_cancel_stops_the_worker(setup, qtbot, errors, monkeypatch):

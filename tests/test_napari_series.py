@@ -13,6 +13,7 @@ pytest.importorskip("pytestqt")
 
 # the model stack before any canvas (see composite_tasking._napari._compat)
 import composite_tasking.model  # noqa: E402, F401
+from _gui import load_factor, wait_bound  # noqa: E402
 from napari.layers import Labels  # noqa: E402
 from PIL import Image as PILImage  # noqa: E402
 
@@ -192,6 +193,7 @@ def test_predict_keeps_the_gui_responsive_in_a_series(make_napari_viewer, folder
     predict.load_model()
     palette.select_task("semseg")
     palette.fill_from_rule("S:semseg")
+    load = load_factor()  # the machine's pace: the bound follows its load
     ticks: list[float] = []
     timer = QTimer()
     timer.setInterval(10)
@@ -207,9 +209,9 @@ def test_predict_keeps_the_gui_responsive_in_a_series(make_napari_viewer, folder
     gap_next = time.perf_counter() - t0
     timer.stop()
     print(f"\nlongest GUI gap: predict {gap_predict * 1000:.0f} ms; save and next (in the GUI "
-          f"thread) {gap_next * 1000:.0f} ms for a {SIZE} px image")  # fmt: skip
+          f"thread) {gap_next * 1000:.0f} ms for a {SIZE} px image (load factor {load:.1f})")  # fmt: skip
     assert any(is_task_layer(ly) for ly in viewer.layers) is False  # b has no predictions yet
-    assert gap_predict < 1.0
+    assert gap_predict < wait_bound(1.0, load)
     assert isinstance(viewer.layers["b.png"], type(viewer.layers["b.png"]))
     assert not any(isinstance(ly, Labels) for ly in viewer.layers if not is_palette_layer(ly) and not is_spare(ly))
 
